@@ -1,0 +1,1 @@
+"""Example handlers used by conf/queues.yaml; they stand in for an application's jobs."""

@@ -1,0 +1,117 @@
+"""What a config reload changes, so the master touches only what must change.
+
+The distinction that matters is "scaled" versus "changed": a new worker count only
+starts or stops workers, while any other setting needs a rolling restart of the
+program's workers (or its leader, for preload).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, List, Tuple
+
+from .model import Config
+
+# Values never shown in reload output, which ends up in logs: the broker URL carries a
+# password and environments often carry API keys.
+_SECRET_FIELDS = frozenset({"broker", "environment"})
+_IGNORED_FIELDS = frozenset({"name", "source"})
+
+
+@dataclass(frozen=True)
+class ConfigDiff:
+    added: Tuple[str, ...] = ()
+    removed: Tuple[str, ...] = ()
+    changed: Tuple[str, ...] = ()  # settings other than workers changed -> rolling restart
+    scaled: Tuple[str, ...] = ()  # only workers changed
+    daemon_changed: Tuple[str, ...] = ()  # names of DaemonConfig fields that differ
+    # Human text per program ("max_jobs 1000 -> 500") and for the daemon section; only
+    # for describe(), so two diffs naming the same changes compare equal.
+    details: Tuple[Tuple[str, str], ...] = field(default=(), compare=False)
+    daemon_details: str = field(default="", compare=False)
+
+    @property
+    def is_empty(self) -> bool:
+        return not (self.added or self.removed or self.changed or self.scaled or self.daemon_changed)
+
+    def describe(self) -> List[str]:
+        """One line per affected program (and one for the daemon section)."""
+        details = dict(self.details)
+        lines = [f"{name}: added" for name in self.added]
+        lines += [f"{name}: removed" for name in self.removed]
+        for name in self.changed:
+            detail = details.get(name)
+            lines.append(f"{name}: changed ({detail})" if detail else f"{name}: changed")
+        for name in self.scaled:
+            detail = details.get(name)
+            lines.append(f"{name}: scaled {detail}" if detail else f"{name}: scaled")
+        if self.daemon_changed:
+            lines.append(f"qsupervisord: changed ({self.daemon_details or ', '.join(self.daemon_changed)})")
+        return lines
+
+
+def diff_configs(old: Config, new: Config) -> ConfigDiff:
+    daemon_changed = _changed_fields(old.daemon, new.daemon)
+    # Workers hold their own broker connection, so a new broker restarts every program.
+    broker_changed = "broker" in daemon_changed
+    changed: List[str] = []
+    scaled: List[str] = []
+    details: List[Tuple[str, str]] = []
+    for name, program in new.programs.items():
+        previous = old.programs.get(name)
+        if previous is None:
+            continue
+        fields_changed = _changed_fields(previous, program)
+        if broker_changed:
+            fields_changed.append("broker")
+        if not fields_changed:
+            continue
+        if fields_changed == ["workers"]:
+            scaled.append(name)
+            details.append((name, f"{previous.workers} -> {program.workers}"))
+        else:
+            changed.append(name)
+            details.append((name, _explain(previous, program, fields_changed)))
+    return ConfigDiff(
+        added=tuple(name for name in new.programs if name not in old.programs),
+        removed=tuple(name for name in old.programs if name not in new.programs),
+        changed=tuple(changed),
+        scaled=tuple(scaled),
+        daemon_changed=tuple(daemon_changed),
+        details=tuple(details),
+        daemon_details=_explain(old.daemon, new.daemon, daemon_changed),
+    )
+
+
+def _changed_fields(old: Any, new: Any) -> List[str]:
+    return [
+        f.name
+        for f in dataclasses.fields(old)
+        if f.name not in _IGNORED_FIELDS and getattr(old, f.name) != getattr(new, f.name)
+    ]
+
+
+def _explain(old: Any, new: Any, names: List[str]) -> str:
+    parts = []
+    for name in names:
+        before, after = getattr(old, name, None), getattr(new, name, None)
+        if name in _SECRET_FIELDS:
+            parts.append(f"{name} changed")
+        elif name == "socket_mode":  # a mode reads as octal, as it is written
+            parts.append(f"{name} {before:04o} -> {after:04o}")
+        else:
+            parts.append(f"{name} {_show(before)} -> {_show(after)}")
+    return ", ".join(parts)
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, tuple):
+        return "[" + ", ".join(_show(item) for item in value) + "]"
+    return str(value)

@@ -1,0 +1,220 @@
+"""Reading the main file and its includes into a validated Config.
+
+Everything is checked and every problem collected before ConfigError is raised, so a
+user fixes a file in one round instead of one error per restart.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from typing import Any, Dict, List, Optional, Tuple
+
+from . import schema
+from .fields import FieldInput, describe, did_you_mean, resolve_path
+from .model import Config, DaemonConfig, ProgramConfig
+from .problems import ConfigError, KeyPath, Problem
+from .yamlnodes import YamlDocument, parse_yaml
+
+MAIN_KEYS = ("qsupervisord", "programs")
+INCLUDE_KEYS = ("programs",)
+
+
+def load_config(path: str) -> Config:
+    """Load and validate `path` (and its includes); raise ConfigError listing every problem."""
+    return _Loader(path).load()
+
+
+def read_control_settings(path: str) -> Tuple[str, str]:
+    """(absolute socket path, broker URL) for the control tool, as forgiving as possible.
+
+    The control tool must still reach a running daemon while someone is halfway through
+    editing its config, so anything unreadable falls back to the defaults. Only a
+    missing file raises (FileNotFoundError): that usually means a wrong -c option.
+    """
+    defaults = DaemonConfig()
+    try:
+        with open(path, "rb") as stream:
+            data = stream.read()
+    except FileNotFoundError:
+        raise
+    except OSError:  # unreadable (permissions, a directory): the defaults are our best guess
+        return defaults.socket, defaults.broker
+    text = _decode(data)
+    doc, _ = parse_yaml(text, path) if text is not None else (None, [])
+    section = doc.value.get("qsupervisord") if doc and isinstance(doc.value, dict) else None
+    if not isinstance(section, dict):
+        return defaults.socket, defaults.broker
+    socket, broker = section.get("socket"), section.get("broker")
+    base_dir = os.path.dirname(os.path.abspath(path))
+    if isinstance(socket, str) and socket.strip() and "\0" not in socket:
+        socket = resolve_path(socket, base_dir)
+    else:
+        socket = defaults.socket
+    if not isinstance(broker, str) or not broker.strip():
+        broker = defaults.broker
+    return socket, broker
+
+
+def _decode(data: bytes) -> Optional[str]:
+    try:
+        return data.decode("utf-8-sig")  # tolerate a BOM left by Windows editors
+    except UnicodeDecodeError:
+        return None
+
+
+class _Loader:
+    def __init__(self, path: str) -> None:
+        self.display = path  # as the user gave it: problems show this, not the absolute path
+        self.path = os.path.abspath(path)
+        self.problems: List[Problem] = []
+        self.file_order: Dict[str, int] = {}
+        self.programs: Dict[str, ProgramConfig] = {}
+        self.defined_at: Dict[str, str] = {}  # program name -> "file:line"
+
+    def load(self) -> Config:
+        doc = self._read(self.path, self.display)
+        if doc is None:
+            raise ConfigError(self.problems)
+        top = self._top_level(doc, MAIN_KEYS, "(expected 'qsupervisord' or 'programs')")
+        base_dir = os.path.dirname(self.path)
+        daemon_values = self._daemon(doc, top.get("qsupervisord"), base_dir)
+        self._programs(doc, top.get("programs"), base_dir)
+        for display, absolute in self._include_files(doc, daemon_values.get("include", ())):
+            self._load_include(absolute, display)
+        if self.problems:
+            raise ConfigError(self._sorted_problems())
+        return Config(path=self.path, daemon=DaemonConfig(**daemon_values), programs=self.programs)
+
+    # -- files ---------------------------------------------------------------------
+
+    def _read(self, absolute: str, display: str) -> Optional[YamlDocument]:
+        self.file_order.setdefault(display, len(self.file_order))
+        try:
+            with open(absolute, "rb") as stream:
+                data = stream.read()
+        except OSError as exc:
+            self.problems.append(Problem(display, None, "", f"cannot read the file: {exc.strerror}"))
+            return None
+        try:
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            line = data[: exc.start].count(b"\n") + 1
+            self.problems.append(Problem(display, line, "", "the file is not valid UTF-8"))
+            return None
+        doc, problems = parse_yaml(text, display)
+        self.problems.extend(problems)
+        return doc
+
+    def _top_level(self, doc: YamlDocument, allowed: Tuple[str, ...], hint: str) -> Dict[str, Any]:
+        if doc.value is None or () in doc.broken:  # an empty file is a valid configuration
+            return {}
+        if not isinstance(doc.value, dict):
+            keys = ", ".join(repr(key) for key in allowed)
+            self._problem(doc, (), f"expected a mapping with the keys {keys}, got {describe(doc.value)}")
+            return {}
+        for key in doc.value:
+            if key not in allowed:
+                self._problem(doc, (key,), "unknown key" + (did_you_mean(key, allowed) or f" {hint}"))
+        return doc.value
+
+    def _include_files(self, doc: YamlDocument, patterns: Tuple[str, ...]) -> List[Tuple[str, str]]:
+        """(display path, absolute path) of included files, in order, each file once."""
+        base_dir = os.path.dirname(self.path)
+        seen = {os.path.realpath(self.path)}  # "*.yaml" next to the main file matches it too
+        files: List[Tuple[str, str]] = []
+        for index, pattern in enumerate(patterns):
+            absolute_pattern = resolve_path(pattern, base_dir)
+            if glob.has_magic(pattern):
+                matches = sorted(m for m in glob.glob(absolute_pattern) if os.path.isfile(m))
+            elif os.path.isfile(absolute_pattern):
+                matches = [absolute_pattern]
+            else:
+                # A glob matching nothing is an empty conf.d; a plain name must exist.
+                what = "is not a file" if os.path.exists(absolute_pattern) else "does not exist"
+                self._problem(doc, ("qsupervisord", "include", index),
+                              f"included file {absolute_pattern} {what}")
+                continue
+            for match in matches:
+                real = os.path.realpath(match)
+                if real not in seen:
+                    seen.add(real)
+                    files.append((self._include_display(pattern, match), match))
+        return files
+
+    def _include_display(self, pattern: str, match: str) -> str:
+        """Name an included file relative to where the user stands, like the main file."""
+        if os.path.isabs(os.path.expanduser(pattern)):
+            return match
+        relative = os.path.relpath(match, os.path.dirname(self.path))
+        return os.path.join(os.path.dirname(self.display), relative)
+
+    def _load_include(self, absolute: str, display: str) -> None:
+        doc = self._read(absolute, display)
+        if doc is None:
+            return
+        top = self._top_level(doc, INCLUDE_KEYS, "(an included file may only hold 'programs')")
+        self._programs(doc, top.get("programs"), os.path.dirname(absolute))
+
+    # -- sections ------------------------------------------------------------------
+
+    def _daemon(self, doc: YamlDocument, value: Any, base_dir: str) -> Dict[str, Any]:
+        path: KeyPath = ("qsupervisord",)
+        if value is None or path in doc.broken:  # None: everything commented out
+            return {}
+        if not isinstance(value, dict):
+            self._problem(doc, path, f"expected a mapping of settings, got {describe(value)}")
+            return {}
+        values, errors = schema.parse_section(FieldInput(value, path, doc, base_dir), schema.DAEMON)
+        for at, message in errors:
+            self._problem(doc, path + at, message)
+        return values
+
+    def _programs(self, doc: YamlDocument, value: Any, base_dir: str) -> None:
+        if value is None or ("programs",) in doc.broken:
+            return
+        if not isinstance(value, dict):
+            message = f"expected a mapping of program names to settings, got {describe(value)}"
+            self._problem(doc, ("programs",), message)
+            return
+        for name, settings in value.items():
+            self._program(doc, name, settings, base_dir)
+
+    def _program(self, doc: YamlDocument, name: str, settings: Any, base_dir: str) -> None:
+        path: KeyPath = ("programs", name)
+        source = f"{doc.file}:{doc.line(path)}"
+        ok = True
+        if not schema.PROGRAM_NAME.fullmatch(name):
+            ok = False
+            self._problem(doc, path, f"invalid program name {name!r}: use letters, digits, "
+                                     "'_', '.' and '-', starting with a letter or digit")
+        if name in self.defined_at:
+            ok = False
+            self._problem(doc, path, f"program {name!r} is already defined at {self.defined_at[name]}")
+        else:
+            self.defined_at[name] = source
+        if path in doc.broken:
+            return
+        if settings is None:
+            settings = {}  # so the user hears about the missing handler, not about null
+        if not isinstance(settings, dict):
+            self._problem(doc, path, f"expected a mapping of settings, got {describe(settings)}")
+            return
+        values, errors = schema.parse_section(FieldInput(settings, path, doc, base_dir), schema.PROGRAM)
+        for at, message in errors:
+            self._problem(doc, path + at, message)
+        if ok and not errors:
+            values.setdefault("queue", name)
+            self.programs[name] = ProgramConfig(name=name, source=source, **values)
+
+    # -- problems ------------------------------------------------------------------
+
+    def _problem(self, doc: YamlDocument, path: KeyPath, message: str) -> None:
+        self.problems.append(doc.problem(path, message))
+
+    def _sorted_problems(self) -> List[Problem]:
+        # Document order within each file, files in the order they were read.
+        def key(problem: Problem) -> Tuple[int, int]:
+            return self.file_order.get(problem.file, len(self.file_order)), problem.line or 0
+
+        return sorted(self.problems, key=key)

@@ -1,0 +1,45 @@
+"""What a bad configuration file reports: every problem, each with file, line and key."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, List, Optional, Tuple, Union
+
+# A position inside a YAML document: mapping keys and sequence indexes from the root.
+KeyPath = Tuple[Union[str, int], ...]
+
+
+def format_key(path: KeyPath) -> str:
+    """Render a key path the way users write it: 'programs.orders.preload[1]'."""
+    text = ""
+    for part in path:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else part
+    return text
+
+
+@dataclass(frozen=True)
+class Problem:
+    file: str            # as the user named it (relative stays relative)
+    line: Optional[int]  # 1-based; None when the problem has no position (unreadable file)
+    key: str             # dotted key path, "" for file-level problems
+    message: str
+
+    def __str__(self) -> str:
+        where = self.file if self.line is None else f"{self.file}:{self.line}"
+        if self.key:
+            return f"{where}: {self.key}: {self.message}"
+        return f"{where}: {self.message}"
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; `problems` lists everything found, not just the first."""
+
+    def __init__(self, problems: Iterable[Problem]) -> None:
+        self.problems: List[Problem] = list(problems)
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        return "\n".join(str(problem) for problem in self.problems)

@@ -1,0 +1,270 @@
+"""The configuration schema, as data: one row per key, per section.
+
+To add a setting, add a field (with its default) to the dataclass in model.py and one
+KeySpec row here. Defaults are read from the dataclass so they are written once; a
+unit test checks that the tables and the dataclasses name the same keys.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import grp
+import os
+import pwd
+import re
+from dataclasses import dataclass
+from typing import Any, Dict, List, Mapping, Tuple
+from urllib.parse import urlsplit
+
+from . import fields
+from .fields import FieldInput, Invalid, Parser, describe
+from .model import DaemonConfig, ProgramConfig
+
+PROGRAM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+# Linux sockaddr_un.sun_path is 108 bytes including the terminating NUL.
+MAX_SOCKET_PATH = 107
+MAX_QUEUE_NAME = 255  # bytes, an AMQP 0-9-1 short string
+_OCTAL_LITERAL = re.compile(r"0[0-7]+|0o[0-7]+")
+
+
+@dataclass(frozen=True)
+class KeySpec:
+    parse: Parser
+    description: str
+    required: bool = False
+
+
+@dataclass(frozen=True)
+class Section:
+    title: str  # how problems and docs name the section
+    model: type
+    keys: Mapping[str, KeySpec]
+
+    def default(self, key: str) -> Any:
+        """The dataclass default for `key` (None for keys without one, like handler)."""
+        for f in dataclasses.fields(self.model):
+            if f.name == key:
+                if f.default is not dataclasses.MISSING:
+                    return f.default
+                if f.default_factory is not dataclasses.MISSING:
+                    return f.default_factory()
+                return None
+        raise KeyError(key)
+
+
+# -- qsupervisord parsers ------------------------------------------------------------
+
+
+def broker_url(field: FieldInput) -> str:
+    value = field.value
+    if not isinstance(value, str):
+        raise Invalid(f"expected an amqp:// or amqps:// URL, got {describe(value)}")
+    scheme = urlsplit(value).scheme
+    if scheme not in ("amqp", "amqps"):
+        # Never echo the URL: it usually carries a password, and errors end up in logs.
+        shown = f"scheme {scheme!r}" if scheme else "no scheme"
+        raise Invalid(f"expected an amqp:// or amqps:// URL, got a URL with {shown}")
+    return value
+
+
+def socket_path(field: FieldInput) -> str:
+    path = fields.file_in_writable_dir(field)
+    length = len(os.fsencode(path))
+    if length > MAX_SOCKET_PATH:
+        raise Invalid(
+            f"socket path {path} is {length} bytes long; Unix sockets allow at most "
+            f"{MAX_SOCKET_PATH}, use a shorter path"
+        )
+    return path
+
+
+def socket_mode(field: FieldInput) -> int:
+    """'0600', '660' or an unquoted 0600 (which YAML already read as octal)."""
+    value = field.value
+    hint = "expected an octal file mode such as '0600' (quote it)"
+    if isinstance(value, str):
+        digits = value.strip()
+        digits = digits[2:] if digits.startswith("0o") else digits
+        if not digits or any(c not in "01234567" for c in digits) or int(digits, 8) > 0o777:
+            raise Invalid(f"{hint}, got {value!r}")
+        return int(digits, 8)
+    raw = field.raw() or ""
+    if isinstance(value, int) and not isinstance(value, bool):
+        # An unquoted 660 is the decimal number 660; only a leading 0 makes YAML read octal.
+        if _OCTAL_LITERAL.fullmatch(raw) and value <= 0o777:
+            return value
+        raise Invalid(f"{hint}; unquoted {raw or value} is read as the decimal number {value}")
+    raise Invalid(f"{hint}, got {describe(value)}")
+
+
+def logfile(field: FieldInput) -> str:
+    if field.value == "-":  # stderr, e.g. under systemd which captures it
+        return "-"
+    return fields.file_in_writable_dir(field)
+
+
+def user_name(field: FieldInput) -> str:
+    value = fields.text("a user name")(field)
+    try:
+        pwd.getpwnam(value)
+    except KeyError:
+        raise Invalid(f"no such user {value!r}") from None
+    return value
+
+
+def group_name(field: FieldInput) -> str:
+    value = fields.text("a group name")(field)
+    try:
+        grp.getgrnam(value)
+    except KeyError:
+        raise Invalid(f"no such group {value!r}") from None
+    return value
+
+
+def include_glob(field: FieldInput) -> str:
+    # Kept as written: the loader expands it against the config file's directory.
+    return fields.text("a file path or glob")(field)
+
+
+# -- program parsers -----------------------------------------------------------------
+
+
+def handler(field: FieldInput) -> str:
+    value = field.value
+    example = "'myapp.jobs:send_email'"
+    if not isinstance(value, str):
+        raise Invalid(f"expected 'module:callable' such as {example}, got {describe(value)}")
+    module, sep, attr = value.partition(":")
+    # Only the syntax is checked; importing user code here would run it in the master.
+    if not sep or not fields.is_dotted_name(module) or not fields.is_dotted_name(attr):
+        raise Invalid(f"expected 'module:callable' such as {example}, got {value!r}")
+    return value
+
+
+def queue_name(field: FieldInput) -> str:
+    value = field.value
+    if not isinstance(value, str) or not value:
+        raise Invalid(f"expected a queue name, got {describe(value)}")
+    length = len(value.encode("utf-8"))
+    if length > MAX_QUEUE_NAME:
+        raise Invalid(f"queue names are at most {MAX_QUEUE_NAME} bytes, got {length}")
+    if value.startswith("amq."):
+        raise Invalid(f"queue names starting with 'amq.' are reserved by RabbitMQ, got {value!r}")
+    return value
+
+
+def environment(field: FieldInput) -> Tuple[Tuple[str, str], ...]:
+    value = field.value
+    if value is None:
+        return ()
+    if not isinstance(value, dict):
+        raise Invalid(f"expected a mapping of variable names to values, got {describe(value)}")
+    pairs: List[Tuple[str, str]] = []
+    errors: List[Tuple[Tuple[Any, ...], str]] = []
+    for name, item in value.items():
+        try:
+            pairs.append((_env_name(name), _env_value(field.item(item, (name,)))))
+        except Invalid as exc:
+            errors.append(((name,), exc.errors[0][1]))
+    if errors:
+        raise Invalid(errors=errors)
+    return tuple(sorted(pairs))
+
+
+def _env_name(name: str) -> str:
+    if not name or "=" in name or "\0" in name:
+        raise Invalid("a variable name must be non-empty and contain no '=' or NUL")
+    return name
+
+
+def _env_value(field: FieldInput) -> str:
+    value = field.value
+    if isinstance(value, (list, dict)):
+        raise Invalid(f"expected a string, number or boolean, got {describe(value)}")
+    if value is None:
+        return ""  # "FOO:" with nothing after it: an empty variable
+    # Keep the text as written: "1.10" must not become "1.1", nor "true" become "True".
+    text = field.raw()
+    text = str(value) if text is None else text
+    if "\0" in text:
+        raise Invalid("an environment value cannot contain a NUL character")
+    return text
+
+
+# -- the tables ----------------------------------------------------------------------
+
+_non_negative = fields.integer(minimum=0)
+
+DAEMON = Section("qsupervisord", DaemonConfig, {
+    "broker": KeySpec(broker_url, "RabbitMQ URL (amqp:// or amqps://) every worker connects to"),
+    "socket": KeySpec(socket_path, "control socket path; relative to this file's directory"),
+    "socket_mode": KeySpec(socket_mode, "permission bits of the control socket, e.g. '0660'"),
+    "allow_users": KeySpec(fields.list_of(user_name, "user names"),
+                           "users allowed to use the control socket"),
+    "allow_groups": KeySpec(fields.list_of(group_name, "group names"),
+                            "groups whose members may use the control socket"),
+    "pidfile": KeySpec(fields.file_in_writable_dir, "where the daemon writes its pid"),
+    "logfile": KeySpec(logfile, "the daemon's own log; '-' for stderr"),
+    "log_dir": KeySpec(fields.writable_dir, "directory for captured worker output"),
+    "log_format": KeySpec(fields.choice("auto", "json", "console"),
+                          "auto picks console on a terminal and json otherwise"),
+    "log_level": KeySpec(fields.choice("debug", "info", "warning", "error"), "daemon log level"),
+    "log_max_size": KeySpec(fields.size(minimum=1), "rotate a worker output file at this size"),
+    "log_backups": KeySpec(_non_negative, "rotated worker output files to keep"),
+    "path": KeySpec(fields.list_of(fields.existing_dir, "directories"),
+                    "directories put in front of sys.path for preload and handler imports"),
+    "include": KeySpec(fields.list_of(include_glob, "file paths or globs"),
+                       "files (globs allowed) holding more 'programs:'"),
+})
+
+PROGRAM = Section("program", ProgramConfig, {
+    "handler": KeySpec(handler, "'module:callable' run for each message", required=True),
+    "queue": KeySpec(queue_name, "queue to consume; defaults to the program name"),
+    "workers": KeySpec(_non_negative, "number of worker processes"),
+    "preload": KeySpec(fields.list_of(fields.dotted_name, "module names"),
+                       "modules the leader imports once, before forking workers"),
+    "max_jobs": KeySpec(_non_negative, "recycle a worker after this many jobs; 0 = never"),
+    "max_jobs_jitter": KeySpec(_non_negative,
+                               "add 0..N to max_jobs per worker so they do not recycle together"),
+    "prefetch": KeySpec(fields.integer(minimum=1, maximum=65535), "unacked messages per worker"),
+    "stop_timeout": KeySpec(fields.duration(positive=True),
+                            "how long a stopping worker may finish its job before SIGKILL"),
+    "start_retries": KeySpec(fields.integer(minimum=1),
+                             "consecutive failed starts before a worker slot goes FATAL"),
+    "autostart": KeySpec(fields.boolean, "start the program with the daemon"),
+    "environment": KeySpec(environment, "extra environment variables for the workers"),
+    "directory": KeySpec(fields.existing_dir, "working directory of the workers"),
+    "user": KeySpec(user_name, "run the program's processes as this user"),
+    "group": KeySpec(group_name, "run the program's processes with this group"),
+})
+
+# Keys of the model that are not settings: they come from the YAML structure.
+PROGRAM_IMPLICIT = ("name", "source")
+
+
+def parse_section(
+    field: FieldInput, section: Section
+) -> Tuple[Dict[str, Any], List[Tuple[Tuple[Any, ...], str]]]:
+    """Parse a mapping against a section table.
+
+    Returns the values that parsed (only keys present in the file, so the dataclass
+    supplies defaults) and (path, message) for every problem, in document order.
+    """
+    values: Dict[str, Any] = {}
+    errors: List[Tuple[Tuple[Any, ...], str]] = []
+    mapping: Mapping[str, Any] = field.value
+    for key, value in mapping.items():
+        if field.doc.is_broken(field.path + (key,)):
+            continue
+        spec = section.keys.get(key)
+        if spec is None:
+            errors.append(((key,), "unknown key" + fields.did_you_mean(key, section.keys)))
+            continue
+        try:
+            values[key] = spec.parse(field.item(value, (key,)))
+        except Invalid as exc:
+            errors.extend(((key,) + at, message) for at, message in exc.errors)
+    for key, spec in section.keys.items():
+        if spec.required and key not in mapping:
+            errors.append(((), f"missing required key {key!r}"))
+    return values, errors

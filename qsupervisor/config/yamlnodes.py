@@ -1,0 +1,208 @@
+"""YAML to plain Python values, remembering the line every key and item came from.
+
+yaml.safe_load throws positions away, and a config error without a line number sends
+the user hunting. So we compose the node graph with PyYAML's SafeLoader, convert it
+ourselves and keep a map from key path to line. Doing the conversion ourselves also
+lets us report duplicate keys (PyYAML silently keeps the last one) and keep mapping
+keys as the text the user typed (so a program called `on` or `123` stays a string).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Set, Tuple
+
+import yaml
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from .problems import KeyPath, Problem, format_key
+
+_MAP_TAG = "tag:yaml.org,2002:map"
+_SEQ_TAG = "tag:yaml.org,2002:seq"
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+# Aliases can make a small file expand exponentially ("billion laughs"); no sane
+# configuration gets anywhere near this many values.
+_MAX_VALUES = 100_000
+
+
+@dataclass
+class YamlDocument:
+    file: str  # name used in problems
+    value: Any  # dicts (in document order), lists, and scalars; None for an empty file
+    lines: Dict[KeyPath, int] = field(default_factory=dict)
+    raw: Dict[KeyPath, str] = field(default_factory=dict)  # scalar text as written
+    # Values that could not be converted (already reported): validation skips them so
+    # the user hears about each mistake once, not again as "expected a string, got null".
+    broken: Set[KeyPath] = field(default_factory=set)
+
+    def is_broken(self, path: KeyPath) -> bool:
+        """True if the value at `path`, or anything inside it, failed to convert."""
+        return any(bad[: len(path)] == path for bad in self.broken)
+
+    def line(self, path: KeyPath) -> Optional[int]:
+        """Line of `path`, or of its nearest recorded ancestor (e.g. for a missing key)."""
+        for end in range(len(path), -1, -1):
+            line = self.lines.get(path[:end])
+            if line is not None:
+                return line
+        return None
+
+    def problem(self, path: KeyPath, message: str) -> Problem:
+        return Problem(self.file, self.line(path), format_key(path), message)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class _Converter:
+    def __init__(self, doc: YamlDocument, loader: yaml.SafeLoader) -> None:
+        self.doc = doc
+        self.loader = loader
+        self.problems: List[Problem] = []
+        self.count = 0
+        self.active: Set[int] = set()  # nodes being converted: an alias to one is a cycle
+
+    def convert(self, node: Node, path: KeyPath) -> Any:
+        self.count += 1
+        if self.count > _MAX_VALUES:
+            raise _TooLarge()
+        self.doc.lines.setdefault(path, node.start_mark.line + 1)
+        if id(node) in self.active:
+            return self._broken(path, "recursive YAML alias")
+        if isinstance(node, ScalarNode):
+            return self._scalar(node, path)
+        self.active.add(id(node))
+        try:
+            if node.tag not in (_MAP_TAG, _SEQ_TAG):
+                return self._broken(path, f"unsupported YAML tag {_short_tag(node.tag)}")
+            if isinstance(node, MappingNode):
+                return self._mapping(node, path)
+            return [self.convert(item, path + (i,)) for i, item in enumerate(node.value)]
+        finally:
+            self.active.discard(id(node))
+
+    def _scalar(self, node: ScalarNode, path: KeyPath) -> Any:
+        self.doc.raw[path] = node.value
+        try:
+            return self.loader.construct_object(node, deep=True)
+        except yaml.YAMLError as exc:
+            # e.g. an unknown tag such as !env or !!python/object
+            return self._broken(path, getattr(exc, "problem", None) or str(exc))
+        except Exception:  # noqa: BLE001 - PyYAML lets ValueError etc. escape
+            # An unquoted 2024-13-45 looks like a date to YAML and fails to convert;
+            # so does an explicit "!!int abc".
+            return self._broken(path, f"cannot read {node.value!r} as {_short_tag(node.tag)}")
+
+    def _broken(self, path: KeyPath, message: str) -> None:
+        self.doc.broken.add(path)
+        self.problems.append(self.doc.problem(path, message))
+
+    def _mapping(self, node: MappingNode, path: KeyPath) -> Dict[str, Any]:
+        self._report_duplicates(node, path)
+        result: Dict[str, Any] = {}
+        for key_node, value_node in self._pairs(node, path):
+            key = key_node.value
+            # The key's own line is what users look for, even when the value is on the
+            # next line (a block list or mapping).
+            self.doc.lines[path + (key,)] = key_node.start_mark.line + 1
+            result.pop(key, None)  # re-insert so an overriding key keeps its own position
+            result[key] = self.convert(value_node, path + (key,))
+        return result
+
+    def _pairs(self, node: MappingNode, path: KeyPath) -> List[Tuple[ScalarNode, Node]]:
+        """(key, value) node pairs, lowest priority first, with `<<` merge keys expanded.
+
+        Done here rather than with SafeConstructor.flatten_mapping, which mutates the
+        node graph and whose details changed between PyYAML releases.
+        """
+        merged: List[Tuple[ScalarNode, Node]] = []
+        own: List[Tuple[ScalarNode, Node]] = []
+        for key_node, value_node in node.value:
+            if key_node.tag == _MERGE_TAG:
+                merged.extend(self._merge_source(value_node, path))
+            elif not isinstance(key_node, ScalarNode):
+                line = key_node.start_mark.line + 1
+                self.problems.append(
+                    Problem(self.doc.file, line, format_key(path), "mapping keys must be plain strings")
+                )
+            else:
+                own.append((key_node, value_node))
+        return merged + own
+
+    def _merge_source(self, value_node: Node, path: KeyPath) -> List[Tuple[ScalarNode, Node]]:
+        if isinstance(value_node, MappingNode):
+            return self._pairs(value_node, path)
+        if isinstance(value_node, SequenceNode) and all(
+            isinstance(item, MappingNode) for item in value_node.value
+        ):
+            # Earlier mappings in a merge list win, so they go last (highest priority).
+            pairs: List[Tuple[ScalarNode, Node]] = []
+            for item in reversed(value_node.value):
+                pairs.extend(self._pairs(item, path))
+            return pairs
+        line = value_node.start_mark.line + 1
+        message = "'<<' (merge) needs a mapping or a list of mappings"
+        self.problems.append(Problem(self.doc.file, line, format_key(path), message))
+        return []
+
+    def _report_duplicates(self, node: MappingNode, path: KeyPath) -> None:
+        first_line: Dict[str, int] = {}
+        for key_node, _ in node.value:
+            if not isinstance(key_node, ScalarNode) or key_node.tag == _MERGE_TAG:
+                continue
+            line = key_node.start_mark.line + 1
+            if key_node.value in first_line:
+                message = f"duplicate key (first defined at line {first_line[key_node.value]})"
+                key = format_key(path + (key_node.value,))
+                self.problems.append(Problem(self.doc.file, line, key, message))
+            else:
+                first_line[key_node.value] = line
+
+
+def _short_tag(tag: str) -> str:
+    """'!!timestamp' rather than 'tag:yaml.org,2002:timestamp', as users write it."""
+    prefix = "tag:yaml.org,2002:"
+    return "!!" + tag[len(prefix):] if tag.startswith(prefix) else tag
+
+
+def _syntax_problem(file: str, text: str, exc: yaml.YAMLError) -> Problem:
+    if isinstance(exc, yaml.reader.ReaderError):
+        # Raised for control characters; it carries an offset rather than a mark.
+        line = text.count("\n", 0, exc.position) + 1 if isinstance(exc.position, int) else None
+        char = exc.character if isinstance(exc.character, str) else chr(exc.character)
+        return Problem(file, line, "", f"YAML syntax error: unacceptable character #x{ord(char):04x}")
+    mark = getattr(exc, "problem_mark", None)
+    line = mark.line + 1 if mark is not None else None
+    what = getattr(exc, "problem", None) or str(exc)
+    context = getattr(exc, "context", None)
+    # PyYAML splits messages as context + problem; join them back into one sentence.
+    if context and context.startswith("while"):
+        what = f"{what} ({context})"
+    elif context:
+        what = f"{context}, {what}"
+    return Problem(file, line, "", f"YAML syntax error: {what}")
+
+
+def parse_yaml(text: str, file: str) -> Tuple[Optional[YamlDocument], List[Problem]]:
+    """Parse one YAML document. Returns (None, [problem]) when the text is not valid YAML."""
+    try:
+        loader = yaml.SafeLoader(text)  # checks for unprintable characters up front
+    except yaml.YAMLError as exc:
+        return None, [_syntax_problem(file, text, exc)]
+    try:
+        try:
+            root = loader.get_single_node()
+        except yaml.YAMLError as exc:
+            return None, [_syntax_problem(file, text, exc)]
+        doc = YamlDocument(file=file, value=None)
+        if root is None:  # empty file or only comments
+            return doc, []
+        converter = _Converter(doc, loader)
+        try:
+            doc.value = converter.convert(root, ())
+        except _TooLarge:
+            return None, [Problem(file, None, "", "too many values after expanding YAML aliases")]
+        return doc, converter.problems
+    finally:
+        loader.dispose()

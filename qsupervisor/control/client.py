@@ -1,0 +1,62 @@
+"""A blocking client for the control socket, used by qsupervisorctl and the tests."""
+
+from __future__ import annotations
+
+import json
+import socket
+from typing import Any, Callable, Dict, Optional
+
+from qsupervisor.control import protocol
+
+
+class Unreachable(Exception):
+    """The daemon's socket does not answer (not running, wrong path, no permission)."""
+
+
+class CommandFailed(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class Client:
+    def __init__(self, path: str, timeout: Optional[float] = None) -> None:
+        self.path = path
+        self.timeout = timeout
+        self._next_id = 0
+
+    def call(self, cmd: str, args: Optional[Dict[str, Any]] = None,
+             on_stream: Optional[Callable[[Any], None]] = None) -> Any:
+        """Send one request; return its result or raise CommandFailed / Unreachable."""
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self.path)
+        except OSError as exc:
+            sock.close()
+            raise Unreachable(f"cannot reach qsupervisord at {self.path}: {exc.strerror or exc}") from None
+        self._next_id += 1
+        with sock:
+            try:
+                sock.sendall(protocol.encode(protocol.request(cmd, args, self._next_id)))
+                return self._read_reply(sock, on_stream)
+            except socket.timeout:
+                raise CommandFailed(protocol.FAILED, f"no reply within {self.timeout}s") from None
+            except OSError as exc:
+                raise Unreachable(f"connection to {self.path} lost: {exc}") from None
+
+    def _read_reply(self, sock: socket.socket, on_stream: Optional[Callable[[Any], None]]) -> Any:
+        with sock.makefile("rb") as lines:
+            for line in lines:
+                message = json.loads(line)
+                if "stream" in message:
+                    if on_stream is not None:
+                        on_stream(message["stream"])
+                    continue
+                if message.get("ok"):
+                    return message.get("result")
+                error = message.get("error") or {}
+                raise CommandFailed(error.get("code", protocol.FAILED),
+                                    error.get("message", "unknown error"))
+        raise Unreachable(f"qsupervisord at {self.path} closed the connection without a reply")

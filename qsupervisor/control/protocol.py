@@ -1,0 +1,75 @@
+"""Framing and shapes of control messages; shared by the daemon and by clients.
+
+One JSON object per line (UTF-8, no embedded newlines, which JSON never needs). A request
+is `{"v": 1, "id": ..., "cmd": NAME, "args": {...}}`. Every request gets exactly one final
+reply, `{"v": 1, "id": ..., "ok": true, "result": ...}` or `{"v": 1, "id": ..., "ok": false,
+"error": {"code": CODE, "message": TEXT}}`; streaming commands send `{"v": 1, "id": ...,
+"stream": ...}` lines before it.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Dict, Optional
+
+VERSION = 1
+MAX_LINE = 1024 * 1024  # a request longer than this is refused, not buffered forever
+
+# Error codes, and the qsupervisorctl exit code each maps to.
+BAD_REQUEST = "bad_request"  # not JSON, wrong shape, unknown command, bad arguments
+VERSION_MISMATCH = "version"
+REFUSED = "refused"  # peer not allowed
+NOT_FOUND = "not_found"  # no such program
+CONFIG_ERROR = "config_error"
+FAILED = "failed"  # the command ran and did not succeed
+TOO_LARGE = "too_large"
+SHUTTING_DOWN = "shutting_down"
+
+EXIT_CODES = {BAD_REQUEST: 2, VERSION_MISMATCH: 2, NOT_FOUND: 2, CONFIG_ERROR: 2,
+              REFUSED: 1, FAILED: 1, TOO_LARGE: 2, SHUTTING_DOWN: 1}
+
+
+class ProtocolError(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def encode(message: Dict[str, Any]) -> bytes:
+    return json.dumps(message, separators=(",", ":"), default=str).encode() + b"\n"
+
+
+def request(cmd: str, args: Optional[Dict[str, Any]] = None, req_id: Any = 1) -> Dict[str, Any]:
+    return {"v": VERSION, "id": req_id, "cmd": cmd, "args": args or {}}
+
+
+def ok(req_id: Any, result: Any) -> Dict[str, Any]:
+    return {"v": VERSION, "id": req_id, "ok": True, "result": result}
+
+
+def error(req_id: Any, code: str, message: str) -> Dict[str, Any]:
+    return {"v": VERSION, "id": req_id, "ok": False, "error": {"code": code, "message": message}}
+
+
+def stream(req_id: Any, item: Any) -> Dict[str, Any]:
+    return {"v": VERSION, "id": req_id, "stream": item}
+
+
+def parse_request(line: bytes) -> Dict[str, Any]:
+    """Validate one request line; raises ProtocolError with a message a human can act on."""
+    try:
+        msg = json.loads(line)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ProtocolError(BAD_REQUEST, f"not valid JSON: {exc}") from None
+    if not isinstance(msg, dict):
+        raise ProtocolError(BAD_REQUEST, "a request must be a JSON object")
+    if msg.get("v") != VERSION:
+        raise ProtocolError(VERSION_MISMATCH,
+                            f"protocol version {msg.get('v')!r} not supported; this daemon speaks {VERSION}")
+    if not isinstance(msg.get("cmd"), str):
+        raise ProtocolError(BAD_REQUEST, "'cmd' must be a string")
+    args = msg.setdefault("args", {})
+    if not isinstance(args, dict):
+        raise ProtocolError(BAD_REQUEST, "'args' must be an object")
+    return msg

@@ -1,0 +1,230 @@
+"""The daemon's end of the control socket: non-blocking, inside the master's loop.
+
+A client can send garbage, stall mid-line, or vanish; none of that may block or crash the
+master, so every connection has its own buffers and every failure ends that connection
+only.
+"""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import socket
+import struct
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, FrozenSet, Optional, Tuple
+
+from qsupervisor import logs
+from qsupervisor.control import protocol
+from qsupervisor.master.loop import EventLoop
+
+log = logs.get("qsupervisor.control")
+
+_UCRED = struct.Struct("3i")  # pid, uid, gid
+
+
+@dataclass(frozen=True)
+class PeerPolicy:
+    """Who may talk to the daemon, besides root and the daemon's own user."""
+
+    uids: FrozenSet[int]
+    gids: FrozenSet[int]
+
+    @classmethod
+    def from_names(cls, users: Tuple[str, ...], groups: Tuple[str, ...]) -> "PeerPolicy":
+        uids = {0, os.getuid()}
+        for name in users:
+            try:
+                uids.add(pwd.getpwnam(name).pw_uid)
+            except KeyError:
+                log.warning("allow_users names an unknown user", user=name)
+        gids = set()
+        for name in groups:
+            try:
+                gids.add(grp.getgrnam(name).gr_gid)
+            except KeyError:
+                log.warning("allow_groups names an unknown group", group=name)
+        return cls(frozenset(uids), frozenset(gids))
+
+    def allows(self, uid: int, gid: int) -> bool:
+        if uid in self.uids or gid in self.gids:
+            return True
+        if not self.gids:
+            return False
+        try:
+            name = pwd.getpwuid(uid).pw_name
+            return bool(self.gids.intersection(os.getgrouplist(name, gid)))
+        except KeyError:
+            return False
+
+
+def peer_credentials(sock: socket.socket) -> Tuple[int, int, int]:
+    data = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
+    pid, uid, gid = _UCRED.unpack(data)
+    return pid, uid, gid
+
+
+Dispatch = Callable[["Connection", Dict[str, Any]], None]
+
+
+class Connection:
+    """One client. `send` queues a message; the loop writes it when the socket allows."""
+
+    def __init__(self, sock: socket.socket, loop: EventLoop, dispatch: Dispatch,
+                 on_close: Callable[["Connection"], None], peer: Tuple[int, int, int]) -> None:
+        self.sock = sock
+        self.peer = peer
+        self._loop = loop
+        self._dispatch = dispatch
+        self._on_close = on_close
+        self._rbuf = b""
+        self._wbuf = bytearray()
+        self._close_after_flush = False
+        self.closed = False
+        self.on_disconnect: Optional[Callable[[], None]] = None  # streams unsubscribe
+        loop.add_reader(sock, self._on_readable)
+
+    def send(self, message: Dict[str, Any]) -> None:
+        if self.closed:
+            return
+        if not self._wbuf:
+            self._loop.add_writer(self.sock, self._on_writable)
+        self._wbuf += protocol.encode(message)
+
+    def close_after_flush(self) -> None:
+        self._close_after_flush = True
+        if not self._wbuf:
+            self.close()
+
+    def _on_readable(self) -> None:
+        try:
+            data = self.sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.close()
+            return
+        self._rbuf += data
+        while not self.closed and b"\n" in self._rbuf:
+            line, self._rbuf = self._rbuf.split(b"\n", 1)
+            if line.strip():
+                self._handle_line(line)
+        if len(self._rbuf) > protocol.MAX_LINE:
+            self._rbuf = b""
+            self.send(protocol.error(None, protocol.TOO_LARGE,
+                                     f"request longer than {protocol.MAX_LINE} bytes"))
+            self.close_after_flush()
+
+    def _handle_line(self, line: bytes) -> None:
+        if len(line) > protocol.MAX_LINE:
+            self.send(protocol.error(None, protocol.TOO_LARGE,
+                                     f"request longer than {protocol.MAX_LINE} bytes"))
+            return
+        try:
+            request = protocol.parse_request(line)
+        except protocol.ProtocolError as exc:
+            self.send(protocol.error(None, exc.code, exc.message))
+            return
+        try:
+            self._dispatch(self, request)
+        except Exception as exc:  # a bug in one command must not take the master down
+            log.exception("control command failed", cmd=request.get("cmd"))
+            self.send(protocol.error(request.get("id"), protocol.FAILED,
+                                     f"internal error: {type(exc).__name__}: {exc}"))
+
+    def _on_writable(self) -> None:
+        try:
+            sent = self.sock.send(self._wbuf)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self.close()
+            return
+        del self._wbuf[:sent]
+        if not self._wbuf:
+            self._loop.remove_writer(self.sock)
+            if self._close_after_flush:
+                self.close()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._loop.remove_reader(self.sock)
+        self._loop.remove_writer(self.sock)
+        self.sock.close()
+        if self.on_disconnect is not None:
+            self.on_disconnect()
+        self._on_close(self)
+
+
+class ControlServer:
+    def __init__(self, path: str, mode: int, policy: PeerPolicy) -> None:
+        self.path = path
+        self.policy = policy
+        self.connections: Dict[int, Connection] = {}
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        # Bind under a tight umask, then chmod: no window where the socket is wider open.
+        old_umask = os.umask(0o177)
+        try:
+            if os.path.exists(path):
+                os.unlink(path)  # the caller has checked that no live daemon owns it
+            self.sock.bind(path)
+        finally:
+            os.umask(old_umask)
+        os.chmod(path, mode)
+        self.sock.listen(128)
+        self.sock.setblocking(False)
+
+    def start(self, loop: EventLoop, dispatch: Dispatch) -> None:
+        self._loop = loop
+        self._dispatch = dispatch
+        loop.add_reader(self.sock, self._on_accept)
+
+    def _on_accept(self) -> None:
+        while True:
+            try:
+                sock, _ = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                log.warning("accept failed", error=str(exc))
+                return
+            sock.setblocking(False)
+            peer = peer_credentials(sock)
+            if not self.policy.allows(peer[1], peer[2]):
+                self._refuse(sock, peer)
+                continue
+            conn = Connection(sock, self._loop, self._dispatch, self._forget, peer)
+            self.connections[sock.fileno()] = conn
+
+    @staticmethod
+    def _refuse(sock: socket.socket, peer: Tuple[int, int, int]) -> None:
+        log.warning("control connection refused", peer_pid=peer[0], peer_uid=peer[1],
+                    peer_gid=peer[2])
+        reply = protocol.error(None, protocol.REFUSED,
+                               f"uid {peer[1]} is not allowed to control this daemon "
+                               "(see allow_users and allow_groups)")
+        try:
+            sock.send(protocol.encode(reply))  # small: fits the fresh socket's buffer
+        except OSError:
+            pass
+        sock.close()
+
+    def _forget(self, conn: Connection) -> None:
+        for fd, known in list(self.connections.items()):
+            if known is conn:
+                del self.connections[fd]
+
+    def close(self) -> None:
+        for conn in list(self.connections.values()):
+            conn.close()
+        self._loop.remove_reader(self.sock)
+        self.sock.close()
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass

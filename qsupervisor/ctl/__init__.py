@@ -1,0 +1,1 @@
+"""qsupervisorctl: talks to qsupervisord over its control socket."""

@@ -1,0 +1,152 @@
+"""`qsupervisorctl`: parse the command line, make one request, render the reply.
+
+Exit codes: 0 success; 1 the command failed; 2 usage or configuration error; 3 `status`
+found a named program with a worker that is not RUNNING; 4 the daemon cannot be reached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any, Dict, List, Optional, Tuple
+
+from qsupervisor.config import DEFAULT_CONFIG_PATH, DaemonConfig, read_control_settings
+from qsupervisor.control import protocol
+from qsupervisor.control.client import Client, CommandFailed, Unreachable
+from qsupervisor.ctl import render
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_RUNNING, EXIT_UNREACHABLE = 0, 1, 2, 3, 4
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="qsupervisorctl",
+                                     description="Control a running qsupervisord.")
+    parser.add_argument("-c", "--config", default=None,
+                        help=f"configuration file to find the socket in (default: {DEFAULT_CONFIG_PATH})")
+    parser.add_argument("-s", "--socket", default=None, help="control socket path (overrides -c)")
+    parser.add_argument("--json", action="store_true", help="print the reply as JSON")
+    parser.add_argument("--timeout", type=float, default=None,
+                        help="seconds to wait for a reply (default: no limit)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(name: str, help_text: str, wait: bool = False) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if wait:
+            group = p.add_mutually_exclusive_group()
+            group.add_argument("--wait", dest="wait", action="store_true", default=True,
+                               help="return when the operation is complete (default)")
+            group.add_argument("--no-wait", dest="wait", action="store_false",
+                               help="return as soon as the daemon has accepted the request")
+        return p
+
+    command("status", "show the master, programs and workers").add_argument(
+        "names", nargs="*", metavar="PROGRAM")
+    for name, text in (("start", "start programs"), ("stop", "stop programs gracefully"),
+                       ("restart", "stop programs, then start them")):
+        command(name, text, wait=True).add_argument("names", nargs="+", metavar="PROGRAM|all")
+    p = command("reload", "replace workers (rolling) so they run fresh handler code", wait=True)
+    p.add_argument("names", nargs="+", metavar="PROGRAM|all")
+    p.add_argument("--preload", action="store_true",
+                   help="replace the leader first, so preloaded modules are fresh too")
+    p = command("scale", "change a program's worker count", wait=True)
+    p.add_argument("name", metavar="PROGRAM")
+    p.add_argument("workers", type=int, metavar="N")
+    command("reread", "validate the configuration file and show the changes")
+    command("update", "apply the configuration file", wait=True).add_argument(
+        "names", nargs="*", metavar="PROGRAM")
+    p = command("signal", "send a signal to every worker of a program")
+    p.add_argument("name", metavar="PROGRAM")
+    p.add_argument("signal", metavar="SIG")
+    command("pid", "print the master's pid, or a program's pids").add_argument(
+        "names", nargs="*", metavar="PROGRAM")
+    p = command("tail", "show a program's captured worker output")
+    p.add_argument("name", metavar="PROGRAM")
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing new output")
+    p.add_argument("-n", "--lines", type=int, default=10, help="lines to show (default 10)")
+    command("reopen", "reopen log files (after logrotate)")
+    command("shutdown", "stop every program, then the daemon", wait=True)
+    command("version", "show the daemon's version")
+    return parser
+
+
+def request_for(args: argparse.Namespace) -> Tuple[str, Dict[str, Any]]:
+    cmd = args.command
+    req: Dict[str, Any] = {}
+    if hasattr(args, "names"):
+        req["names"] = args.names
+    if hasattr(args, "name"):
+        req["names"] = [args.name]
+    if hasattr(args, "wait"):
+        req["wait"] = args.wait
+    if cmd == "reload":
+        req["preload"] = args.preload
+    elif cmd == "scale":
+        req["workers"] = args.workers
+    elif cmd == "signal":
+        req["signal"] = args.signal
+    elif cmd == "tail":
+        req.update(lines=args.lines, follow=args.follow)
+    return cmd, req
+
+
+def socket_path(args: argparse.Namespace) -> str:
+    if args.socket:
+        return str(args.socket)
+    config = args.config or os.environ.get("QSUPERVISOR_CONFIG") or DEFAULT_CONFIG_PATH
+    try:
+        return read_control_settings(config)[0]
+    except FileNotFoundError:
+        if args.config:
+            raise
+        return DaemonConfig().socket
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        path = socket_path(args)
+    except FileNotFoundError:
+        print(f"qsupervisorctl: {args.config}: no such file", file=sys.stderr)
+        return EXIT_USAGE
+    cmd, req = request_for(args)
+    client = Client(path, timeout=args.timeout)
+    on_stream = _print_stream if cmd == "tail" else None
+    try:
+        result = client.call(cmd, req, on_stream=on_stream)
+    except Unreachable as exc:
+        print(f"qsupervisorctl: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    except CommandFailed as exc:
+        print(f"qsupervisorctl: {exc.message}", file=sys.stderr)
+        return protocol.EXIT_CODES.get(exc.code, EXIT_FAILED)
+    except KeyboardInterrupt:
+        return EXIT_OK if cmd == "tail" else EXIT_FAILED
+    if args.json:
+        print(json.dumps(result, indent=2, sort_keys=True))
+    else:
+        text = render.render(cmd, result)
+        if text:
+            print(text)
+    return exit_code(cmd, req, result)
+
+
+def exit_code(cmd: str, req: Dict[str, Any], result: Any) -> int:
+    if cmd == "status":
+        return EXIT_NOT_RUNNING if render.not_running(result, req.get("names") or []) else EXIT_OK
+    programs = result.get("programs") if isinstance(result, dict) else None
+    if isinstance(programs, dict) and cmd != "status":
+        if any(isinstance(o, dict) and o.get("ok") is False for o in programs.values()):
+            return EXIT_FAILED
+    return EXIT_OK
+
+
+def _print_stream(item: Any) -> None:
+    sys.stdout.write(item.get("data", "") if isinstance(item, dict) else str(item))
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

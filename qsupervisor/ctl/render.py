@@ -1,0 +1,114 @@
+"""Human-readable output of qsupervisorctl (`--json` prints the reply as it came)."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Iterable, List
+
+from qsupervisor.units import format_duration, format_size
+
+
+def render(cmd: str, result: Any) -> str:
+    renderer = _RENDERERS.get(cmd)
+    return renderer(result) if renderer else ""
+
+
+def not_running(result: Dict[str, Any], names: Iterable[str]) -> bool:
+    """True if a program (the named ones, or all) lacks a RUNNING worker it should have."""
+    programs = result.get("programs", {})
+    for name in list(names) or list(programs):
+        program = programs.get(name)
+        if program is None:
+            continue
+        current = [w for w in program["workers"] if not w["draining"]]
+        if program["desired"] and program["state"] != "RUNNING":
+            return True
+        if any(w["state"] != "RUNNING" for w in current) or len(current) < program["desired"]:
+            return True
+    return False
+
+
+def _status(result: Dict[str, Any]) -> str:
+    master = result["master"]
+    lines = [f"qsupervisord {master['version']}  pid {master['pid']}  "
+             f"up {format_duration(master['uptime'])}  config {master['config']}"]
+    for name, program in result["programs"].items():
+        lines.extend(_program_lines(name, program))
+    return "\n".join(lines)
+
+
+def _program_lines(name: str, program: Dict[str, Any]) -> List[str]:
+    leader = f"leader {program['leader_pid']}" if program["leader_pid"] else "no leader"
+    lines = [f"{name:<16} {program['state']:<9} {leader:<13} "
+             f"{program['running']}/{program['desired']} workers  queue {program['queue']}"]
+    if program.get("error"):
+        lines.append(f"  error: {program['error']}")
+    if program["preload"].get("message"):
+        lines.append(f"  {program['preload']['message']}")
+    for worker in program["workers"]:
+        lines.append("  " + _worker_line(worker))
+    return lines
+
+
+def _worker_line(worker: Dict[str, Any]) -> str:
+    parts = [f"worker {worker['slot']:<3}", f"pid {worker['pid'] or '-':<7}",
+             f"{worker['state']:<8}"]
+    if worker.get("uptime") is not None:
+        parts.append(f"up {format_duration(worker['uptime'])}")
+    parts.append(f"jobs {worker['jobs']}")
+    if worker.get("rss"):
+        parts.append(f"rss {format_size(worker['rss'])}")
+    if worker.get("job"):
+        job = worker["job"]
+        parts.append(f"job {job['id']} ({format_duration(job['running_for'])})")
+    if worker.get("restarts"):
+        parts.append(f"restarts {worker['restarts']}")
+    if worker.get("draining"):
+        parts.append("draining")
+    if worker.get("broker_error"):
+        parts.append(f"broker: {worker['broker_error']}")
+    if worker.get("last_exit"):
+        parts.append(f"last exit: {worker['last_exit']}")
+    return "  ".join(parts)
+
+
+def _outcomes(result: Dict[str, Any]) -> str:
+    lines = [f"  {change}" for change in result.get("changes", [])]
+    for name, outcome in result.get("programs", {}).items():
+        if outcome.get("ok"):
+            lines.append(f"{name}: ok ({outcome.get('state', '').lower()})")
+        else:
+            lines.append(f"{name}: FAILED")
+            lines.extend(f"  {problem}" for problem in outcome.get("problems", []))
+    return "\n".join(lines)
+
+
+def _reread(result: Dict[str, Any]) -> str:
+    return "\n".join(result["changes"]) or "no changes"
+
+
+def _pid(result: Dict[str, Any]) -> str:
+    lines = [] if len(result) > 1 else [str(result["master"])]
+    for name, pids in result.items():
+        if name != "master":
+            lines.append(f"{name}: leader {pids['leader']} workers "
+                         + " ".join(str(p) for p in pids["workers"]))
+    return "\n".join(lines)
+
+
+def _signal(result: Dict[str, Any]) -> str:
+    return "\n".join(f"{name}: {result['signal']} sent to {len(pids)} workers"
+                     for name, pids in result["pids"].items())
+
+
+_RENDERERS = {
+    "status": _status,
+    "start": _outcomes, "stop": _outcomes, "restart": _outcomes, "reload": _outcomes,
+    "scale": _outcomes, "update": _outcomes,
+    "reread": _reread,
+    "pid": _pid,
+    "signal": _signal,
+    "tail": lambda r: r.get("data", "").rstrip("\n"),
+    "version": lambda r: f"qsupervisord {r['version']} (protocol {r['protocol']})",
+    "shutdown": lambda r: "shut down" if r.get("stopped") else "shutting down",
+    "reopen": lambda r: "log files reopened",
+}

@@ -1,0 +1,1 @@
+"""qsupervisord: command line, daemonizing, pidfile and systemd glue."""

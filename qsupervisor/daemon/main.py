@@ -1,0 +1,123 @@
+"""`qsupervisord`: validate the configuration, claim the socket and pidfile, then run the
+master (in the foreground with -n, detached otherwise).
+
+Everything that can fail for a reason the operator must hear about (configuration, a live
+daemon, the socket) happens before detaching, while stderr still reaches a terminal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import sys
+from typing import Any, List, Optional
+
+from qsupervisor import __version__, logs
+from qsupervisor.config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
+from qsupervisor.control.server import ControlServer, PeerPolicy
+from qsupervisor.daemon import pidfile, systemd
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_CONFIG = 2
+
+
+def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="qsupervisord", description="Supervise RabbitMQ queue workers named in a YAML file.")
+    parser.add_argument("-c", "--config", default=DEFAULT_CONFIG_PATH,
+                        help=f"configuration file (default: {DEFAULT_CONFIG_PATH})")
+    parser.add_argument("-n", "--nodaemon", action="store_true",
+                        help="stay in the foreground (for systemd: Type=notify)")
+    parser.add_argument("--check", action="store_true",
+                        help="validate the configuration and exit")
+    parser.add_argument("--version", action="version", version=f"qsupervisord {__version__}")
+    return parser.parse_args(argv)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parse_args(argv)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_CONFIG
+    except OSError as exc:
+        print(f"{args.config}: cannot read: {exc.strerror}", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.check:
+        print(f"{args.config}: OK ({len(config.programs)} programs)")
+        return EXIT_OK
+    try:
+        server = _claim(config)
+    except (pidfile.AlreadyRunning, OSError) as exc:
+        print(f"qsupervisord: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    systemd.take_notify_socket()
+    if not args.nodaemon:
+        _daemonize(server)
+    return _run(config, server)
+
+
+def _claim(config: Config) -> ControlServer:
+    daemon = config.daemon
+    for directory in {os.path.dirname(daemon.socket), os.path.dirname(daemon.pidfile),
+                      daemon.log_dir}:
+        os.makedirs(directory, exist_ok=True)
+    if daemon.logfile != "-":
+        os.makedirs(os.path.dirname(daemon.logfile), exist_ok=True)
+    pidfile.check(daemon.pidfile)
+    if _socket_answers(daemon.socket):
+        raise pidfile.AlreadyRunning(f"another qsupervisord listens on {daemon.socket}")
+    policy = PeerPolicy.from_names(daemon.allow_users, daemon.allow_groups)
+    return ControlServer(daemon.socket, daemon.socket_mode, policy)
+
+
+def _socket_answers(path: str) -> bool:
+    if not os.path.exists(path):
+        return False
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(path)
+            return True
+        except OSError:
+            return False  # a socket file left by a daemon that died
+
+
+def _daemonize(server: ControlServer) -> None:
+    import daemon  # python-daemon; only the detached mode needs it
+
+    context = daemon.DaemonContext(
+        umask=0o027, working_directory="/", detach_process=True,
+        files_preserve=[server.sock.fileno()],
+        signal_map={},  # the master installs its own handlers
+    )
+    context.open()
+
+
+def _run(config: Config, server: ControlServer) -> int:
+    from qsupervisor.master.arbiter import Master  # after fork: keeps --check light
+
+    daemon_cfg = config.daemon
+    stream: Any
+    if daemon_cfg.logfile == "-":
+        stream = logs.QuietStream(sys.stderr)
+        reopen = lambda: None  # noqa: E731 - nothing to reopen on stderr
+    else:
+        stream = logs.ReopenableFile(daemon_cfg.logfile)
+        reopen = stream.reopen
+    log_format = daemon_cfg.log_format
+    logs.configure(log_format, daemon_cfg.log_level, stream)
+    logs.bind(role="master")
+    pidfile.write(daemon_cfg.pidfile)
+    # Children's output goes to files: JSON unless console was asked for explicitly.
+    child_format = "console" if log_format == "console" else "json"
+    try:
+        return Master(config, child_format, server, reopen).run()
+    finally:
+        pidfile.remove(daemon_cfg.pidfile)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

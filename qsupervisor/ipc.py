@@ -1,0 +1,43 @@
+"""Messages between the master, the leaders and the workers.
+
+Each pair talks over an AF_UNIX SOCK_SEQPACKET socketpair: the kernel keeps message
+boundaries, so a message is one JSON object with no framing of our own, and file
+descriptors (a new worker's channel and its stats segment) travel with the message that
+asks for them, atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+Message = Dict[str, Any]
+
+# Leader/worker messages are small (a traceback at most); a generous cap still bounds memory.
+MAX_MESSAGE = 256 * 1024
+MAX_FDS = 4
+
+
+def socketpair() -> Tuple[socket.socket, socket.socket]:
+    return socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+
+
+def send(sock: socket.socket, msg: Message, fds: Sequence[int] = ()) -> None:
+    data = json.dumps(msg, separators=(",", ":")).encode()
+    if fds:
+        socket.send_fds(sock, [data], list(fds))
+    else:
+        sock.send(data)
+
+
+def recv(sock: socket.socket) -> Tuple[Optional[Message], List[int]]:
+    """Return (message, fds); (None, []) at end of file or on a malformed message."""
+    data, fds, _flags, _addr = socket.recv_fds(sock, MAX_MESSAGE, MAX_FDS)
+    if not data:
+        return None, list(fds)
+    try:
+        msg = json.loads(data)
+    except ValueError:
+        return {"ev": "garbage"}, list(fds)
+    return (msg if isinstance(msg, dict) else {"ev": "garbage"}), list(fds)

@@ -1,0 +1,238 @@
+"""A program's leader: imports the program's preload list once, then forks workers.
+
+Everything a leader imports is inherited by its workers copy-on-write and stays as it was
+when the leader imported it; that is the point (cheap workers) and the trap (stale code),
+which is why the leader reports the files it loaded and `status` compares their mtimes.
+The leader also reaps its workers and reports their exit statuses, because only a parent
+can wait for a child.
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib
+import os
+import selectors
+import signal
+import socket
+import sys
+import sysconfig
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Dict, NoReturn, Optional, Set
+
+from setproctitle import setproctitle
+
+from qsupervisor import ipc, logs, procutil
+from qsupervisor.config import DaemonConfig, ProgramConfig
+
+log = logs.get("qsupervisor.leader")
+
+EXIT_PRELOAD_FAILED = 3
+FILES_PER_MESSAGE = 400  # keeps each preload report well under the socket's buffer
+
+
+@dataclass(frozen=True)
+class LeaderSpec:
+    program: ProgramConfig
+    daemon: DaemonConfig
+    log_format: str
+
+
+def run(spec: LeaderSpec, sock: socket.socket, output_fd: int) -> NoReturn:
+    """Called in the master's child right after fork; never returns."""
+    code = 70
+    try:
+        code = _Leader(spec, sock, output_fd).main()
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        os._exit(code)
+
+
+def prepare_process(program: ProgramConfig, daemon: DaemonConfig) -> None:
+    """Environment, directory, identity and sys.path: shared by the leader and inherited
+    by its workers."""
+    os.environ.pop("NOTIFY_SOCKET", None)  # only the master talks to systemd
+    os.environ.update(dict(program.environment))
+    if program.directory:
+        os.chdir(program.directory)
+    procutil.drop_privileges(program.user, program.group)
+    for entry in reversed(daemon.path):
+        if entry not in sys.path:
+            sys.path.insert(0, entry)
+
+
+def preloaded_files(before: Set[str]) -> Dict[str, float]:
+    """Source files of the modules imported since `before`, with their mtimes; the
+    standard library is left out, since it only changes with the interpreter."""
+    stdlib = {sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["platstdlib"]}
+    files: Dict[str, float] = {}
+    for name, module in list(sys.modules.items()):
+        path = getattr(module, "__file__", None)
+        if name in before or not path or any(path.startswith(p + os.sep) for p in stdlib):
+            continue
+        try:
+            files[path] = os.stat(path).st_mtime
+        except OSError:
+            pass
+    return files
+
+
+class _Leader:
+    def __init__(self, spec: LeaderSpec, sock: socket.socket, output_fd: int) -> None:
+        self.spec = spec
+        self.sock = sock
+        self.children: Set[int] = set()
+        self.retiring = False
+        self.master_gone = False
+        self.kill_at: Optional[float] = None
+        self._redirect_output(output_fd)
+
+    def _redirect_output(self, output_fd: int) -> None:
+        procutil.close_fds_except({self.sock.fileno(), output_fd})
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.close(devnull)
+        os.dup2(output_fd, 1)
+        os.dup2(output_fd, 2)
+        os.close(output_fd)
+
+    def main(self) -> int:
+        program = self.spec.program
+        setproctitle(f"qsupervisord: {program.name} leader")
+        procutil.reset_signals()
+        procutil.die_with_parent(signal.SIGTERM)
+        logs.configure(self.spec.log_format, self.spec.daemon.log_level)
+        logs.bind(program=program.name, role="leader")
+        try:
+            prepare_process(program, self.spec.daemon)
+            before = set(sys.modules)
+            for module in program.preload:
+                importlib.import_module(module)
+        except BaseException as exc:
+            log.error("preload failed", error=traceback.format_exc())
+            self._send({"ev": "preload_failed", "error": f"{type(exc).__name__}: {exc}",
+                        "traceback": traceback.format_exc(limit=20)})
+            return EXIT_PRELOAD_FAILED
+        files = sorted(preloaded_files(before).items())
+        for i in range(0, len(files), FILES_PER_MESSAGE):
+            self._send({"ev": "preload_files", "files": files[i:i + FILES_PER_MESSAGE]})
+        # Objects that exist now are shared with every worker; keep the collector from
+        # touching (and so copying) their pages in the children.
+        gc.freeze()
+        self._send({"ev": "ready", "modules": len(files)})
+        log.info("leader ready", preloaded=list(program.preload), files=len(files))
+        return self._serve()
+
+    # -- the loop -----------------------------------------------------------------------
+
+    def _serve(self) -> int:
+        wake_r, wake_w = os.pipe()
+        os.set_blocking(wake_w, False)
+        signal.set_wakeup_fd(wake_w)
+        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: None)
+        selector = selectors.DefaultSelector()
+        selector.register(wake_r, selectors.EVENT_READ)
+        selector.register(self.sock, selectors.EVENT_READ)
+        while not (self.children == set() and (self.retiring or self.master_gone)):
+            timeout = None if self.kill_at is None else max(0.0, self.kill_at - time.monotonic())
+            for key, _ in selector.select(timeout):
+                if key.fileobj == wake_r:
+                    self._on_signals(os.read(wake_r, 512))
+                else:
+                    self._on_master(selector)
+            if self.kill_at is not None and time.monotonic() >= self.kill_at:
+                self._signal_children(signal.SIGKILL)
+                self.kill_at = None
+            self._reap()
+        return 0
+
+    def _on_signals(self, data: bytes) -> None:
+        if signal.SIGTERM in data or signal.SIGINT in data:
+            self._shutdown("SIGTERM")
+
+    def _on_master(self, selector: selectors.BaseSelector) -> None:
+        msg, fds = ipc.recv(self.sock)
+        if msg is None:
+            selector.unregister(self.sock)
+            self.master_gone = True
+            self._shutdown("master gone")
+            return
+        op = msg.get("op")
+        if op == "spawn" and len(fds) == 2:
+            self._spawn(msg, fds[0], fds[1])
+        elif op == "retire":
+            self.retiring = True
+        else:
+            for fd in fds:
+                os.close(fd)
+            log.warning("unexpected message from the master", message=msg)
+
+    def _shutdown(self, why: str) -> None:
+        """Workers finish the job in hand; whoever is left at stop_timeout is killed."""
+        if self.kill_at is not None:
+            return
+        if why == "master gone":
+            # Our output pipe has no reader any more.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 1)
+            os.dup2(devnull, 2)
+            os.close(devnull)
+        log.info("leader shutting down", reason=why, workers=len(self.children))
+        self.retiring = True
+        self._signal_children(signal.SIGTERM)
+        self.kill_at = time.monotonic() + self.spec.program.stop_timeout
+
+    def _signal_children(self, sig: int) -> None:
+        for pid in list(self.children):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def _spawn(self, msg: ipc.Message, channel_fd: int, stats_fd: int) -> None:
+        from qsupervisor.worker import main as worker_main  # light; imported once anyway
+
+        spec = worker_main.WorkerSpec(
+            program=self.spec.program, broker=self.spec.daemon.broker, slot=int(msg["slot"]),
+            max_jobs=int(msg.get("max_jobs", 0)), log_format=self.spec.log_format,
+            log_level=self.spec.daemon.log_level)
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            os.close(channel_fd)
+            os.close(stats_fd)
+            self._send({"ev": "spawn_failed", "wid": msg["wid"], "error": str(exc)})
+            return
+        if pid == 0:
+            self.sock.close()
+            procutil.close_fds_except({channel_fd, stats_fd})
+            worker_main.run(spec, socket.socket(fileno=channel_fd), stats_fd)
+        os.close(channel_fd)
+        os.close(stats_fd)
+        self.children.add(pid)
+        self._send({"ev": "spawned", "wid": msg["wid"], "pid": pid})
+
+    def _reap(self) -> None:
+        while self.children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                self.children.clear()
+                return
+            if pid == 0:
+                return
+            self.children.discard(pid)
+            self._send({"ev": "exited", "pid": pid, "status": status})
+
+    def _send(self, msg: ipc.Message) -> None:
+        if self.master_gone:
+            return
+        try:
+            ipc.send(self.sock, msg)
+        except OSError:
+            self.master_gone = True
+

@@ -1,0 +1,1 @@
+"""The master process: loop, programs, commands. Imports no application code."""

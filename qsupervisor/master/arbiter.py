@@ -1,0 +1,259 @@
+"""The master process: owns the programs, the control socket and the loop.
+
+Signal handlers only record (the loop's wake-up fd does that); `handle_<signal>` methods
+act on them between events, so no handler ever runs in the middle of a state change.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from typing import Any, Callable, Dict, List, Optional
+
+from setproctitle import setproctitle
+
+from qsupervisor import logs, procutil
+from qsupervisor.config import Config, ConfigError, load_config
+from qsupervisor.config.diff import ConfigDiff, diff_configs
+from qsupervisor.control import protocol
+from qsupervisor.control.server import Connection, ControlServer, PeerPolicy
+from qsupervisor.daemon import systemd
+from qsupervisor.master.loop import EventLoop
+from qsupervisor.master.output import ProgramOutput
+from qsupervisor.master.program import ProgramRuntime
+from qsupervisor.states import ProgramState
+
+log = logs.get("qsupervisor.master")
+
+SIGNAL_NAMES = {signal.SIGTERM: "term", signal.SIGINT: "int", signal.SIGQUIT: "quit",
+                signal.SIGHUP: "hup", signal.SIGUSR1: "usr1", signal.SIGCHLD: "chld"}
+
+
+class Waiter:
+    """A reply owed to a client once `check` returns a result (not None)."""
+
+    def __init__(self, check: Callable[[], Optional[Dict[str, Any]]],
+                 reply: Callable[[Dict[str, Any]], None]) -> None:
+        self.check = check
+        self.reply = reply
+
+
+class Master:
+    def __init__(self, config: Config, log_format: str, server: ControlServer,
+                 reopen_logs: Callable[[], None]) -> None:
+        self.config = config
+        self.daemon = config.daemon
+        self.log_format = log_format
+        self.server = server
+        self.reopen_logs = reopen_logs
+        self.loop = EventLoop()
+        self.programs: Dict[str, ProgramRuntime] = {}
+        self.outputs: Dict[str, ProgramOutput] = {}
+        self.pids: Dict[int, ProgramRuntime] = {}
+        self.waiters: List[Waiter] = []
+        self.started = time.time()
+        self.stopping = False
+        self.exit_code = 0
+        self.after_shutdown: List[Callable[[], None]] = []
+
+    # -- Host interface for programs ------------------------------------------------------
+
+    def track_pid(self, pid: int, owner: ProgramRuntime) -> None:
+        self.pids[pid] = owner
+
+    def forget_pid(self, pid: int) -> None:
+        self.pids.pop(pid, None)
+
+    def changed(self) -> None:
+        if self.waiters:
+            self.loop.call_when_idle(self._check_waiters)
+
+    def output_fd(self, program: str) -> int:
+        return self.outputs[program].write_fd
+
+    # -- running --------------------------------------------------------------------------
+
+    def run(self) -> int:
+        setproctitle(f"qsupervisord: master [{self.config.path}]")
+        procutil.become_subreaper()
+        self.loop.handle_signals(SIGNAL_NAMES, self._on_signal)
+        from qsupervisor.master.commands import dispatch  # commands need the Master type
+
+        self.server.start(self.loop, lambda conn, req: dispatch(self, conn, req))
+        for program in self.config.programs.values():
+            self._add_program(program.name, autostart=program.autostart)
+        log.info("qsupervisord started", config=self.config.path, socket=self.server.path,
+                 programs=list(self.programs))
+        systemd.notify("READY=1\nSTATUS=running")
+        while not (self.stopping and self._all_stopped()):
+            self.loop.run_once()
+        self._finish()
+        return self.exit_code
+
+    def _finish(self) -> None:
+        self._check_waiters()
+        for conn in list(self.server.connections.values()):
+            conn.close_after_flush()
+        deadline = time.monotonic() + 2.0  # let final replies reach their clients
+        while self.server.connections and time.monotonic() < deadline:
+            self.loop.run_once()
+        self.server.close()
+        for output in self.outputs.values():
+            output.close()
+        log.info("qsupervisord stopped")
+
+    def _all_stopped(self) -> bool:
+        return all(p.state in (ProgramState.STOPPED, ProgramState.FATAL) and not p.live_workers()
+                   and not p.old_leaders and p.leader is None for p in self.programs.values())
+
+    def _add_program(self, name: str, autostart: bool) -> ProgramRuntime:
+        output = ProgramOutput(name, self.daemon.log_dir, self.daemon.log_max_size,
+                               self.daemon.log_backups)
+        self.outputs[name] = output
+        self.loop.add_reader(output.read_fd, output.on_readable)
+        program = ProgramRuntime(self.config.programs[name], self)
+        self.programs[name] = program
+        if autostart:
+            program.start()
+        return program
+
+    def remove_program(self, name: str) -> None:
+        """Drop a stopped program's bookkeeping; its output file stays for reading."""
+        self.programs.pop(name, None)
+        output = self.outputs.pop(name, None)
+        if output is not None:
+            self.loop.remove_reader(output.read_fd)
+            output.on_readable()
+            output.close()
+
+    # -- signals --------------------------------------------------------------------------
+
+    def _on_signal(self, sig: int) -> None:
+        name = SIGNAL_NAMES.get(signal.Signals(sig))
+        if name is not None:
+            getattr(self, f"handle_{name}")()
+
+    def handle_term(self) -> None:
+        self.shutdown(fast=False)
+
+    handle_int = handle_term
+
+    def handle_quit(self) -> None:
+        self.shutdown(fast=True)
+
+    def handle_hup(self) -> None:
+        self.update(None)
+
+    def handle_usr1(self) -> None:
+        self.reopen()
+
+    def handle_chld(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            owner = self.pids.pop(pid, None)
+            if owner is not None:
+                owner.leader_exited(pid, status)
+            self.changed()
+
+    # -- operations used by commands ----------------------------------------------------
+
+    def shutdown(self, fast: bool) -> None:
+        if not self.stopping:
+            log.info("shutting down", fast=fast)
+            systemd.notify("STOPPING=1")
+        self.stopping = True
+        for program in self.programs.values():
+            program.stop("shutdown")
+            if fast:
+                program.kill_all()
+        self.changed()
+
+    def reopen(self) -> None:
+        self.reopen_logs()
+        for output in self.outputs.values():
+            output.reopen()
+        log.info("log files reopened")
+
+    def reread(self) -> ConfigDiff:
+        """Load and validate the file again; raises ConfigError and changes nothing."""
+        return diff_configs(self.config, load_config(self.config.path))
+
+    def update(self, names: Optional[List[str]]) -> ConfigDiff:
+        """Apply the file: add, remove, roll changed programs, scale the rest."""
+        systemd.notify("RELOADING=1")
+        try:
+            new = load_config(self.config.path)
+        except ConfigError as exc:
+            log.error("configuration not applied", errors=[str(p) for p in exc.problems])
+            systemd.notify("READY=1")
+            raise
+        diff = diff_configs(self.config, new)
+        selected = (lambda n: True) if not names else (lambda n: n in names)
+        self.config = _merge(self.config, new, names)
+        self.daemon = self.config.daemon
+        for name in diff.removed:
+            if selected(name):
+                self._retire_program(name)
+        for name in diff.added:
+            if selected(name):
+                self._add_program(name, autostart=new.programs[name].autostart)
+        for name in diff.changed:
+            if selected(name):
+                self.programs[name].apply_config(new.programs[name])
+        for name in diff.scaled:
+            if selected(name):
+                self.programs[name].config = new.programs[name]
+                self.programs[name].scale(new.programs[name].workers)
+        log.info("configuration applied", changes=diff.describe())
+        systemd.notify("READY=1")
+        self.changed()
+        return diff
+
+    def _retire_program(self, name: str) -> None:
+        program = self.programs[name]
+        program.stop("removed")
+        self.wait_for(lambda: {} if program.state is ProgramState.STOPPED else None,
+                      lambda _r: self.remove_program(name))
+
+    # -- waiters ----------------------------------------------------------------------------
+
+    def wait_for(self, check: Callable[[], Optional[Dict[str, Any]]],
+                 reply: Callable[[Dict[str, Any]], None]) -> None:
+        result = check()
+        if result is not None:
+            reply(result)
+        else:
+            self.waiters.append(Waiter(check, reply))
+
+    def _check_waiters(self) -> None:
+        pending = []
+        for waiter in self.waiters:
+            result = waiter.check()
+            if result is None:
+                pending.append(waiter)
+            else:
+                waiter.reply(result)
+        self.waiters = pending
+
+    def reply_later(self, conn: Connection, req_id: Any,
+                    check: Callable[[], Optional[Dict[str, Any]]]) -> None:
+        self.wait_for(check, lambda result: conn.send(protocol.ok(req_id, result)))
+
+
+def _merge(old: Config, new: Config, names: Optional[List[str]]) -> Config:
+    """`update NAME...` applies only those programs; the rest keep their old settings."""
+    if not names:
+        return new
+    programs = dict(old.programs)
+    for name in names:
+        if name in new.programs:
+            programs[name] = new.programs[name]
+        else:
+            programs.pop(name, None)
+    return Config(path=old.path, daemon=new.daemon, programs=programs)

@@ -1,0 +1,323 @@
+"""Control commands, one small class each; a command's docstring is its help.
+
+A command either replies at once or registers a waiter on the master, which replies when
+the operation is complete (`wait` defaults to true for the commands that change things).
+"""
+
+from __future__ import annotations
+
+import signal
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Type
+
+from qsupervisor import __version__
+from qsupervisor.config import ConfigError
+from qsupervisor.control import protocol
+from qsupervisor.control.protocol import ProtocolError
+from qsupervisor.control.server import Connection
+from qsupervisor.master import status as status_view
+from qsupervisor.states import ProgramState
+
+if TYPE_CHECKING:
+    from qsupervisor.master.arbiter import Master
+
+Args = Dict[str, Any]
+
+
+class Command:
+    name = ""
+
+    def __init__(self, master: "Master", conn: Connection, req_id: Any, args: Args) -> None:
+        self.master = master
+        self.conn = conn
+        self.req_id = req_id
+        self.args = args
+
+    def run(self) -> None:
+        raise NotImplementedError
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def reply(self, result: Any) -> None:
+        self.conn.send(protocol.ok(self.req_id, result))
+
+    def programs(self, key: str = "names", allow_empty: bool = False) -> List[str]:
+        names = self.args.get(key) or []
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise ProtocolError(protocol.BAD_REQUEST, f"'{key}' must be a list of program names")
+        if "all" in names:
+            return list(self.master.programs)
+        if not names and not allow_empty:
+            raise ProtocolError(protocol.BAD_REQUEST, "name at least one program, or 'all'")
+        unknown = [n for n in names if n not in self.master.programs]
+        if unknown:
+            known = ", ".join(self.master.programs) or "none"
+            raise ProtocolError(protocol.NOT_FOUND,
+                                f"no such program: {', '.join(unknown)} (programs: {known})")
+        return names or list(self.master.programs)
+
+    def flag(self, key: str, default: bool) -> bool:
+        value = self.args.get(key, default)
+        if not isinstance(value, bool):
+            raise ProtocolError(protocol.BAD_REQUEST, f"'{key}' must be true or false")
+        return value
+
+    def finish_when_settled(self, names: List[str]) -> None:
+        """Reply now, or once every named program has settled (wait=true)."""
+        def check() -> Optional[Dict[str, Any]]:
+            programs = [self.master.programs.get(n) for n in names]
+            if not all(p is None or p.settled() for p in programs):
+                return None
+            return {"programs": {n: _outcome(p) for n, p in zip(names, programs)}}
+
+        if self.flag("wait", True):
+            self.master.reply_later(self.conn, self.req_id, check)
+        else:
+            self.reply({"programs": {n: {"ok": True, "state": "pending"} for n in names}})
+
+
+def _outcome(program: Any) -> Dict[str, Any]:
+    if program is None:
+        return {"ok": True, "state": "REMOVED", "problems": []}
+    problems = program.problems()
+    return {"ok": not problems, "state": program.state.value, "problems": problems}
+
+
+class Status(Command):
+    """Master pid and uptime; per program its state, leader, workers and preload freshness."""
+
+    name = "status"
+
+    def run(self) -> None:
+        names = self.programs(allow_empty=True)
+        self.reply({
+            "master": status_view.master_status(self.master.started, self.master.config.path),
+            "programs": {n: status_view.program_status(self.master.programs[n]) for n in names},
+        })
+
+
+class Start(Command):
+    """Start programs (or revive FATAL workers of running ones)."""
+
+    name = "start"
+
+    def run(self) -> None:
+        names = self.programs()
+        for name in names:
+            self.master.programs[name].start()
+        self.finish_when_settled(names)
+
+
+class Stop(Command):
+    """Stop programs gracefully: every worker finishes the job in hand."""
+
+    name = "stop"
+
+    def run(self) -> None:
+        names = self.programs()
+        for name in names:
+            self.master.programs[name].stop()
+        self.finish_when_settled(names)
+
+
+class Restart(Command):
+    """Stop programs, then start them again (leaders included)."""
+
+    name = "restart"
+
+    def run(self) -> None:
+        names = self.programs()
+        for name in names:
+            self.master.programs[name].restart()
+        self.finish_when_settled(names)
+
+
+class Reload(Command):
+    """Rolling replacement of workers so they run fresh handler code; with preload, the
+    leader is replaced first so preloaded modules are fresh too."""
+
+    name = "reload"
+
+    def run(self) -> None:
+        names = self.programs()
+        preload = self.flag("preload", False)
+        for name in names:
+            self.master.programs[name].reload(preload)
+        self.finish_when_settled(names)
+
+
+class Scale(Command):
+    """Change a program's worker count; the highest slots drain when scaling down."""
+
+    name = "scale"
+
+    def run(self) -> None:
+        names = self.programs()
+        workers = self.args.get("workers")
+        if not isinstance(workers, int) or isinstance(workers, bool) or not 0 <= workers <= 4096:
+            raise ProtocolError(protocol.BAD_REQUEST, "'workers' must be an integer from 0 to 4096")
+        for name in names:
+            self.master.programs[name].scale(workers)
+        self.finish_when_settled(names)
+
+
+class Reread(Command):
+    """Validate the configuration file and show what `update` would change."""
+
+    name = "reread"
+
+    def run(self) -> None:
+        try:
+            diff = self.master.reread()
+        except ConfigError as exc:
+            raise ProtocolError(protocol.CONFIG_ERROR, str(exc)) from None
+        self.reply({"changes": diff.describe(), "added": list(diff.added),
+                    "removed": list(diff.removed), "changed": list(diff.changed),
+                    "scaled": list(diff.scaled)})
+
+
+class Update(Command):
+    """Apply the configuration file: add and remove programs, roll changed ones, scale
+    those whose only change is `workers`. A file with errors changes nothing."""
+
+    name = "update"
+
+    def run(self) -> None:
+        names = self.args.get("names") or None
+        if names is not None and (not isinstance(names, list)
+                                  or not all(isinstance(n, str) for n in names)):
+            raise ProtocolError(protocol.BAD_REQUEST, "'names' must be a list of program names")
+        try:
+            diff = self.master.update(names)
+        except ConfigError as exc:
+            raise ProtocolError(protocol.CONFIG_ERROR, str(exc)) from None
+        touched = [n for n in (*diff.added, *diff.removed, *diff.changed, *diff.scaled)
+                   if not names or n in names]
+        changes = diff.describe()
+
+        def check() -> Optional[Dict[str, Any]]:
+            programs = [self.master.programs.get(n) for n in touched]
+            if not all(p is None or p.settled() for p in programs):
+                return None
+            return {"changes": changes,
+                    "programs": {n: _outcome(p) for n, p in zip(touched, programs)}}
+
+        if self.flag("wait", True):
+            self.master.reply_later(self.conn, self.req_id, check)
+        else:
+            self.reply({"changes": changes, "programs": {}})
+
+
+class Signal(Command):
+    """Send a signal to every worker of programs."""
+
+    name = "signal"
+
+    def run(self) -> None:
+        names = self.programs()
+        raw = str(self.args.get("signal", "")).upper()
+        raw = raw if raw.startswith("SIG") or raw.isdigit() else f"SIG{raw}"
+        try:
+            sig = signal.Signals(int(raw)) if raw.isdigit() else signal.Signals[raw]
+        except (KeyError, ValueError):
+            raise ProtocolError(protocol.BAD_REQUEST, f"unknown signal {self.args.get('signal')!r}")
+        self.reply({"signal": sig.name,
+                    "pids": {n: self.master.programs[n].signal_workers(sig) for n in names}})
+
+
+class Pid(Command):
+    """The master's pid, or a program's leader and worker pids."""
+
+    name = "pid"
+
+    def run(self) -> None:
+        import os
+
+        names = self.programs(allow_empty=True) if self.args.get("names") else []
+        result: Dict[str, Any] = {"master": os.getpid()}
+        for name in names:
+            program = self.master.programs[name]
+            result[name] = {"leader": program.leader.pid if program.leader else None,
+                            "workers": [w.pid for w in program.live_workers() if w.pid]}
+        self.reply(result)
+
+
+class Tail(Command):
+    """Captured output of a program's workers: the last N lines, then follow."""
+
+    name = "tail"
+
+    def run(self) -> None:
+        names = self.programs()
+        if len(names) != 1:
+            raise ProtocolError(protocol.BAD_REQUEST, "tail takes exactly one program")
+        output = self.master.outputs[names[0]]
+        lines = self.args.get("lines", 10)
+        if not isinstance(lines, int) or isinstance(lines, bool) or lines < 0:
+            raise ProtocolError(protocol.BAD_REQUEST, "'lines' must be an integer >= 0")
+        data = output.tail(lines)
+        if not self.flag("follow", False):
+            self.reply({"path": output.path, "data": data.decode("utf-8", "replace")})
+            return
+        self.conn.send(protocol.stream(self.req_id, {"data": data.decode("utf-8", "replace")}))
+
+        def follow(chunk: bytes) -> None:
+            self.conn.send(protocol.stream(self.req_id, {"data": chunk.decode("utf-8", "replace")}))
+
+        output.followers.append(follow)
+        self.conn.on_disconnect = lambda: output.followers.remove(follow)
+
+
+class Reopen(Command):
+    """Reopen the daemon's log file and the captured-output files (after logrotate)."""
+
+    name = "reopen"
+
+    def run(self) -> None:
+        self.master.reopen()
+        self.reply({})
+
+
+class Shutdown(Command):
+    """Stop every program gracefully, then the daemon."""
+
+    name = "shutdown"
+
+    def run(self) -> None:
+        self.master.shutdown(fast=False)
+        if self.flag("wait", True):
+            def check() -> Optional[Dict[str, Any]]:
+                done = all(p.state in (ProgramState.STOPPED, ProgramState.FATAL)
+                           for p in self.master.programs.values())
+                return {"stopped": True} if done else None
+            self.master.reply_later(self.conn, self.req_id, check)
+        else:
+            self.reply({"stopped": False})
+
+
+class Version(Command):
+    """Versions of the daemon and of its protocol."""
+
+    name = "version"
+
+    def run(self) -> None:
+        self.reply({"version": __version__, "protocol": protocol.VERSION})
+
+
+COMMANDS: Dict[str, Type[Command]] = {
+    cls.name: cls for cls in (Status, Start, Stop, Restart, Reload, Scale, Reread, Update,
+                              Signal, Pid, Tail, Reopen, Shutdown, Version)
+}
+
+
+def dispatch(master: "Master", conn: Connection, request: Dict[str, Any]) -> None:
+    req_id = request.get("id")
+    cls = COMMANDS.get(request["cmd"])
+    try:
+        if cls is None:
+            raise ProtocolError(protocol.BAD_REQUEST,
+                                f"unknown command {request['cmd']!r}; known: {', '.join(COMMANDS)}")
+        if master.stopping and cls not in (Status, Pid, Version, Shutdown, Tail):
+            raise ProtocolError(protocol.SHUTTING_DOWN, "the daemon is shutting down")
+        cls(master, conn, req_id, request["args"]).run()
+    except ProtocolError as exc:
+        conn.send(protocol.error(req_id, exc.code, exc.message))

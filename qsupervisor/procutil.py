@@ -1,0 +1,92 @@
+"""Small OS helpers shared by the master, the leaders and the workers."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import grp
+import os
+import pwd
+import signal
+from typing import Iterable, Optional
+
+_PR_SET_PDEATHSIG = 1
+_PR_SET_CHILD_SUBREAPER = 36
+
+_libc: Optional[ctypes.CDLL] = None
+
+
+def _prctl(option: int, arg: int) -> bool:
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    return _libc.prctl(option, arg, 0, 0, 0) == 0
+
+
+def die_with_parent(sig: int = signal.SIGTERM) -> None:
+    """Ask the kernel to send `sig` when our parent exits, then close the race where the
+    parent died before we asked (we would already have been reparented)."""
+    parent = os.getppid()
+    _prctl(_PR_SET_PDEATHSIG, int(sig))
+    if os.getppid() != parent:
+        os.kill(os.getpid(), sig)
+
+
+def become_subreaper() -> None:
+    """Workers orphaned by a dead leader are reparented to us, so we can reap them and
+    account for their exit instead of leaving that to init."""
+    _prctl(_PR_SET_CHILD_SUBREAPER, 1)
+
+
+def reset_signals() -> None:
+    """A forked child inherits the parent's handlers and wake-up fd; start clean."""
+    signal.set_wakeup_fd(-1)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP,
+                signal.SIGUSR1, signal.SIGUSR2, signal.SIGCHLD):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+
+
+def close_fds_except(keep: Iterable[int]) -> None:
+    """Close every fd above stderr except `keep`: a child must not hold the master's
+    control socket, other programs' pipes or log files."""
+    low = 3
+    for fd in sorted(set(k for k in keep if k >= 3)):
+        if fd > low:
+            os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, os.sysconf("SC_OPEN_MAX"))
+
+
+def drop_privileges(user: Optional[str], group: Optional[str]) -> None:
+    if user is None and group is None:
+        return
+    pw = pwd.getpwnam(user) if user else None
+    gid = grp.getgrnam(group).gr_gid if group else (pw.pw_gid if pw else os.getgid())
+    if pw is not None:
+        os.initgroups(pw.pw_name, gid)
+    os.setgid(gid)
+    if pw is not None:
+        os.setuid(pw.pw_uid)
+        os.environ["HOME"] = pw.pw_dir
+        os.environ["USER"] = os.environ["LOGNAME"] = pw.pw_name
+
+
+def read_rss(pid: int) -> Optional[int]:
+    """Resident set size in bytes, or None if the process is gone."""
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def describe_status(status: int) -> str:
+    """'exit code 3' or 'signal SIGKILL' from a waitpid status."""
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        try:
+            return f"signal {signal.Signals(sig).name}"
+        except ValueError:
+            return f"signal {sig}"
+    return f"exit code {os.waitstatus_to_exitcode(status)}"

@@ -1,0 +1,1 @@
+"""The worker process: imports its handler after fork and consumes one queue."""

@@ -1,0 +1,241 @@
+"""The RabbitMQ side of a worker: pika's I/O on one thread, the handler on another.
+
+pika's BlockingConnection only answers heartbeats while its owner thread is inside pika,
+so the handler must not run on that thread: a job longer than two heartbeat intervals
+would get the connection closed under it and the message executed twice. The I/O thread
+hands deliveries to the job thread through `_pending`; results come back through
+`add_callback_threadsafe`, the one pika call that is safe from another thread.
+"""
+
+from __future__ import annotations
+
+import collections
+import random
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable, Deque, Optional, Tuple
+
+import pika
+import pika.exceptions
+
+from qsupervisor import logs
+from qsupervisor.worker.jobs import JobRunner
+
+log = logs.get("qsupervisor.worker")
+
+# Reconnect backoff: a broker restart should not turn into a thundering herd of workers.
+RECONNECT_INITIAL = 0.5
+RECONNECT_MAX = 30.0
+
+
+@dataclass
+class Delivery:
+    generation: int  # which connection it came on; acks for an older one are moot
+    tag: int
+    properties: Any
+    body: bytes
+    redelivered: bool
+
+
+class WorkerEvents:
+    """What the consumer tells the rest of the worker (and through it, the master)."""
+
+    def ready(self) -> None: ...
+    def broker_lost(self, error: str) -> None: ...
+
+
+class Consumer:
+    def __init__(self, broker: str, queue: str, prefetch: int, max_jobs: int,
+                 runner: JobRunner, events: WorkerEvents) -> None:
+        self._params = pika.URLParameters(broker)
+        self._queue = queue
+        self._prefetch = prefetch
+        self._max_jobs = max_jobs
+        self._runner = runner
+        self._events = events
+        # Guards everything the two threads share: the hand-off queues, the connection
+        # handle and the stop reason.
+        self._lock = threading.Condition()
+        self._pending: Deque[Delivery] = collections.deque()
+        self._results: Deque[Tuple[Delivery, bool]] = collections.deque()
+        self._in_flight: Optional[Delivery] = None
+        self._stop_reason: Optional[str] = None
+        self._stop_event = threading.Event()
+        self._conn: Optional[pika.BlockingConnection] = None
+        self._channel: Any = None
+        self._consumer_tag = ""
+        self._generation = 0
+        self._jobs_started = 0
+        self._announced = False
+
+    # -- called from other threads ---------------------------------------------------
+
+    def request_stop(self, reason: str) -> None:
+        """Stop consuming, hand back what has not started, finish the job in hand."""
+        with self._lock:
+            if self._stop_reason is None:
+                self._stop_reason = reason
+            conn = self._conn
+            self._lock.notify_all()
+        self._stop_event.set()
+        _call_soon(conn, self._begin_stop)
+
+    @property
+    def stop_reason(self) -> Optional[str]:
+        return self._stop_reason
+
+    # -- I/O thread --------------------------------------------------------------------
+
+    def run(self) -> str:
+        """Consume until asked to stop; returns the reason. Runs on the I/O thread."""
+        job_thread = threading.Thread(target=self._job_loop, name="job", daemon=True)
+        job_thread.start()
+        failures = 0
+        while self._stop_reason is None:
+            try:
+                self._consume()
+                failures = 0
+            except (pika.exceptions.AMQPError, OSError) as exc:
+                self._connection_lost(exc)
+                failures += 1
+                delay = min(RECONNECT_MAX, RECONNECT_INITIAL * 2 ** (failures - 1))
+                self._stop_event.wait(delay * random.uniform(0.5, 1.0))
+        # A job still running on a dead connection finishes before we leave; the broker
+        # redelivers it because its ack had nowhere to go.
+        job_thread.join()
+        return self._stop_reason or "stop"
+
+    def _consume(self) -> None:
+        conn = pika.BlockingConnection(self._params)
+        try:
+            channel = conn.channel()
+            channel.basic_qos(prefetch_count=self._prefetch)
+            self._declare_queue(conn)
+            with self._lock:
+                self._generation += 1
+                self._results.clear()  # results of the previous connection cannot be acked
+                self._conn, self._channel = conn, channel
+            self._consumer_tag = channel.basic_consume(self._queue, self._on_message)
+            if self._stop_reason is not None:
+                self._begin_stop()
+            elif not self._announced:
+                self._announced = True
+                self._events.ready()
+            else:
+                log.info("reconnected to the broker", queue=self._queue)
+            while not self._finished():
+                conn.process_data_events(time_limit=None)
+        finally:
+            with self._lock:
+                self._conn = self._channel = None
+            if conn.is_open:
+                try:
+                    conn.close()
+                except (pika.exceptions.AMQPError, OSError):
+                    pass
+
+    def _declare_queue(self, conn: pika.BlockingConnection) -> None:
+        """Use the queue as it is if it exists (its arguments are the operator's); create
+        it durable if it does not. A passive declare that fails closes its channel, so it
+        gets a throwaway one."""
+        probe = conn.channel()
+        try:
+            probe.queue_declare(self._queue, passive=True)
+            probe.close()
+        except pika.exceptions.ChannelClosedByBroker as exc:
+            if exc.reply_code != 404:
+                raise
+            conn.channel().queue_declare(self._queue, durable=True)
+
+    def _finished(self) -> bool:
+        with self._lock:
+            return (self._stop_reason is not None and self._in_flight is None
+                    and not self._results)
+
+    def _on_message(self, channel: Any, method: Any, properties: Any, body: bytes) -> None:
+        delivery = Delivery(self._generation, method.delivery_tag, properties, body,
+                            bool(method.redelivered))
+        with self._lock:
+            if self._stop_reason is None:
+                self._pending.append(delivery)
+                self._lock.notify_all()
+                return
+        channel.basic_reject(delivery.tag, requeue=True)  # arrived while we cancel
+
+    def _begin_stop(self) -> None:
+        channel = self._channel
+        if channel is None or not channel.is_open:
+            return
+        with self._lock:
+            handed_back, self._pending = list(self._pending), collections.deque()
+        try:
+            if self._consumer_tag in channel.consumer_tags:
+                channel.basic_cancel(self._consumer_tag)
+            for delivery in handed_back:
+                channel.basic_reject(delivery.tag, requeue=True)
+        except (pika.exceptions.AMQPError, OSError) as exc:
+            log.warning("could not hand back prefetched messages; the broker will "
+                        "redeliver them", error=repr(exc))
+
+    def _connection_lost(self, exc: BaseException) -> None:
+        # Unacked deliveries, started or not, return to the queue when the channel dies;
+        # drop our copies so that nothing runs twice on our side.
+        with self._lock:
+            self._pending.clear()
+        if self._stop_reason is None:
+            log.warning("broker connection lost; reconnecting", queue=self._queue,
+                        error=repr(exc))
+            self._events.broker_lost(repr(exc))
+
+    def _settle_results(self) -> None:
+        """Ack (or reject) finished jobs; runs on the I/O thread."""
+        with self._lock:
+            results, self._results = list(self._results), collections.deque()
+            generation, channel = self._generation, self._channel
+        for delivery, ok in results:
+            if delivery.generation != generation or channel is None or not channel.is_open:
+                continue  # its channel is gone: the broker redelivers it
+            try:
+                if ok:
+                    channel.basic_ack(delivery.tag)
+                else:
+                    # Retries and dead-lettering belong to the runtime of a later release;
+                    # a failed job is logged with its traceback and rejected.
+                    channel.basic_reject(delivery.tag, requeue=False)
+            except (pika.exceptions.AMQPError, OSError) as exc:
+                log.warning("could not acknowledge; the broker will redeliver",
+                            tag=delivery.tag, error=repr(exc))
+        if self._stop_reason is not None:
+            self._begin_stop()
+
+    # -- job thread -------------------------------------------------------------------
+
+    def _job_loop(self) -> None:
+        while True:
+            with self._lock:
+                while not self._pending and self._stop_reason is None:
+                    self._lock.wait()
+                if self._stop_reason is not None:
+                    return
+                delivery = self._in_flight = self._pending.popleft()
+            ok = self._runner.run(delivery.properties, delivery.body, delivery.redelivered)
+            with self._lock:
+                self._in_flight = None
+                self._results.append((delivery, ok))
+                self._jobs_started += 1
+                if self._max_jobs and self._jobs_started >= self._max_jobs:
+                    # Recycle: the I/O thread hands back the prefetched rest on settling.
+                    self._stop_reason = self._stop_reason or "max_jobs"
+                conn = self._conn
+            _call_soon(conn, self._settle_results)
+
+
+def _call_soon(conn: Optional[pika.BlockingConnection], callback: Callable[[], None]) -> None:
+    """Run `callback` on the I/O thread; without a connection there is nothing to do
+    (the broker takes back whatever we held when the connection went)."""
+    if conn is None:
+        return
+    try:
+        conn.add_callback_threadsafe(callback)
+    except (pika.exceptions.AMQPError, OSError, AttributeError):
+        pass

@@ -1,0 +1,159 @@
+from __future__ import annotations
+
+import dataclasses
+import textwrap
+from pathlib import Path
+from typing import Any, Dict
+
+from qsupervisor.config import Config, ConfigDiff, DaemonConfig, ProgramConfig, diff_configs, load_config
+
+
+def program(name: str, **settings: Any) -> ProgramConfig:
+    settings.setdefault("handler", "app.jobs:handle")
+    settings.setdefault("queue", name)
+    return ProgramConfig(name=name, **settings)
+
+
+def config(*programs: ProgramConfig, **daemon: Any) -> Config:
+    by_name: Dict[str, ProgramConfig] = {p.name: p for p in programs}
+    return Config(path="/etc/qsupervisor/queues.yaml", daemon=DaemonConfig(**daemon), programs=by_name)
+
+
+def test_identical_configs_give_an_empty_diff() -> None:
+    old = config(program("orders"), program("emails", workers=3))
+    diff = diff_configs(old, old)
+    assert diff.is_empty
+    assert diff == ConfigDiff()
+    assert diff.describe() == []
+
+
+def test_added_and_removed_programs_keep_definition_order() -> None:
+    old = config(program("a"), program("b"), program("c"))
+    new = config(program("d"), program("b"), program("e"))
+    diff = diff_configs(old, new)
+    assert (diff.added, diff.removed) == (("d", "e"), ("a", "c"))
+    assert diff.describe() == ["d: added", "e: added", "a: removed", "c: removed"]
+    assert not diff.is_empty
+
+
+def test_only_workers_changed_is_scaled() -> None:
+    diff = diff_configs(config(program("emails", workers=2)), config(program("emails", workers=4)))
+    assert diff == ConfigDiff(scaled=("emails",))
+    assert diff.describe() == ["emails: scaled 2 -> 4"]
+
+
+def test_other_setting_changed_is_changed_with_old_and_new_values() -> None:
+    diff = diff_configs(config(program("orders", max_jobs=1000)), config(program("orders", max_jobs=500)))
+    assert diff == ConfigDiff(changed=("orders",))
+    assert diff.describe() == ["orders: changed (max_jobs 1000 -> 500)"]
+
+
+def test_workers_and_another_setting_changed_is_changed_not_scaled() -> None:
+    old = config(program("orders", workers=1, prefetch=1))
+    new = config(program("orders", workers=3, prefetch=10))
+    diff = diff_configs(old, new)
+    assert (diff.changed, diff.scaled) == (("orders",), ())
+    assert diff.describe() == ["orders: changed (workers 1 -> 3, prefetch 1 -> 10)"]
+
+
+def test_values_are_shown_in_config_terms() -> None:
+    old = config(program("orders", preload=("app.models", "django"), stop_timeout=30.0, autostart=True))
+    new = config(program("orders", preload=("app.models",), stop_timeout=2.5, autostart=False, user="root"))
+    assert diff_configs(old, new).describe() == [
+        "orders: changed (preload [app.models, django] -> [app.models], stop_timeout 30 -> 2.5, "
+        "autostart true -> false, user none -> root)"
+    ]
+
+
+def test_environment_change_does_not_reveal_values() -> None:
+    old = config(program("orders", environment=(("API_KEY", "old-secret"),)))
+    new = config(program("orders", environment=(("API_KEY", "new-secret"),)))
+    diff = diff_configs(old, new)
+    assert diff.changed == ("orders",)
+    assert diff.describe() == ["orders: changed (environment changed)"]
+
+
+def test_broker_change_restarts_every_common_program_without_showing_the_url() -> None:
+    old = config(program("orders"), program("emails", workers=2), program("gone"),
+                 broker="amqp://u:old-pw@rabbit-1/")
+    new = config(program("orders"), program("emails", workers=5), program("fresh"),
+                 broker="amqp://u:new-pw@rabbit-2/")
+    diff = diff_configs(old, new)
+    assert diff == ConfigDiff(
+        added=("fresh",), removed=("gone",), changed=("orders", "emails"), daemon_changed=("broker",)
+    )
+    lines = diff.describe()
+    assert lines == [
+        "fresh: added",
+        "gone: removed",
+        "orders: changed (broker changed)",
+        "emails: changed (workers 2 -> 5, broker changed)",
+        "qsupervisord: changed (broker changed)",
+    ]
+    assert "pw" not in "\n".join(lines)
+
+
+def test_daemon_changes_list_field_names_in_model_order() -> None:
+    old = config(program("orders"))
+    new = config(program("orders"), log_level="debug", socket_mode=0o660, path=("/srv/app",))
+    diff = diff_configs(old, new)
+    assert diff == ConfigDiff(daemon_changed=("socket_mode", "log_level", "path"))
+    assert diff.describe() == [
+        "qsupervisord: changed (socket_mode 0600 -> 0660, log_level info -> debug, path [] -> [/srv/app])"
+    ]
+
+
+def test_moving_a_program_to_another_file_is_not_a_change() -> None:
+    old = config(program("orders", source="queues.yaml:3"))
+    new = config(program("orders", source="conf.d/orders.yaml:2"))
+    assert diff_configs(old, new).is_empty
+
+
+def test_changed_and_scaled_follow_the_new_files_order() -> None:
+    old = config(program("a", workers=1), program("b", workers=1), program("c", max_jobs=1))
+    new = config(program("c", max_jobs=2), program("b", workers=2), program("a", workers=2))
+    diff = diff_configs(old, new)
+    assert (diff.changed, diff.scaled) == (("c",), ("b", "a"))
+
+
+def test_diffs_compare_by_names_only_and_describe_without_details() -> None:
+    built = ConfigDiff(changed=("orders",), scaled=("emails",), daemon_changed=("log_level",))
+    computed = diff_configs(
+        config(program("orders", max_jobs=1), program("emails"), log_level="info"),
+        config(program("orders", max_jobs=2), program("emails", workers=2), log_level="debug"),
+    )
+    assert built == computed
+    assert built.describe() == ["orders: changed", "emails: scaled", "qsupervisord: changed (log_level)"]
+    assert hash(built) == hash(computed)
+
+
+def test_diff_of_two_loaded_files(tmp_path: Path) -> None:
+    def load(text: str) -> Config:
+        path = tmp_path / "queues.yaml"
+        path.write_text(textwrap.dedent(text).lstrip("\n"))
+        return load_config(str(path))
+
+    old = load("""
+        programs:
+          orders: {handler: "app.jobs:handle", max_jobs: 1000}
+          emails: {handler: "app.mail:send", workers: 2}
+          old: {handler: "app.old:run"}
+        """)
+    new = load("""
+        programs:
+          orders: {handler: "app.jobs:handle", max_jobs: 500}
+          emails: {handler: "app.mail:send", workers: 4}
+          reports: {handler: "app.reports:build"}
+        """)
+    assert diff_configs(old, new).describe() == [
+        "reports: added",
+        "old: removed",
+        "orders: changed (max_jobs 1000 -> 500)",
+        "emails: scaled 2 -> 4",
+    ]
+
+
+def test_settings_without_workers_is_what_decides_scaled() -> None:
+    a = program("emails", workers=2)
+    b = dataclasses.replace(a, workers=7)
+    assert a != b and a.settings_without_workers() == b.settings_without_workers()
