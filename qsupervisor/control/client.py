@@ -27,7 +27,7 @@ class Client:
         self._next_id = 0
 
     def call(self, cmd: str, args: Optional[Dict[str, Any]] = None,
-             on_stream: Optional[Callable[[Any], None]] = None) -> Any:
+             on_stream: Optional[Callable[[Any], None]] = None, until_eof: bool = False) -> Any:
         """Send one request; return its result or raise CommandFailed / Unreachable."""
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(self.timeout)
@@ -40,13 +40,16 @@ class Client:
         with sock:
             try:
                 sock.sendall(protocol.encode(protocol.request(cmd, args, self._next_id)))
-                return self._read_reply(sock, on_stream)
+                return self._read_reply(sock, on_stream, until_eof)
             except socket.timeout:
                 raise CommandFailed(protocol.FAILED, f"no reply within {self.timeout}s") from None
             except OSError as exc:
                 raise Unreachable(f"connection to {self.path} lost: {exc}") from None
 
-    def _read_reply(self, sock: socket.socket, on_stream: Optional[Callable[[Any], None]]) -> Any:
+    def _read_reply(self, sock: socket.socket, on_stream: Optional[Callable[[Any], None]],
+                    until_eof: bool) -> Any:
+        """The final reply; with `until_eof`, also wait for the daemon to close the
+        connection (it does so only by exiting, after `shutdown`)."""
         with sock.makefile("rb") as lines:
             for line in lines:
                 message = json.loads(line)
@@ -55,6 +58,9 @@ class Client:
                         on_stream(message["stream"])
                     continue
                 if message.get("ok"):
+                    if until_eof:
+                        for _ in lines:
+                            pass
                     return message.get("result")
                 error = message.get("error") or {}
                 raise CommandFailed(error.get("code", protocol.FAILED),

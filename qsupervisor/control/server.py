@@ -92,6 +92,10 @@ class Connection:
             self._loop.add_writer(self.sock, self._on_writable)
         self._wbuf += protocol.encode(message)
 
+    @property
+    def pending_output(self) -> bool:
+        return bool(self._wbuf)
+
     def close_after_flush(self) -> None:
         self._close_after_flush = True
         if not self._wbuf:
@@ -219,9 +223,8 @@ class ControlServer:
             if known is conn:
                 del self.connections[fd]
 
-    def close(self) -> None:
-        for conn in list(self.connections.values()):
-            conn.close()
+    def stop_listening(self) -> None:
+        """No new clients; the socket file goes. Open connections are left alone."""
         self._loop.remove_reader(self.sock)
         self.sock.close()
         try:

@@ -115,7 +115,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     client = Client(path, timeout=args.timeout)
     on_stream = _print_stream if cmd == "tail" else None
     try:
-        result = client.call(cmd, req, on_stream=on_stream)
+        result = client.call(cmd, req, on_stream=on_stream,
+                             until_eof=cmd == "shutdown" and req.get("wait", False))
     except Unreachable as exc:
         print(f"qsupervisorctl: {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE

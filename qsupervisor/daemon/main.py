@@ -11,7 +11,7 @@ import argparse
 import os
 import socket
 import sys
-from typing import Any, List, Optional
+from typing import Any, List, NoReturn, Optional
 
 from qsupervisor import __version__, logs
 from qsupervisor.config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
@@ -96,7 +96,7 @@ def _daemonize(server: ControlServer) -> None:
     context.open()
 
 
-def _run(config: Config, server: ControlServer) -> int:
+def _run(config: Config, server: ControlServer) -> NoReturn:
     from qsupervisor.master.arbiter import Master  # after fork: keeps --check light
 
     daemon_cfg = config.daemon
@@ -113,10 +113,16 @@ def _run(config: Config, server: ControlServer) -> int:
     pidfile.write(daemon_cfg.pidfile)
     # Children's output goes to files: JSON unless console was asked for explicitly.
     child_format = "console" if log_format == "console" else "json"
+    master = Master(config, child_format, server, reopen)
     try:
-        return Master(config, child_format, server, reopen).run()
+        code = master.run()
     finally:
         pidfile.remove(daemon_cfg.pidfile)
+    # Leave with the control connections still open: the kernel closes them as the process
+    # dies, so a client waiting for EOF after `shutdown` knows the daemon is gone.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":

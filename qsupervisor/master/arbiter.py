@@ -93,12 +93,13 @@ class Master:
 
     def _finish(self) -> None:
         self._check_waiters()
-        for conn in list(self.server.connections.values()):
-            conn.close_after_flush()
         deadline = time.monotonic() + 2.0  # let final replies reach their clients
-        while self.server.connections and time.monotonic() < deadline:
+        while (any(c.pending_output for c in self.server.connections.values())
+               and time.monotonic() < deadline):
             self.loop.run_once()
-        self.server.close()
+        # Client connections stay open until the process exits: a `shutdown --wait` reads
+        # to EOF, which then means the daemon is really gone.
+        self.server.stop_listening()
         for output in self.outputs.values():
             output.close()
         log.info("qsupervisord stopped")
