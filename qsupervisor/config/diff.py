@@ -16,6 +16,7 @@ from .model import Config
 # Values never shown in reload output, which ends up in logs: the broker URL carries a
 # password and environments often carry API keys.
 _SECRET_FIELDS = frozenset({"broker", "environment"})
+_INHERITED_BY_PROGRAMS = ("broker", "path", "log_level")
 _IGNORED_FIELDS = frozenset({"name", "source"})
 
 
@@ -53,8 +54,9 @@ class ConfigDiff:
 
 def diff_configs(old: Config, new: Config) -> ConfigDiff:
     daemon_changed = _changed_fields(old.daemon, new.daemon)
-    # Workers hold their own broker connection, so a new broker restarts every program.
-    broker_changed = "broker" in daemon_changed
+    # Leaders and workers are forked with these settings (their broker connection, sys.path,
+    # log level), so a change to any of them rolls every program.
+    inherited = [name for name in daemon_changed if name in _INHERITED_BY_PROGRAMS]
     changed: List[str] = []
     scaled: List[str] = []
     details: List[Tuple[str, str]] = []
@@ -63,8 +65,7 @@ def diff_configs(old: Config, new: Config) -> ConfigDiff:
         if previous is None:
             continue
         fields_changed = _changed_fields(previous, program)
-        if broker_changed:
-            fields_changed.append("broker")
+        fields_changed.extend(inherited)
         if not fields_changed:
             continue
         if fields_changed == ["workers"]:

@@ -14,7 +14,7 @@ from typing import Any, Callable, Dict, List, Optional
 from setproctitle import setproctitle
 
 from qsupervisor import logs, procutil
-from qsupervisor.config import Config, ConfigError, load_config
+from qsupervisor.config import Config, ConfigError, DaemonConfig, load_config
 from qsupervisor.config.diff import ConfigDiff, diff_configs
 from qsupervisor.control import protocol
 from qsupervisor.control.server import Connection, ControlServer, PeerPolicy
@@ -25,6 +25,11 @@ from qsupervisor.master.program import ProgramRuntime
 from qsupervisor.states import ProgramState
 
 log = logs.get("qsupervisor.master")
+
+# Daemon settings `update` cannot apply to a running master (the rest it applies, or rolls
+# the programs that inherit them).
+RESTART_ONLY_SETTINGS = ("socket", "pidfile", "logfile", "log_dir", "log_format",
+                         "log_max_size", "log_backups")
 
 SIGNAL_NAMES = {signal.SIGTERM: "term", signal.SIGINT: "int", signal.SIGQUIT: "quit",
                 signal.SIGHUP: "hup", signal.SIGUSR1: "usr1", signal.SIGCHLD: "chld"}
@@ -197,6 +202,7 @@ class Master:
         diff = diff_configs(self.config, new)
         selected = (lambda n: True) if not names else (lambda n: n in names)
         self.config = _merge(self.config, new, names)
+        self._apply_daemon_settings(self.daemon, self.config.daemon)
         self.daemon = self.config.daemon
         for name in diff.removed:
             if selected(name):
@@ -215,6 +221,17 @@ class Master:
         systemd.notify("READY=1")
         self.changed()
         return diff
+
+    def _apply_daemon_settings(self, old: DaemonConfig, new: DaemonConfig) -> None:
+        """Daemon settings that can change in place do; the rest wait for a restart,
+        and the log says so rather than pretending."""
+        if (old.allow_users, old.allow_groups) != (new.allow_users, new.allow_groups):
+            self.server.policy = PeerPolicy.from_names(new.allow_users, new.allow_groups)
+        if old.socket_mode != new.socket_mode:
+            os.chmod(self.server.path, new.socket_mode)
+        pending = [key for key in RESTART_ONLY_SETTINGS if getattr(old, key) != getattr(new, key)]
+        if pending:
+            log.warning("these settings take effect when qsupervisord restarts", keys=pending)
 
     def _retire_program(self, name: str) -> None:
         program = self.programs[name]

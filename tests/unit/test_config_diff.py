@@ -95,12 +95,20 @@ def test_broker_change_restarts_every_common_program_without_showing_the_url() -
 
 def test_daemon_changes_list_field_names_in_model_order() -> None:
     old = config(program("orders"))
-    new = config(program("orders"), log_level="debug", socket_mode=0o660, path=("/srv/app",))
+    new = config(program("orders"), log_backups=3, socket_mode=0o660)
     diff = diff_configs(old, new)
-    assert diff == ConfigDiff(daemon_changed=("socket_mode", "log_level", "path"))
+    assert diff == ConfigDiff(daemon_changed=("socket_mode", "log_backups"))
     assert diff.describe() == [
-        "qsupervisord: changed (socket_mode 0600 -> 0660, log_level info -> debug, path [] -> [/srv/app])"
+        "qsupervisord: changed (socket_mode 0600 -> 0660, log_backups 5 -> 3)"
     ]
+
+
+def test_settings_leaders_inherit_roll_every_program() -> None:
+    old = config(program("orders"), program("emails"))
+    new = config(program("orders"), program("emails"), log_level="debug", path=("/srv/app",))
+    diff = diff_configs(old, new)
+    assert diff.changed == ("orders", "emails")
+    assert diff.daemon_changed == ("log_level", "path")
 
 
 def test_moving_a_program_to_another_file_is_not_a_change() -> None:
@@ -117,13 +125,13 @@ def test_changed_and_scaled_follow_the_new_files_order() -> None:
 
 
 def test_diffs_compare_by_names_only_and_describe_without_details() -> None:
-    built = ConfigDiff(changed=("orders",), scaled=("emails",), daemon_changed=("log_level",))
+    built = ConfigDiff(changed=("orders",), scaled=("emails",), daemon_changed=("log_backups",))
     computed = diff_configs(
-        config(program("orders", max_jobs=1), program("emails"), log_level="info"),
-        config(program("orders", max_jobs=2), program("emails", workers=2), log_level="debug"),
+        config(program("orders", max_jobs=1), program("emails"), log_backups=5),
+        config(program("orders", max_jobs=2), program("emails", workers=2), log_backups=3),
     )
     assert built == computed
-    assert built.describe() == ["orders: changed", "emails: scaled", "qsupervisord: changed (log_level)"]
+    assert built.describe() == ["orders: changed", "emails: scaled", "qsupervisord: changed (log_backups)"]
     assert hash(built) == hash(computed)
 
 

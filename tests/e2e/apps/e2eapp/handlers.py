@@ -1,0 +1,41 @@
+"""The test handler. The payload says what a job does:
+
+- `sleep`: seconds to spend on the job (so that some jobs are in flight when a test acts);
+- `print`: a line to print on stdout (captured output, `qsupervisorctl tail`);
+- `fail`: raise with this text after recording the job (a handler that raises).
+
+The code version recorded in the ledger comes from the module named by
+$E2E_VERSION_MODULE (its VERSION constant): preloaded by the leader or imported fresh by
+the worker, depending on the program's `preload:` list; that is what the reload tests see.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import time
+from typing import Any, Dict, Optional
+
+from e2eapp import ledger
+
+
+def code_version() -> str:
+    module = os.environ.get("E2E_VERSION_MODULE")
+    if not module:
+        return "static"
+    return str(importlib.import_module(module).VERSION)
+
+
+def run_job(payload: Dict[str, Any], version: Optional[str] = None) -> None:
+    if payload.get("sleep"):
+        time.sleep(float(payload["sleep"]))
+    if payload.get("print"):
+        print(payload["print"], flush=True)
+    failure = payload.get("fail")
+    ledger.record(version if version is not None else code_version(), ok=not failure)
+    if failure:
+        raise RuntimeError(f"e2e handler failure: {failure}")
+
+
+def work(payload: Dict[str, Any]) -> None:
+    run_job(payload)
