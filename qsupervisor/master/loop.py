@@ -15,6 +15,10 @@ import signal
 import time
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
+from qsupervisor import logs
+
+log = logs.get("qsupervisor.master")
+
 Callback = Callable[[], None]
 
 
@@ -108,15 +112,15 @@ class EventLoop:
         for key, mask in self._selector.select(self._timeout()):
             reader, writer = self._watched.get(key.fd, (None, None))
             if mask & selectors.EVENT_WRITE and writer is not None:
-                writer()
+                _guarded(writer)
                 reader = self._watched.get(key.fd, (None, None))[0]  # may have closed
             if mask & selectors.EVENT_READ and reader is not None:
-                reader()
+                _guarded(reader)
         self._run_timers()
         while self._idle:
             idle, self._idle = self._idle, []
             for callback in idle:
-                callback()
+                _guarded(callback)
 
     def _timeout(self) -> Optional[float]:
         if self._idle:
@@ -132,8 +136,17 @@ class EventLoop:
         while self._timers and self._timers[0][0] <= now:
             _, _, timer = heapq.heappop(self._timers)
             if not timer.cancelled:
-                timer.callback()
+                _guarded(timer.callback)
 
 
 def _fd(fileobj: Any) -> int:
     return fileobj if isinstance(fileobj, int) else fileobj.fileno()
+
+
+def _guarded(callback: Callback) -> None:
+    """A bug in one handler (or a malformed message it did not expect) is logged and the
+    loop goes on: a master that dies takes every worker of every program with it."""
+    try:
+        callback()
+    except Exception:
+        log.exception("internal error in the master loop; continuing")

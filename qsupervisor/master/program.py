@@ -311,6 +311,10 @@ class ProgramRuntime:
         self.leader_failures += 1
         if self.state is P.RUNNING:
             transition(self, P.STARTING, self._log, program=self.name)
+        if self.leader_failures >= self.config.start_retries:
+            self.error = f"leader died {self.leader_failures} times in a row (last: {how})"
+            transition(self, P.FATAL, self._log, program=self.name, error=self.error)
+            return
         delay = _backoff(self.leader_failures)
         self._leader_timer = self.host.loop.call_later(delay, self._respawn_leader)
 
