@@ -16,7 +16,9 @@ from .model import Config
 # Values never shown in reload output, which ends up in logs: the broker URL carries a
 # password and environments often carry API keys.
 _SECRET_FIELDS = frozenset({"broker", "environment"})
-_INHERITED_BY_PROGRAMS = ("broker", "path", "log_level")
+# delay: every program declares its delay levels from the resolution, and its workers
+# publish retries into them, so a new resolution needs new leaders and workers.
+_INHERITED_BY_PROGRAMS = ("broker", "path", "log_level", "delay")
 _IGNORED_FIELDS = frozenset({"name", "source"})
 
 
@@ -55,7 +57,7 @@ class ConfigDiff:
 def diff_configs(old: Config, new: Config) -> ConfigDiff:
     daemon_changed = _changed_fields(old.daemon, new.daemon)
     # Leaders and workers are forked with these settings (their broker connection, sys.path,
-    # log level), so a change to any of them rolls every program.
+    # log level, delay levels), so a change to any of them rolls every program.
     inherited = [name for name in daemon_changed if name in _INHERITED_BY_PROGRAMS]
     changed: List[str] = []
     scaled: List[str] = []
@@ -65,15 +67,16 @@ def diff_configs(old: Config, new: Config) -> ConfigDiff:
         if previous is None:
             continue
         fields_changed = _changed_fields(previous, program)
-        fields_changed.extend(inherited)
-        if not fields_changed:
+        if not fields_changed and not inherited:
             continue
-        if fields_changed == ["workers"]:
+        if fields_changed == ["workers"] and not inherited:
             scaled.append(name)
             details.append((name, f"{previous.workers} -> {program.workers}"))
         else:
             changed.append(name)
-            details.append((name, _explain(previous, program, fields_changed)))
+            # Inherited settings are explained with the daemon's values: the program has none.
+            explained = [_explain(previous, program, fields_changed), _explain(old.daemon, new.daemon, inherited)]
+            details.append((name, ", ".join(part for part in explained if part)))
     return ConfigDiff(
         added=tuple(name for name in new.programs if name not in old.programs),
         removed=tuple(name for name in old.programs if name not in new.programs),
@@ -99,11 +102,21 @@ def _explain(old: Any, new: Any, names: List[str]) -> str:
         before, after = getattr(old, name, None), getattr(new, name, None)
         if name in _SECRET_FIELDS:
             parts.append(f"{name} changed")
+        elif dataclasses.is_dataclass(before) and dataclasses.is_dataclass(after):
+            parts.append(_explain_section(name, before, after))
         elif name == "socket_mode":  # a mode reads as octal, as it is written
             parts.append(f"{name} {before:04o} -> {after:04o}")
         else:
             parts.append(f"{name} {_show(before)} -> {_show(after)}")
     return ", ".join(parts)
+
+
+def _explain_section(name: str, old: Any, new: Any) -> str:
+    """A nested section (backoff, delay), as its changed sub-keys: 'backoff.factor 2 -> 3'."""
+    return ", ".join(
+        f"{name}.{key} {_show(getattr(old, key))} -> {_show(getattr(new, key))}"
+        for key in _changed_fields(old, new)
+    )
 
 
 def _show(value: Any) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import keyword
+import math
 import os
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, List, Optional, Tuple
@@ -60,6 +61,19 @@ def describe(value: Any) -> str:
     return str(value)
 
 
+def show_duration(seconds: float) -> str:
+    """Seconds the way a config file writes them, exactly: '45m', '1h30m', '100ms'."""
+    millis = round(seconds * 1000)
+    if abs(millis - seconds * 1000) > 1e-6:  # finer than a millisecond: no unit fits
+        return f"{seconds:g}s"
+    parts = []
+    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000), ("ms", 1)):
+        count, millis = divmod(millis, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    return "".join(parts) or "0s"
+
+
 def did_you_mean(word: str, candidates: Iterable[str]) -> str:
     """'; did you mean 'workers'?' when a close candidate exists, else ''."""
     close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
@@ -102,6 +116,34 @@ def integer(minimum: Optional[int] = None, maximum: Optional[int] = None) -> Par
         return int(value)
 
     return parse
+
+
+def number(minimum: Optional[float] = None, maximum: Optional[float] = None) -> Parser:
+    """An integer or decimal number (2, 1.5), for factors and fractions."""
+    if minimum is not None and maximum is not None:
+        wanted = f"a number between {_plain(minimum)} and {_plain(maximum)}"
+    elif minimum is not None:
+        wanted = f"a number >= {_plain(minimum)}"
+    else:
+        wanted = "a number"
+
+    def parse(field: FieldInput) -> float:
+        value = field.value
+        # bool is an int subclass; and .nan/.inf are valid YAML floats that no limit accepts.
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        if ok and minimum is not None and value < minimum:
+            ok = False
+        if ok and maximum is not None and value > maximum:
+            ok = False
+        if not ok:
+            raise Invalid(f"expected {wanted}, got {describe(value)}")
+        return float(value)
+
+    return parse
+
+
+def _plain(limit: float) -> str:
+    return str(int(limit)) if float(limit).is_integer() else str(limit)
 
 
 def boolean(field: FieldInput) -> bool:

@@ -10,11 +10,11 @@ import glob
 import os
 from typing import Any, Dict, List, Optional, Tuple
 
-from . import schema
+from . import rules, schema
 from .fields import FieldInput, describe, did_you_mean, resolve_path
 from .model import Config, DaemonConfig, ProgramConfig
 from .problems import ConfigError, KeyPath, Problem
-from .yamlnodes import YamlDocument, parse_yaml
+from .yamlnodes import YamlDocument, parse_yaml, salvage_section
 
 MAIN_KEYS = ("qsupervisord", "programs")
 INCLUDE_KEYS = ("programs",)
@@ -43,6 +43,8 @@ def read_control_settings(path: str) -> Tuple[str, str]:
     text = _decode(data)
     doc, _ = parse_yaml(text, path) if text is not None else (None, [])
     section = doc.value.get("qsupervisord") if doc and isinstance(doc.value, dict) else None
+    if doc is None and text is not None:  # a syntax error: what precedes it still counts
+        section = salvage_section(text, "qsupervisord")
     if not isinstance(section, dict):
         return defaults.socket, defaults.broker
     socket, broker = section.get("socket"), section.get("broker")
@@ -71,6 +73,8 @@ class _Loader:
         self.file_order: Dict[str, int] = {}
         self.programs: Dict[str, ProgramConfig] = {}
         self.defined_at: Dict[str, str] = {}  # program name -> "file:line"
+        # Programs' timeouts are checked against it; None when it failed to parse.
+        self.consumer_timeout: Optional[float] = DaemonConfig().consumer_timeout
 
     def load(self) -> Config:
         doc = self._read(self.path, self.display)
@@ -160,14 +164,20 @@ class _Loader:
 
     def _daemon(self, doc: YamlDocument, value: Any, base_dir: str) -> Dict[str, Any]:
         path: KeyPath = ("qsupervisord",)
-        if value is None or path in doc.broken:  # None: everything commented out
+        if path in doc.broken:  # already reported; what the user meant is unknown
+            self.consumer_timeout = None
+            return {}
+        if value is None:  # everything commented out
             return {}
         if not isinstance(value, dict):
+            self.consumer_timeout = None
             self._problem(doc, path, f"expected a mapping of settings, got {describe(value)}")
             return {}
         values, errors = schema.parse_section(FieldInput(value, path, doc, base_dir), schema.DAEMON)
         for at, message in errors:
             self._problem(doc, path + at, message)
+        if "consumer_timeout" in value:
+            self.consumer_timeout = values.get("consumer_timeout")
         return values
 
     def _programs(self, doc: YamlDocument, value: Any, base_dir: str) -> None:
@@ -201,10 +211,11 @@ class _Loader:
             self._problem(doc, path, f"expected a mapping of settings, got {describe(settings)}")
             return
         values, errors = schema.parse_section(FieldInput(settings, path, doc, base_dir), schema.PROGRAM)
+        errors += rules.program_problems(name, values, settings.keys(), self.consumer_timeout)
         for at, message in errors:
             self._problem(doc, path + at, message)
         if ok and not errors:
-            values.setdefault("queue", name)
+            values = rules.with_derived_names(values, name)
             self.programs[name] = ProgramConfig(name=name, source=source, **values)
 
     # -- problems ------------------------------------------------------------------

@@ -7,10 +7,59 @@ so code that receives a Config never re-checks or re-parses anything.
 from __future__ import annotations
 
 import dataclasses
+import math
+import random
 from dataclasses import dataclass, field
-from typing import Mapping, Optional
+from typing import Callable, Mapping, Optional
 
 DEFAULT_CONFIG_PATH = "/etc/qsupervisor/queues.yaml"
+# The longest delay the delay-level chain must hold: a year, plus a leap day, so that
+# "remind me in a year" always fits whatever the date.
+DELAY_HORIZON = 366 * 86400.0
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """How long a failed job waits before its next try: exponential, capped, jittered."""
+
+    initial: float = 1.0  # seconds, > 0
+    factor: float = 2.0  # >= 1
+    max: float = 3600.0  # seconds, >= initial
+    jitter: float = 0.2  # 0..1, the fraction by which each delay may vary either way
+
+    def delay(self, attempt: int, rand: Callable[[], float] = random.random) -> float:
+        """Delay before retry number `attempt` (1 = first retry): initial*factor**(attempt-1),
+        capped at max, jittered; never above max. `rand` returns a float in [0, 1)."""
+        if attempt < 1:
+            raise ValueError(f"attempt numbers start at 1, got {attempt}")
+        try:
+            base = min(self.initial * self.factor ** (attempt - 1), self.max)
+        except OverflowError:  # factor**attempt beyond a float: far past any cap
+            base = self.max
+        # Jitter spreads retries of messages that failed together (a broker or database
+        # outage) so that they do not all come back in the same instant.
+        jittered = base * (1.0 + self.jitter * (2.0 * rand() - 1.0))
+        return min(jittered, self.max)
+
+
+@dataclass(frozen=True)
+class DelayConfig:
+    """The delay-level chain shared by every program: level k holds a message 2**k ticks."""
+
+    resolution: float = 0.1  # seconds per tick, 0.01..60: delays round up to a tick
+
+    @property
+    def levels(self) -> int:
+        """Number of levels, so that (2**levels - 1) ticks reach DELAY_HORIZON."""
+        # round() first: 366 days / 0.3 s is 105408000.00000001 in floating point.
+        ticks = math.ceil(round(DELAY_HORIZON / self.resolution, 6))
+        # (2**n - 1) >= ticks  <=>  2**n > ticks  <=>  n >= ticks.bit_length()
+        return ticks.bit_length()
+
+    @property
+    def max_delay(self) -> float:
+        """The longest delay the chain can hold, in seconds."""
+        return (2**self.levels - 1) * self.resolution
 
 
 @dataclass(frozen=True)
@@ -29,6 +78,10 @@ class DaemonConfig:
     log_backups: int = 5
     path: tuple[str, ...] = ()  # absolute dirs
     include: tuple[str, ...] = ()  # the globs as written
+    delay: DelayConfig = DelayConfig()
+    # The broker's own consumer_timeout, in seconds; 0 = the broker has none. Only used
+    # to refuse job timeouts the broker would cut short.
+    consumer_timeout: float = 1800.0
 
 
 @dataclass(frozen=True)
@@ -48,6 +101,18 @@ class ProgramConfig:
     directory: Optional[str] = None  # absolute; exists
     user: Optional[str] = None  # exists (pwd)
     group: Optional[str] = None  # exists (grp)
+    timeout: float = 0.0  # seconds per job; 0 = no limit; < the daemon's consumer_timeout
+    attempts: int = 5  # >= 1: total tries before a message is dead-lettered
+    backoff: Backoff = Backoff()
+    delay_exchange: str = ""  # the loader fills in "<queue>.delay"
+    dead_letter_queue: str = ""  # the loader fills in "<queue>.failed"
+    # quorum | classic. Quorum by default: it is replicated, it counts deliveries (so a
+    # message that kills its worker every time is recognised after a crash) and it
+    # can dead-letter at least once; classic is faster but lives on a single node.
+    queue_type: str = "quorum"
+    format: str = "json"  # json | raw
+    max_memory: int = 0  # bytes; 0 = no limit: recycle after a job when RSS exceeds it
+    max_age: float = 0.0  # seconds; 0 = no limit: recycle after this long, after the job in hand
     # Where the program was defined ("file:line"). Not compared: moving a program to
     # another include file is not a change that should restart its workers.
     source: str = field(default="", compare=False)

@@ -2,7 +2,9 @@
 
 To add a setting, add a field (with its default) to the dataclass in model.py and one
 KeySpec row here. Defaults are read from the dataclass so they are written once; a
-unit test checks that the tables and the dataclasses name the same keys.
+unit test checks that the tables and the dataclasses name the same keys. A setting whose
+value is a mapping (backoff, delay) has a frozen dataclass and a Section of its own, named
+in its KeySpec, so its sub-keys get the same checks and "did you mean" hints.
 """
 
 from __future__ import annotations
@@ -13,17 +15,24 @@ import os
 import pwd
 import re
 from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 from urllib.parse import urlsplit
 
 from . import fields
 from .fields import FieldInput, Invalid, Parser, describe
-from .model import DaemonConfig, ProgramConfig
+from .model import Backoff, DaemonConfig, DelayConfig, ProgramConfig
 
 PROGRAM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 # Linux sockaddr_un.sun_path is 108 bytes including the terminating NUL.
 MAX_SOCKET_PATH = 107
 MAX_QUEUE_NAME = 255  # bytes, an AMQP 0-9-1 short string
+# The delay levels' queues and exchanges are named "<delay_exchange>.<level>" and the
+# like, which must still fit in MAX_QUEUE_NAME: leave room for the suffixes.
+MAX_DELAY_EXCHANGE = 200
+# Finer than 10 ms buys nothing (TTLs are whole milliseconds, and expiry is not that
+# punctual) but costs levels; coarser than a minute rounds delays up by surprising amounts.
+MIN_DELAY_RESOLUTION = 0.01
+MAX_DELAY_RESOLUTION = 60.0
 _OCTAL_LITERAL = re.compile(r"0[0-7]+|0o[0-7]+")
 
 
@@ -32,6 +41,10 @@ class KeySpec:
     parse: Parser
     description: str
     required: bool = False
+    # For a key whose value is a mapping of settings (backoff, delay): its table. Such a
+    # key is parsed even when one of its sub-values could not be converted, so a broken
+    # sub-value does not hide the problems of its neighbours.
+    section: Optional[Section] = None
 
 
 @dataclass(frozen=True)
@@ -126,6 +139,19 @@ def include_glob(field: FieldInput) -> str:
     return fields.text("a file path or glob")(field)
 
 
+def delay_resolution(field: FieldInput) -> float:
+    seconds = fields.duration()(field)
+    if not MIN_DELAY_RESOLUTION <= seconds <= MAX_DELAY_RESOLUTION:
+        low = fields.show_duration(MIN_DELAY_RESOLUTION)
+        high = fields.show_duration(MAX_DELAY_RESOLUTION)
+        raise Invalid(f"expected a duration between {low} and {high}, got {describe(field.value)}")
+    return seconds
+
+
+def delay(field: FieldInput) -> DelayConfig:
+    return DelayConfig(**section_values(field, DELAY))
+
+
 # -- program parsers -----------------------------------------------------------------
 
 
@@ -145,12 +171,58 @@ def queue_name(field: FieldInput) -> str:
     value = field.value
     if not isinstance(value, str) or not value:
         raise Invalid(f"expected a queue name, got {describe(value)}")
+    problem = queue_name_problem(value)
+    if problem:
+        raise Invalid(problem)
+    return value
+
+
+def queue_name_problem(value: str) -> Optional[str]:
+    """Why RabbitMQ would refuse `value` as a queue name, or None.
+
+    Separate from the parser so the loader can check names it derives (<queue>.failed).
+    """
     length = len(value.encode("utf-8"))
     if length > MAX_QUEUE_NAME:
-        raise Invalid(f"queue names are at most {MAX_QUEUE_NAME} bytes, got {length}")
+        return f"queue names are at most {MAX_QUEUE_NAME} bytes, got {length}"
     if value.startswith("amq."):
-        raise Invalid(f"queue names starting with 'amq.' are reserved by RabbitMQ, got {value!r}")
+        return f"queue names starting with 'amq.' are reserved by RabbitMQ, got {value!r}"
+    return None
+
+
+def delay_exchange(field: FieldInput) -> str:
+    value = field.value
+    if not isinstance(value, str) or not value:
+        raise Invalid(f"expected an exchange name, got {describe(value)}")
+    problem = delay_exchange_problem(value)
+    if problem:
+        raise Invalid(problem)
     return value
+
+
+def delay_exchange_problem(value: str) -> Optional[str]:
+    """Why `value` cannot name a program's delay exchange, or None."""
+    length = len(value.encode("utf-8"))
+    if length > MAX_DELAY_EXCHANGE:
+        return (f"a delay exchange name is at most {MAX_DELAY_EXCHANGE} bytes (its delay levels "
+                f"are named after it), got {length}")
+    if value.startswith("amq."):
+        return f"exchange names starting with 'amq.' are reserved by RabbitMQ, got {value!r}"
+    return None
+
+
+def backoff(field: FieldInput) -> Backoff:
+    values = section_values(field, BACKOFF)
+    initial = values.get("initial", BACKOFF.default("initial"))
+    maximum = values.get("max", BACKOFF.default("max"))
+    if maximum < initial:
+        shown_initial, shown_max = fields.show_duration(initial), fields.show_duration(maximum)
+        if "max" in values:
+            raise Invalid(f"{shown_max} is below backoff.initial ({shown_initial}); "
+                          "max caps every delay, so it must be at least initial", at=("max",))
+        raise Invalid(f"{shown_initial} is above backoff.max ({shown_max}, the default); "
+                      "lower initial or set max", at=("initial",))
+    return Backoff(**values)
 
 
 def environment(field: FieldInput) -> Tuple[Tuple[str, str], ...]:
@@ -195,6 +267,19 @@ def _env_value(field: FieldInput) -> str:
 
 _non_negative = fields.integer(minimum=0)
 
+BACKOFF = Section("backoff", Backoff, {
+    "initial": KeySpec(fields.duration(positive=True), "delay before the first retry"),
+    "factor": KeySpec(fields.number(minimum=1), "each further retry waits this many times longer"),
+    "max": KeySpec(fields.duration(positive=True), "no retry waits longer than this"),
+    "jitter": KeySpec(fields.number(minimum=0, maximum=1),
+                      "vary each delay by up to this fraction either way, so retries spread out"),
+})
+
+DELAY = Section("delay", DelayConfig, {
+    "resolution": KeySpec(delay_resolution,
+                          "delays are rounded up to a multiple of this; finer needs more levels"),
+})
+
 DAEMON = Section("qsupervisord", DaemonConfig, {
     "broker": KeySpec(broker_url, "RabbitMQ URL (amqp:// or amqps://) every worker connects to"),
     "socket": KeySpec(socket_path, "control socket path; relative to this file's directory"),
@@ -215,6 +300,10 @@ DAEMON = Section("qsupervisord", DaemonConfig, {
                     "directories put in front of sys.path for preload and handler imports"),
     "include": KeySpec(fields.list_of(include_glob, "file paths or globs"),
                        "files (globs allowed) holding more 'programs:'"),
+    "delay": KeySpec(delay, "the delay-level chain used for delayed and retried messages",
+                     section=DELAY),
+    "consumer_timeout": KeySpec(fields.duration(),
+                                "the broker's consumer_timeout; 0 if the broker has none"),
 })
 
 PROGRAM = Section("program", ProgramConfig, {
@@ -236,6 +325,16 @@ PROGRAM = Section("program", ProgramConfig, {
     "directory": KeySpec(fields.existing_dir, "working directory of the workers"),
     "user": KeySpec(user_name, "run the program's processes as this user"),
     "group": KeySpec(group_name, "run the program's processes with this group"),
+    "timeout": KeySpec(fields.duration(), "time limit of one job, then the worker is replaced; 0 = none"),
+    "attempts": KeySpec(fields.integer(minimum=1), "total tries of a message before it is dead-lettered"),
+    "backoff": KeySpec(backoff, "delays between tries: initial, factor, max, jitter", section=BACKOFF),
+    "delay_exchange": KeySpec(delay_exchange, "exchange for delayed messages; default '<queue>.delay'"),
+    "dead_letter_queue": KeySpec(queue_name, "where failed messages go; default '<queue>.failed'"),
+    "queue_type": KeySpec(fields.choice("quorum", "classic"),
+                          "quorum (replicated, counts deliveries) or classic (faster)"),
+    "format": KeySpec(fields.choice("json", "raw"), "json, or raw to pass the body bytes as they are"),
+    "max_memory": KeySpec(fields.size(), "recycle a worker after a job when its RSS exceeds this; 0 = never"),
+    "max_age": KeySpec(fields.duration(), "recycle a worker after this long, after its job; 0 = never"),
 })
 
 # Keys of the model that are not settings: they come from the YAML structure.
@@ -254,9 +353,9 @@ def parse_section(
     errors: List[Tuple[Tuple[Any, ...], str]] = []
     mapping: Mapping[str, Any] = field.value
     for key, value in mapping.items():
-        if field.doc.is_broken(field.path + (key,)):
-            continue
         spec = section.keys.get(key)
+        if _already_reported(field, key, spec):
+            continue
         if spec is None:
             errors.append(((key,), "unknown key" + fields.did_you_mean(key, section.keys)))
             continue
@@ -268,3 +367,27 @@ def parse_section(
         if spec.required and key not in mapping:
             errors.append(((), f"missing required key {key!r}"))
     return values, errors
+
+
+def _already_reported(field: FieldInput, key: str, spec: Optional[KeySpec]) -> bool:
+    """True if the value of `key` failed to convert, so its problem is already known."""
+    path = field.path + (key,)
+    if spec is not None and spec.section is not None:
+        return path in field.doc.broken  # its own table skips its broken sub-values
+    return field.doc.is_broken(path)
+
+
+def section_values(field: FieldInput, section: Section) -> Dict[str, Any]:
+    """The parsed keys of a nested mapping (backoff, delay); raise Invalid for any problem.
+
+    Null, as left by commenting out every sub-key, means all defaults.
+    """
+    if field.value is None:
+        return {}
+    if not isinstance(field.value, dict):
+        keys = ", ".join(section.keys)
+        raise Invalid(f"expected a mapping with the keys {keys}, got {describe(field.value)}")
+    values, errors = parse_section(field, section)
+    if errors:
+        raise Invalid(errors=errors)
+    return values

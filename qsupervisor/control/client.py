@@ -39,7 +39,12 @@ class Client:
         self._next_id += 1
         with sock:
             try:
-                sock.sendall(protocol.encode(protocol.request(cmd, args, self._next_id)))
+                try:
+                    sock.sendall(protocol.encode(protocol.request(cmd, args, self._next_id)))
+                except (BrokenPipeError, ConnectionResetError):
+                    # A daemon that refuses us (allow-list) replies and hangs up at once,
+                    # possibly before our request is written; its reply is still ours to read.
+                    pass
                 return self._read_reply(sock, on_stream, until_eof)
             except socket.timeout:
                 raise CommandFailed(protocol.FAILED, f"no reply within {self.timeout}s") from None

@@ -8,9 +8,11 @@ from typing import List
 import pytest
 
 from qsupervisor.config import (
+    Backoff,
     Config,
     ConfigError,
     DaemonConfig,
+    DelayConfig,
     Problem,
     ProgramConfig,
     load_config,
@@ -77,7 +79,10 @@ def test_minimal_program_gets_defaults_queue_named_after_it_and_source(tmp_path:
             handler: app.jobs:handle
         """)
     program = load_config(path).programs["orders"]
-    assert program == ProgramConfig(name="orders", handler="app.jobs:handle", queue="orders")
+    assert program == ProgramConfig(
+        name="orders", handler="app.jobs:handle", queue="orders",
+        delay_exchange="orders.delay", dead_letter_queue="orders.failed",
+    )
     assert program.source == f"{path}:2"
 
 
@@ -99,6 +104,8 @@ def test_every_key_is_parsed_into_the_model(tmp_path: Path) -> None:
           log_backups: 0
           path: [{tmp_path}/app]
           include: []
+          delay: {{resolution: 1s}}
+          consumer_timeout: 1h
         programs:
           orders:
             handler: app.jobs:Handler.run
@@ -117,6 +124,15 @@ def test_every_key_is_parsed_into_the_model(tmp_path: Path) -> None:
             directory: {tmp_path}/app
             user: root
             group: root
+            timeout: 2m
+            attempts: 3
+            backoff: {{initial: 500ms, factor: 3, max: 10m, jitter: 0}}
+            delay_exchange: orders.later
+            dead_letter_queue: orders.dead
+            queue_type: classic
+            format: raw
+            max_memory: 512MiB
+            max_age: 6h
         """)
     config = load_config(path)
     assert config.daemon == DaemonConfig(
@@ -134,6 +150,8 @@ def test_every_key_is_parsed_into_the_model(tmp_path: Path) -> None:
         log_backups=0,
         path=(f"{tmp_path}/app",),
         include=(),
+        delay=DelayConfig(resolution=1.0),
+        consumer_timeout=3600.0,
     )
     assert config.programs["orders"] == ProgramConfig(
         name="orders",
@@ -151,6 +169,15 @@ def test_every_key_is_parsed_into_the_model(tmp_path: Path) -> None:
         directory=f"{tmp_path}/app",
         user="root",
         group="root",
+        timeout=120.0,
+        attempts=3,
+        backoff=Backoff(initial=0.5, factor=3.0, max=600.0, jitter=0.0),
+        delay_exchange="orders.later",
+        dead_letter_queue="orders.dead",
+        queue_type="classic",
+        format="raw",
+        max_memory=512 * 1024 * 1024,
+        max_age=6 * 3600.0,
     )
 
 

@@ -5,7 +5,18 @@ import textwrap
 from pathlib import Path
 from typing import Any, Dict
 
-from qsupervisor.config import Config, ConfigDiff, DaemonConfig, ProgramConfig, diff_configs, load_config
+import pytest
+
+from qsupervisor.config import (
+    Backoff,
+    Config,
+    ConfigDiff,
+    DaemonConfig,
+    DelayConfig,
+    ProgramConfig,
+    diff_configs,
+    load_config,
+)
 
 
 def program(name: str, **settings: Any) -> ProgramConfig:
@@ -165,3 +176,85 @@ def test_settings_without_workers_is_what_decides_scaled() -> None:
     a = program("emails", workers=2)
     b = dataclasses.replace(a, workers=7)
     assert a != b and a.settings_without_workers() == b.settings_without_workers()
+
+
+# -- worker-runtime settings (issue #3) ---------------------------------------------------
+
+
+def test_a_new_delay_resolution_rolls_every_program() -> None:
+    old = config(program("orders"), program("emails"))
+    new = config(program("orders"), program("emails"), delay=DelayConfig(resolution=1.0))
+    diff = diff_configs(old, new)
+    assert diff == ConfigDiff(changed=("orders", "emails"), daemon_changed=("delay",))
+    assert diff.describe() == [
+        "orders: changed (delay.resolution 0.1 -> 1)",
+        "emails: changed (delay.resolution 0.1 -> 1)",
+        "qsupervisord: changed (delay.resolution 0.1 -> 1)",
+    ]
+
+
+def test_inherited_settings_are_explained_with_the_daemons_values() -> None:
+    old = config(program("orders", max_jobs=1))
+    new = config(program("orders", max_jobs=2), log_level="debug")
+    assert diff_configs(old, new).describe() == [
+        "orders: changed (max_jobs 1 -> 2, log_level info -> debug)",
+        "qsupervisord: changed (log_level info -> debug)",
+    ]
+
+
+def test_a_new_consumer_timeout_changes_only_the_daemon_section() -> None:
+    diff = diff_configs(config(program("orders")), config(program("orders"), consumer_timeout=3600.0))
+    assert diff == ConfigDiff(daemon_changed=("consumer_timeout",))
+    assert diff.describe() == ["qsupervisord: changed (consumer_timeout 1800 -> 3600)"]
+
+
+@pytest.mark.parametrize(
+    "before, after, detail",
+    [
+        ({}, {"timeout": 60.0}, "timeout 0 -> 60"),
+        ({"attempts": 5}, {"attempts": 3}, "attempts 5 -> 3"),
+        ({}, {"backoff": Backoff(factor=3.0, jitter=0.0)}, "backoff.factor 2 -> 3, backoff.jitter 0.2 -> 0"),
+        ({}, {"queue_type": "classic"}, "queue_type quorum -> classic"),
+        ({}, {"format": "raw"}, "format json -> raw"),
+        ({}, {"max_memory": 1024}, "max_memory 0 -> 1024"),
+        ({}, {"max_age": 21600.0}, "max_age 0 -> 21600"),
+        ({"dead_letter_queue": "orders.failed"}, {"dead_letter_queue": "orders.dead"},
+         "dead_letter_queue orders.failed -> orders.dead"),
+        ({"delay_exchange": "orders.delay"}, {"delay_exchange": "later"}, "delay_exchange orders.delay -> later"),
+    ],
+)
+def test_runtime_program_settings_change_the_program(
+    before: Dict[str, Any], after: Dict[str, Any], detail: str
+) -> None:
+    diff = diff_configs(config(program("orders", **before)), config(program("orders", **after)))
+    assert diff == ConfigDiff(changed=("orders",))
+    assert diff.describe() == [f"orders: changed ({detail})"]
+
+
+def test_workers_and_timeout_changed_is_changed_not_scaled() -> None:
+    old = config(program("orders", workers=1))
+    new = config(program("orders", workers=2, timeout=30.0))
+    assert diff_configs(old, new) == ConfigDiff(changed=("orders",))
+
+
+def test_diff_of_two_loaded_files_with_runtime_settings(tmp_path: Path) -> None:
+    def load(text: str) -> Config:
+        path = tmp_path / "queues.yaml"
+        path.write_text(textwrap.dedent(text).lstrip("\n"))
+        return load_config(str(path))
+
+    old = load("""
+        programs:
+          orders: {handler: "app.jobs:handle", timeout: 1m}
+          emails: {handler: "app.mail:send", workers: 1}
+        """)
+    new = load("""
+        qsupervisord:
+          delay: {resolution: 100ms}
+          consumer_timeout: 30m
+        programs:
+          orders: {handler: "app.jobs:handle", timeout: 2m}
+          emails: {handler: "app.mail:send", workers: 2}
+        """)
+    # An explicit resolution equal to the default is no change; emails only scaled.
+    assert diff_configs(old, new).describe() == ["orders: changed (timeout 60 -> 120)", "emails: scaled 1 -> 2"]

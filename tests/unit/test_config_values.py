@@ -311,6 +311,14 @@ def test_schema_tables_name_exactly_the_model_fields() -> None:
     assert set(schema.PROGRAM.keys) == program_fields
 
 
+def test_nested_tables_name_exactly_their_model_fields() -> None:
+    nested = [spec.section for section in (schema.DAEMON, schema.PROGRAM)
+              for spec in section.keys.values() if spec.section is not None]
+    assert {section.title for section in nested} == {"backoff", "delay"}
+    for section in nested:
+        assert set(section.keys) == {f.name for f in dataclasses.fields(section.model)}
+
+
 def test_schema_defaults_come_from_the_model() -> None:
     assert schema.DAEMON.default("log_backups") == 5
     assert schema.PROGRAM.default("prefetch") == 1
@@ -320,5 +328,5 @@ def test_schema_defaults_come_from_the_model() -> None:
 
 
 def test_every_schema_row_has_a_description() -> None:
-    for section in (schema.DAEMON, schema.PROGRAM):
+    for section in (schema.DAEMON, schema.PROGRAM, schema.BACKOFF, schema.DELAY):
         assert all(spec.description for spec in section.keys.values())
