@@ -90,6 +90,12 @@ def configure(fmt: str = "auto", level: str = "info", stream: Optional[Any] = No
     _process_context.clear()
 
 
+def set_level(level: str) -> None:
+    """Change the level in place (an `update` of log_level)."""
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(LEVELS.get(level, logging.INFO)))
+
+
 # Process-wide rather than contextvars: a worker logs from its I/O and handler threads,
 # and new threads do not inherit the main thread's context.
 _process_context: Dict[str, Any] = {}

@@ -13,7 +13,7 @@ import pwd
 import socket
 import struct
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, FrozenSet, Optional, Tuple
+from typing import Any, Callable, Dict, FrozenSet, List, Tuple
 
 from qsupervisor import logs
 from qsupervisor.control import protocol
@@ -82,7 +82,11 @@ class Connection:
         self._wbuf = bytearray()
         self._close_after_flush = False
         self.closed = False
-        self.on_disconnect: Optional[Callable[[], None]] = None  # streams unsubscribe
+        self.on_disconnect: List[Callable[[], None]] = []  # streams unsubscribe
+        # Requests without their final reply yet. A client may shut down its writing side
+        # after the request (socat does): replies still owed must reach it.
+        self.outstanding = 0
+        self._read_closed = False
         loop.add_reader(sock, self._on_readable)
 
     def send(self, message: Dict[str, Any]) -> None:
@@ -91,6 +95,10 @@ class Connection:
         if not self._wbuf:
             self._loop.add_writer(self.sock, self._on_writable)
         self._wbuf += protocol.encode(message)
+        if "ok" in message and message.get("id") is not None:
+            self.outstanding = max(0, self.outstanding - 1)
+            if self._read_closed and not self.outstanding:
+                self._close_after_flush = True
 
     @property
     def pending_output(self) -> bool:
@@ -109,7 +117,10 @@ class Connection:
         except OSError:
             data = b""
         if not data:
-            self.close()
+            self._read_closed = True
+            self._loop.remove_reader(self.sock)
+            if not self.outstanding:
+                self.close_after_flush()
             return
         self._rbuf += data
         while not self.closed and b"\n" in self._rbuf:
@@ -132,6 +143,8 @@ class Connection:
         except protocol.ProtocolError as exc:
             self.send(protocol.error(None, exc.code, exc.message))
             return
+        if request.get("id") is not None:
+            self.outstanding += 1
         try:
             self._dispatch(self, request)
         except Exception as exc:  # a bug in one command must not take the master down
@@ -160,8 +173,8 @@ class Connection:
         self._loop.remove_reader(self.sock)
         self._loop.remove_writer(self.sock)
         self.sock.close()
-        if self.on_disconnect is not None:
-            self.on_disconnect()
+        for callback in self.on_disconnect:
+            callback()
         self._on_close(self)
 
 

@@ -13,16 +13,13 @@ def render(cmd: str, result: Any) -> str:
 
 
 def not_running(result: Dict[str, Any], names: Iterable[str]) -> bool:
-    """True if a program (the named ones, or all) lacks a RUNNING worker it should have."""
+    """True if a named program lacks a RUNNING worker it should have (exit code 3)."""
     programs = result.get("programs", {})
-    for name in list(names) or list(programs):
+    for name in names:
         program = programs.get(name)
-        if program is None:
+        if program is None or not program["desired"]:
             continue
-        current = [w for w in program["workers"] if not w["draining"]]
-        if program["desired"] and program["state"] != "RUNNING":
-            return True
-        if any(w["state"] != "RUNNING" for w in current) or len(current) < program["desired"]:
+        if program["state"] != "RUNNING" or program["running"] < program["desired"]:
             return True
     return False
 
@@ -64,6 +61,8 @@ def _worker_line(worker: Dict[str, Any]) -> str:
         parts.append(f"restarts {worker['restarts']}")
     if worker.get("draining"):
         parts.append("draining")
+    elif worker.get("superseded"):
+        parts.append("replaced once its successor runs")
     if worker.get("broker_error"):
         parts.append(f"broker: {worker['broker_error']}")
     if worker.get("last_exit"):
@@ -73,13 +72,14 @@ def _worker_line(worker: Dict[str, Any]) -> str:
 
 def _outcomes(result: Dict[str, Any]) -> str:
     lines = [f"  {change}" for change in result.get("changes", [])]
+    lines += [f"  warning: {warning}" for warning in result.get("warnings", [])]
     for name, outcome in result.get("programs", {}).items():
         if outcome.get("ok"):
             lines.append(f"{name}: ok ({outcome.get('state', '').lower()})")
         else:
             lines.append(f"{name}: FAILED")
             lines.extend(f"  {problem}" for problem in outcome.get("problems", []))
-    return "\n".join(lines)
+    return "\n".join(lines) or "no changes"
 
 
 def _reread(result: Dict[str, Any]) -> str:
@@ -87,12 +87,12 @@ def _reread(result: Dict[str, Any]) -> str:
 
 
 def _pid(result: Dict[str, Any]) -> str:
-    lines = [] if len(result) > 1 else [str(result["master"])]
-    for name, pids in result.items():
-        if name != "master":
-            lines.append(f"{name}: leader {pids['leader']} workers "
-                         + " ".join(str(p) for p in pids["workers"]))
-    return "\n".join(lines)
+    programs = result.get("programs", {})
+    if not programs:
+        return str(result["master"])
+    return "\n".join(f"{name}: leader {pids['leader']} workers "
+                     + " ".join(str(p) for p in pids["workers"])
+                     for name, pids in programs.items())
 
 
 def _signal(result: Dict[str, Any]) -> str:

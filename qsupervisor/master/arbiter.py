@@ -14,22 +14,18 @@ from typing import Any, Callable, Dict, List, Optional
 from setproctitle import setproctitle
 
 from qsupervisor import logs, procutil
-from qsupervisor.config import Config, ConfigError, DaemonConfig, load_config
+from qsupervisor.config import Config, ConfigError, load_config
 from qsupervisor.config.diff import ConfigDiff, diff_configs
 from qsupervisor.control import protocol
-from qsupervisor.control.server import Connection, ControlServer, PeerPolicy
+from qsupervisor.control.server import Connection, ControlServer
 from qsupervisor.daemon import systemd
 from qsupervisor.master.loop import EventLoop
 from qsupervisor.master.output import ProgramOutput
 from qsupervisor.master.program import ProgramRuntime
+from qsupervisor.master.reconfigure import UpdateResult, apply_update
 from qsupervisor.states import ProgramState
 
 log = logs.get("qsupervisor.master")
-
-# Daemon settings `update` cannot apply to a running master (the rest it applies, or rolls
-# the programs that inherit them).
-RESTART_ONLY_SETTINGS = ("socket", "pidfile", "logfile", "log_dir", "log_format",
-                         "log_max_size", "log_backups")
 
 SIGNAL_NAMES = {signal.SIGTERM: "term", signal.SIGINT: "int", signal.SIGQUIT: "quit",
                 signal.SIGHUP: "hup", signal.SIGUSR1: "usr1", signal.SIGCHLD: "chld"}
@@ -87,7 +83,7 @@ class Master:
 
         self.server.start(self.loop, lambda conn, req: dispatch(self, conn, req))
         for program in self.config.programs.values():
-            self._add_program(program.name, autostart=program.autostart)
+            self.add_program(program.name, autostart=program.autostart)
         log.info("qsupervisord started", config=self.config.path, socket=self.server.path,
                  programs=list(self.programs))
         systemd.notify("READY=1\nSTATUS=running")
@@ -113,11 +109,12 @@ class Master:
         return all(p.state in (ProgramState.STOPPED, ProgramState.FATAL) and not p.live_workers()
                    and not p.old_leaders and p.leader is None for p in self.programs.values())
 
-    def _add_program(self, name: str, autostart: bool) -> ProgramRuntime:
-        output = ProgramOutput(name, self.daemon.log_dir, self.daemon.log_max_size,
-                               self.daemon.log_backups)
-        self.outputs[name] = output
-        self.loop.add_reader(output.read_fd, output.on_readable)
+    def add_program(self, name: str, autostart: bool) -> ProgramRuntime:
+        if name not in self.outputs:  # else: re-added while its old self still stops
+            output = ProgramOutput(name, self.daemon.log_dir, self.daemon.log_max_size,
+                                   self.daemon.log_backups)
+            self.outputs[name] = output
+            self.loop.add_reader(output.read_fd, output.on_readable)
         program = ProgramRuntime(self.config.programs[name], self)
         self.programs[name] = program
         if autostart:
@@ -149,7 +146,10 @@ class Master:
         self.shutdown(fast=True)
 
     def handle_hup(self) -> None:
-        self.update(None)
+        try:
+            self.update(None)
+        except ConfigError:
+            pass  # logged by update(); the running configuration stays as it was
 
     def handle_usr1(self) -> None:
         self.reopen()
@@ -190,54 +190,20 @@ class Master:
         """Load and validate the file again; raises ConfigError and changes nothing."""
         return diff_configs(self.config, load_config(self.config.path))
 
-    def update(self, names: Optional[List[str]]) -> ConfigDiff:
-        """Apply the file: add, remove, roll changed programs, scale the rest."""
-        systemd.notify("RELOADING=1")
-        try:
-            new = load_config(self.config.path)
-        except ConfigError as exc:
-            log.error("configuration not applied", errors=[str(p) for p in exc.problems])
-            systemd.notify("READY=1")
-            raise
-        diff = diff_configs(self.config, new)
-        selected = (lambda n: True) if not names else (lambda n: n in names)
-        self.config = _merge(self.config, new, names)
-        self._apply_daemon_settings(self.daemon, self.config.daemon)
-        self.daemon = self.config.daemon
-        for name in diff.removed:
-            if selected(name):
-                self._retire_program(name)
-        for name in diff.added:
-            if selected(name):
-                self._add_program(name, autostart=new.programs[name].autostart)
-        for name in diff.changed:
-            if selected(name):
-                self.programs[name].apply_config(new.programs[name])
-        for name in diff.scaled:
-            if selected(name):
-                self.programs[name].config = new.programs[name]
-                self.programs[name].scale(new.programs[name].workers)
-        log.info("configuration applied", changes=diff.describe())
-        systemd.notify("READY=1")
-        self.changed()
-        return diff
+    def update(self, names: Optional[List[str]]) -> UpdateResult:
+        return apply_update(self, names)
 
-    def _apply_daemon_settings(self, old: DaemonConfig, new: DaemonConfig) -> None:
-        """Daemon settings that can change in place do; the rest wait for a restart,
-        and the log says so rather than pretending."""
-        if (old.allow_users, old.allow_groups) != (new.allow_users, new.allow_groups):
-            self.server.policy = PeerPolicy.from_names(new.allow_users, new.allow_groups)
-        if old.socket_mode != new.socket_mode:
-            os.chmod(self.server.path, new.socket_mode)
-        pending = [key for key in RESTART_ONLY_SETTINGS if getattr(old, key) != getattr(new, key)]
-        if pending:
-            log.warning("these settings take effect when qsupervisord restarts", keys=pending)
-
-    def _retire_program(self, name: str) -> None:
+    def retire_program(self, name: str) -> None:
+        """Stop a program removed from the file, then forget it (unless a program of the
+        same name was added back meanwhile)."""
         program = self.programs[name]
         program.stop("removed")
-        self.wait_for(lambda: {} if program.state is ProgramState.STOPPED else None,
-                      lambda _r: self.remove_program(name))
+
+        def forget(_result: Dict[str, Any]) -> None:
+            if self.programs.get(name) is program:
+                self.remove_program(name)
+
+        self.wait_for(lambda: {} if program.state is ProgramState.STOPPED else None, forget)
 
     # -- waiters ----------------------------------------------------------------------------
 
@@ -263,15 +229,3 @@ class Master:
                     check: Callable[[], Optional[Dict[str, Any]]]) -> None:
         self.wait_for(check, lambda result: conn.send(protocol.ok(req_id, result)))
 
-
-def _merge(old: Config, new: Config, names: Optional[List[str]]) -> Config:
-    """`update NAME...` applies only those programs; the rest keep their old settings."""
-    if not names:
-        return new
-    programs = dict(old.programs)
-    for name in names:
-        if name in new.programs:
-            programs[name] = new.programs[name]
-        else:
-            programs.pop(name, None)
-    return Config(path=old.path, daemon=new.daemon, programs=programs)

@@ -15,6 +15,7 @@ from qsupervisor.control import protocol
 from qsupervisor.control.protocol import ProtocolError
 from qsupervisor.control.server import Connection
 from qsupervisor.master import status as status_view
+from qsupervisor.master.reconfigure import UnknownPrograms
 from qsupervisor.states import ProgramState
 
 if TYPE_CHECKING:
@@ -91,7 +92,8 @@ class Status(Command):
         names = self.programs(allow_empty=True)
         self.reply({
             "master": status_view.master_status(self.master.started, self.master.config.path),
-            "programs": {n: status_view.program_status(self.master.programs[n]) for n in names},
+            "programs": {n: status_view.program_status(self.master.programs[n],
+                                                       self.master.daemon.path) for n in names},
         })
 
 
@@ -187,24 +189,24 @@ class Update(Command):
                                   or not all(isinstance(n, str) for n in names)):
             raise ProtocolError(protocol.BAD_REQUEST, "'names' must be a list of program names")
         try:
-            diff = self.master.update(names)
+            update = self.master.update(names)
         except ConfigError as exc:
             raise ProtocolError(protocol.CONFIG_ERROR, str(exc)) from None
-        touched = [n for n in (*diff.added, *diff.removed, *diff.changed, *diff.scaled)
-                   if not names or n in names]
-        changes = diff.describe()
+        except UnknownPrograms as exc:
+            raise ProtocolError(protocol.NOT_FOUND, str(exc)) from None
 
         def check() -> Optional[Dict[str, Any]]:
-            programs = [self.master.programs.get(n) for n in touched]
+            programs = [self.master.programs.get(n) for n in update.touched]
             if not all(p is None or p.settled() for p in programs):
                 return None
-            return {"changes": changes,
-                    "programs": {n: _outcome(p) for n, p in zip(touched, programs)}}
+            return {"changes": list(update.changes), "warnings": list(update.warnings),
+                    "programs": {n: _outcome(p) for n, p in zip(update.touched, programs)}}
 
         if self.flag("wait", True):
             self.master.reply_later(self.conn, self.req_id, check)
         else:
-            self.reply({"changes": changes, "programs": {}})
+            self.reply({"changes": list(update.changes), "warnings": list(update.warnings),
+                        "programs": {}})
 
 
 class Signal(Command):
@@ -233,12 +235,12 @@ class Pid(Command):
         import os
 
         names = self.programs(allow_empty=True) if self.args.get("names") else []
-        result: Dict[str, Any] = {"master": os.getpid()}
+        programs: Dict[str, Any] = {}
         for name in names:
             program = self.master.programs[name]
-            result[name] = {"leader": program.leader.pid if program.leader else None,
-                            "workers": [w.pid for w in program.live_workers() if w.pid]}
-        self.reply(result)
+            programs[name] = {"leader": program.leader.pid if program.leader else None,
+                              "workers": [w.pid for w in program.live_workers() if w.pid]}
+        self.reply({"master": os.getpid(), "programs": programs})
 
 
 class Tail(Command):
@@ -264,7 +266,7 @@ class Tail(Command):
             self.conn.send(protocol.stream(self.req_id, {"data": chunk.decode("utf-8", "replace")}))
 
         output.followers.append(follow)
-        self.conn.on_disconnect = lambda: output.followers.remove(follow)
+        self.conn.on_disconnect.append(lambda: output.followers.remove(follow))
 
 
 class Reopen(Command):

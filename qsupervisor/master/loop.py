@@ -61,7 +61,7 @@ class EventLoop:
         except BlockingIOError:
             return
         for sig in data:
-            self._on_signal(sig)
+            _guarded(lambda: self._on_signal(sig))  # one failing signal must not eat the rest
 
     def private_fds(self) -> List[int]:
         return [self._signal_r, self._signal_w]

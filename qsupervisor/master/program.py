@@ -140,11 +140,13 @@ class ProgramRuntime:
         if self.state in (P.STOPPED, P.FATAL):
             self.start()
         else:
-            self.stop("restart")
-            self.start_when_stopped = True
+            self.stop("restart", then_start=True)
 
-    def stop(self, reason: str = "stop") -> None:
-        self.start_when_stopped = False
+    def stop(self, reason: str = "stop", then_start: bool = False) -> None:
+        # Set before stopping: a program with nothing running stops synchronously, and
+        # must then start again at once.
+        self.start_when_stopped = then_start
+        self.error = None  # whatever failed before is moot once the operator stops it
         if self.state is P.STOPPED:
             return
         if self._leader_timer is not None:
@@ -171,6 +173,9 @@ class ProgramRuntime:
             return
         self.generation += 1
         if preload or self.leader is None:
+            if self.pending_leader is not None:  # a reload --preload during another one
+                self._retire(self.pending_leader)
+                self.pending_leader = None
             self._spawn_leader(replacing=True)
         else:
             self._roll()
@@ -186,6 +191,17 @@ class ProgramRuntime:
         self.desired = config.workers
         if self.state is P.RUNNING:
             self.reload(preload=True)
+        elif self.state is P.STARTING:
+            # The leader importing now was forked with the old settings: replace it.
+            if self._leader_timer is not None:
+                self._leader_timer.cancel()
+                self._leader_timer = None
+            if self.leader is not None:
+                self._retire(self.leader)
+                self.leader = None
+            self._spawn_leader()
+        elif self.state is P.FATAL:
+            self.start()  # the new settings are the operator's attempt at a fix
 
     def signal_workers(self, sig: int) -> List[int]:
         pids = [w.pid for w in self.live_workers() if w.pid is not None]

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 from qsupervisor import __version__, procutil
 from qsupervisor.master.process import LeaderProc, WorkerProc
 from qsupervisor.master.program import ProgramRuntime
+from qsupervisor.states import WorkerState
 
 
 def master_status(started: float, config_path: str) -> Dict[str, Any]:
@@ -16,23 +17,38 @@ def master_status(started: float, config_path: str) -> Dict[str, Any]:
             "config": config_path, "version": __version__}
 
 
-def program_status(program: ProgramRuntime) -> Dict[str, Any]:
+def program_status(program: ProgramRuntime, search_path: Sequence[str] = ()) -> Dict[str, Any]:
     leader = program.leader
-    workers = [worker_status(w, w in program.draining or _is_predecessor(program, w))
-               for w in program.workers()]
+    workers = []
+    for worker in program.workers():
+        entry = worker_status(worker, worker in program.draining)
+        # Old code still consuming until its successor is RUNNING (a rolling reload).
+        entry["superseded"] = _is_predecessor(program, worker)
+        workers.append(entry)
     status = {
         "state": program.state.value,
         "queue": program.config.queue,
         "leader_pid": leader.pid if leader else None,
         "leader_uptime": round(time.time() - leader.started, 3) if leader else None,
         "desired": program.desired,
-        "running": sum(1 for w in workers if w["state"] == "RUNNING" and not w["draining"]),
+        "running": _serving_slots(program),
         "error": program.error,
-        "preload": preload_status(program.name, leader),
+        "preload": preload_status(program.name, leader, search_path),
         "workers": workers,
     }
     add_slot_details(status, program)
     return status
+
+
+def _serving_slots(program: ProgramRuntime) -> int:
+    """Slots with a RUNNING consumer: the current worker, or the one it is replacing."""
+    serving = 0
+    for index in range(program.desired):
+        slot = program.slots.get(index)
+        if slot is not None and any(w is not None and w.state is WorkerState.RUNNING
+                                    for w in (slot.worker, slot.predecessor)):
+            serving += 1
+    return serving
 
 
 def _is_predecessor(program: ProgramRuntime, worker: WorkerProc) -> bool:
@@ -62,7 +78,8 @@ def worker_status(worker: WorkerProc, draining: bool) -> Dict[str, Any]:
     }
 
 
-def preload_status(name: str, leader: Optional[LeaderProc]) -> Dict[str, Any]:
+def preload_status(name: str, leader: Optional[LeaderProc],
+                   search_path: Sequence[str] = ()) -> Dict[str, Any]:
     """Files the leader preloaded that changed on disk since: their code is stale."""
     if leader is None:
         return {"files": 0, "stale": [], "message": None}
@@ -75,17 +92,19 @@ def preload_status(name: str, leader: Optional[LeaderProc]) -> Dict[str, Any]:
             stale.append(path)
     message = None
     if stale:
-        shown = ", ".join(_short(p) for p in stale[:3]) + (" ..." if len(stale) > 3 else "")
+        shown = ", ".join(_short(p, search_path) for p in stale[:3])
+        shown += " ..." if len(stale) > 3 else ""
         message = f"preload stale: {shown} changed; run reload {name} --preload"
     return {"files": len(leader.files), "stale": stale, "message": message}
 
 
-def _short(path: str) -> str:
-    try:
-        rel = os.path.relpath(path)
-    except ValueError:
-        return path
-    return rel if not rel.startswith("..") else path
+def _short(path: str, search_path: Sequence[str]) -> str:
+    """A module file as the user knows it: relative to the sys.path entry it came from
+    (the daemon's working directory means nothing to them)."""
+    for entry in search_path:
+        if path.startswith(entry.rstrip(os.sep) + os.sep):
+            return os.path.relpath(path, entry)
+    return path
 
 
 def add_slot_details(status: Dict[str, Any], program: ProgramRuntime) -> None:
