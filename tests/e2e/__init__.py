@@ -1,0 +1,1 @@
+"""End-to-end tests: the real qsupervisord and qsupervisorctl against a real RabbitMQ."""

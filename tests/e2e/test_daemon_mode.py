@@ -1,0 +1,72 @@
+"""qsupervisord as a detached daemon (pidfile, a second daemon, a stale pidfile) and
+`qsupervisord --check`."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from .daemon import MakeDaemon
+from .harness import (DEADLINE, QSUPERVISORD, STOP_TIMEOUT, Ledger, alive, dead_pid,
+                      pid_alive, proc_title, program, wait_for)
+from .rabbit import Broker
+
+
+def test_daemonized_start_writes_the_pidfile_refuses_a_second_daemon_and_shuts_down(
+        daemons: MakeDaemon, broker: Broker, ledger: Ledger) -> None:
+    queue = broker.declare("bg")
+    daemon = daemons({"bg": program(queue, ledger)})
+    daemon.start(foreground=False)  # returns once `qsupervisord -c FILE` has exited 0
+
+    master = daemon.pidfile_pid()
+    assert master is not None and pid_alive(master)
+    assert daemon.master_pid() == master
+    assert proc_title(master) == f"qsupervisord: master [{daemon.config_path}]"
+    ledger.wait_for_ids([broker.publish(queue)])
+
+    second = subprocess.run([QSUPERVISORD, "-c", str(daemon.config_path)],
+                            capture_output=True, text=True, timeout=DEADLINE)
+    assert second.returncode == 1, second
+    assert f"already running (pid {master}" in second.stderr, second.stderr
+    assert daemon.pidfile_pid() == master and daemon.master_pid() == master
+
+    pids = daemon.tree_pids()
+    result = daemon.ctl("shutdown")
+    assert result.returncode == 0, str(result)
+    wait_for(lambda: not alive(pids), timeout=STOP_TIMEOUT + DEADLINE,
+             what=lambda: f"the daemon's processes to exit; alive: {alive(pids)}")
+    wait_for(lambda: not daemon.pidfile.exists(), what="the pidfile to be removed")
+    assert not daemon.socket.exists()
+
+
+def test_daemonized_start_replaces_a_stale_pidfile(
+        daemons: MakeDaemon, broker: Broker, ledger: Ledger) -> None:
+    daemon = daemons({"stale": program(broker.declare("stale"), ledger)})
+    stale = dead_pid()
+    daemon.pidfile.write_text(f"{stale}\n")
+
+    daemon.start(foreground=False)
+
+    master = daemon.pidfile_pid()
+    assert master is not None and master != stale and pid_alive(master)
+    assert daemon.master_pid() == master
+
+
+def test_check_accepts_a_good_file_and_names_file_line_and_key_in_a_bad_one(
+        tmp_path: Path, ledger: Ledger) -> None:
+    good = tmp_path / "good.yaml"
+    good.write_text("programs:\n  orders:\n    handler: e2eapp.handlers:work\n")
+    result = subprocess.run([QSUPERVISORD, "--check", "-c", str(good)],
+                            capture_output=True, text=True, timeout=DEADLINE)
+    assert result.returncode == 0, result
+    assert "OK" in result.stdout
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("programs:\n  orders:\n    handler: e2eapp.handlers:work\n"
+                   "    workers: four\n    colour: blue\n")
+    result = subprocess.run([QSUPERVISORD, "--check", "-c", str(bad)],
+                            capture_output=True, text=True, timeout=DEADLINE)
+    assert result.returncode == 2, result
+    errors = result.stderr.splitlines()
+    assert f"{bad}:4: programs.orders.workers: expected an integer >= 0, got 'four'" in errors
+    assert any(e.startswith(f"{bad}:5: programs.orders.colour: unknown key") for e in errors)
