@@ -12,6 +12,7 @@ from __future__ import annotations
 import gc
 import importlib
 import os
+import select
 import selectors
 import signal
 import socket
@@ -24,7 +25,11 @@ from typing import Dict, NoReturn, Optional, Set
 
 from setproctitle import setproctitle
 
-from qsupervisor import ipc, logs, procutil
+import pika.exceptions
+
+from qsupervisor import ipc, leader_broker, logs, procutil
+from qsupervisor.broker.connection import BrokerUnreachable
+from qsupervisor.broker.topology import TopologyConflict
 from qsupervisor.config import DaemonConfig, ProgramConfig
 
 log = logs.get("qsupervisor.leader")
@@ -108,14 +113,16 @@ class _Leader:
         logs.bind(program=program.name, role="leader")
         try:
             prepare_process(program, self.spec.daemon)
+        except BaseException as exc:
+            return self._fail("preload_failed", exc)
+        if not self._declare_topology():
+            return EXIT_PRELOAD_FAILED
+        try:
             before = set(sys.modules)
             for module in program.preload:
                 importlib.import_module(module)
         except BaseException as exc:
-            log.error("preload failed", error=traceback.format_exc())
-            self._send({"ev": "preload_failed", "error": f"{type(exc).__name__}: {exc}",
-                        "traceback": traceback.format_exc(limit=20)})
-            return EXIT_PRELOAD_FAILED
+            return self._fail("preload_failed", exc)
         files = sorted(preloaded_files(before).items())
         for i in range(0, len(files), FILES_PER_MESSAGE):
             self._send({"ev": "preload_files", "files": files[i:i + FILES_PER_MESSAGE]})
@@ -125,6 +132,43 @@ class _Leader:
         self._send({"ev": "ready", "modules": len(files)})
         log.info("leader ready", preloaded=list(program.preload), files=len(files))
         return self._serve()
+
+    def _fail(self, event: str, exc: BaseException) -> int:
+        log.error(event.replace("_", " "), error=traceback.format_exc())
+        self._send({"ev": event, "error": f"{type(exc).__name__}: {exc}",
+                    "traceback": traceback.format_exc(limit=20)})
+        return EXIT_PRELOAD_FAILED
+
+    def _declare_topology(self) -> bool:
+        """Declare the program's queues and delay chain, once per leader. A conflict with
+        what exists is final (the program goes FATAL saying which queue and argument); an
+        unreachable broker is waited for, the program staying STARTING."""
+        delay = 0.5
+        while True:
+            try:
+                leader_broker.declare_topology(self.spec.program, self.spec.daemon)
+                return True
+            except TopologyConflict as exc:
+                log.error("broker topology conflict", error=str(exc))
+                self._send({"ev": "topology_failed", "error": str(exc)})
+                return False
+            except (BrokerUnreachable, pika.exceptions.AMQPError, OSError) as exc:
+                log.warning("cannot declare the program's queues yet; retrying",
+                            error=str(exc), retry_in=delay)
+                self._send({"ev": "waiting", "error": str(exc)})
+            if self._master_said_stop(delay):
+                return False
+            delay = min(delay * 2, 30.0)
+
+    def _master_said_stop(self, timeout: float) -> bool:
+        """Wait up to `timeout` for the master; True if it is gone or retires us."""
+        ready, _, _ = select.select([self.sock], [], [], timeout)
+        if not ready:
+            return False
+        msg, fds = ipc.recv(self.sock)
+        for fd in fds:
+            os.close(fd)
+        return msg is None or msg.get("op") == "retire"
 
     # -- the loop -----------------------------------------------------------------------
 
@@ -166,6 +210,9 @@ class _Leader:
             self._spawn(msg, fds[0], fds[1])
         elif op == "retire":
             self.retiring = True
+        elif op == "queue_stats":
+            stats = leader_broker.queue_stats(self.spec.program, self.spec.daemon)
+            self._send({"ev": "queue_stats", "rid": msg.get("rid"), **stats})
         else:
             for fd in fds:
                 os.close(fd)
@@ -197,9 +244,8 @@ class _Leader:
         from qsupervisor.worker import main as worker_main  # light; imported once anyway
 
         spec = worker_main.WorkerSpec(
-            program=self.spec.program, broker=self.spec.daemon.broker, slot=int(msg["slot"]),
-            max_jobs=int(msg.get("max_jobs", 0)), log_format=self.spec.log_format,
-            log_level=self.spec.daemon.log_level)
+            program=self.spec.program, daemon=self.spec.daemon, slot=int(msg["slot"]),
+            max_jobs=int(msg.get("max_jobs", 0)), log_format=self.spec.log_format)
         try:
             pid = os.fork()
         except OSError as exc:

@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from qsupervisor.config import DEFAULT_CONFIG_PATH, DaemonConfig, read_control_settings
 from qsupervisor.control import protocol
 from qsupervisor.control.client import Client, CommandFailed, Unreachable
-from qsupervisor.ctl import render
+from qsupervisor.ctl import broker_commands, render
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_RUNNING, EXIT_UNREACHABLE = 0, 1, 2, 3, 4
 
@@ -33,6 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     def command(name: str, help_text: str, wait: bool = False) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
+        # Also after the command (`status --json`), where people put it; SUPPRESS keeps
+        # the subcommand from resetting a --json given before it.
+        p.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                       help="print the reply as JSON")
         if wait:
             group = p.add_mutually_exclusive_group()
             group.add_argument("--wait", dest="wait", action="store_true", default=True,
@@ -68,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     command("reopen", "reopen log files (after logrotate)")
     command("shutdown", "stop every program, then the daemon", wait=True)
     command("version", "show the daemon's version")
+    broker_commands.add_parsers(sub)
     return parser
 
 
@@ -106,6 +111,8 @@ def socket_path(args: argparse.Namespace) -> str:
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command in broker_commands.COMMANDS:  # these talk to RabbitMQ, not the daemon
+        return broker_commands.run(args)
     try:
         path = socket_path(args)
     except FileNotFoundError:

@@ -37,6 +37,7 @@ def _program_lines(name: str, program: Dict[str, Any]) -> List[str]:
     leader = f"leader {program['leader_pid']}" if program["leader_pid"] else "no leader"
     lines = [f"{name:<16} {program['state']:<9} {leader:<13} "
              f"{program['running']}/{program['desired']} workers  queue {program['queue']}"]
+    lines.append("  " + _queue_line(program))
     if program.get("error"):
         lines.append(f"  error: {program['error']}")
     if program["preload"].get("message"):
@@ -46,12 +47,33 @@ def _program_lines(name: str, program: Dict[str, Any]) -> List[str]:
     return lines
 
 
+def _queue_line(program: Dict[str, Any]) -> str:
+    stats = program.get("queue_stats") or {}
+    if stats.get("error"):
+        queue = f"queue: {stats['error']}"
+    elif stats:
+        queue = (f"queue: {_n(stats.get('ready'))} ready, {stats.get('unacked', 0)} unacked, "
+                 f"{_n(stats.get('consumers'))} consumers; dead letters "
+                 f"{_n(stats.get('dead_letter_ready'))}")
+    else:
+        queue = "queue: depth unknown"
+    minute = program.get("last_minute") or {}
+    return (f"{queue}  |  last minute: {minute.get('done', 0)} done, "
+            f"{minute.get('failed', 0)} failed, {minute.get('retried', 0)} retried")
+
+
+def _n(value: Any) -> str:
+    return "?" if value is None else str(value)
+
+
 def _worker_line(worker: Dict[str, Any]) -> str:
     parts = [f"worker {worker['slot']:<3}", f"pid {worker['pid'] or '-':<7}",
              f"{worker['state']:<8}"]
     if worker.get("uptime") is not None:
         parts.append(f"up {format_duration(worker['uptime'])}")
     parts.append(f"jobs {worker['jobs']}")
+    if worker.get("failed"):
+        parts.append(f"failed {worker['failed']}")
     if worker.get("rss"):
         parts.append(f"rss {format_size(worker['rss'])}")
     if worker.get("job"):

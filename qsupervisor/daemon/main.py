@@ -23,7 +23,7 @@ EXIT_FAILED = 1
 EXIT_CONFIG = 2
 
 
-def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="qsupervisord", description="Supervise RabbitMQ queue workers named in a YAML file.")
     parser.add_argument("-c", "--config", default=DEFAULT_CONFIG_PATH,
@@ -33,7 +33,11 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     parser.add_argument("--check", action="store_true",
                         help="validate the configuration and exit")
     parser.add_argument("--version", action="version", version=f"qsupervisord {__version__}")
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

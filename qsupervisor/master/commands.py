@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from qsupervisor.master.arbiter import Master
 
 Args = Dict[str, Any]
+QUEUE_STATS_WAIT = 1.0  # seconds status waits for the leaders' broker readings
 
 
 class Command:
@@ -84,16 +85,46 @@ def _outcome(program: Any) -> Dict[str, Any]:
 
 
 class Status(Command):
-    """Master pid and uptime; per program its state, leader, workers and preload freshness."""
+    """Master pid and uptime; per program its state, queue depths, leader, workers and
+    preload freshness."""
 
     name = "status"
 
     def run(self) -> None:
         names = self.programs(allow_empty=True)
+        answers: Dict[str, Dict[str, Any]] = {}
+        asked: List[str] = []
+        if self.flag("queues", True):
+            asked = [n for n in names if self.master.programs[n].request_queue_stats(
+                lambda answer, n=n: self._answered(n, answer, answers, asked))]
+        self._names, self._done = names, False
+        if not asked:
+            self._finish(answers)
+        else:  # leaders read the broker; a slow broker costs at most this long
+            self.master.loop.call_later(QUEUE_STATS_WAIT, lambda: self._finish(answers))
+
+    def _answered(self, name: str, answer: Dict[str, Any], answers: Dict[str, Dict[str, Any]],
+                  asked: List[str]) -> None:
+        answers[name] = answer
+        if set(answers) >= set(asked):
+            self._finish(answers)
+
+    def _finish(self, answers: Dict[str, Dict[str, Any]]) -> None:
+        if self._done:
+            return
+        self._done = True
+        programs = {}
+        for name in self._names:
+            program = self.master.programs.get(name)
+            if program is None:
+                continue
+            entry = status_view.program_status(program, self.master.daemon.path)
+            if name in answers:
+                entry["queue_stats"] = status_view.queue_view(answers[name], entry["workers"])
+            programs[name] = entry
         self.reply({
             "master": status_view.master_status(self.master.started, self.master.config.path),
-            "programs": {n: status_view.program_status(self.master.programs[n],
-                                                       self.master.daemon.path) for n in names},
+            "programs": programs,
         })
 
 

@@ -41,7 +41,8 @@ class WorkerProc:
     exit_reason: Optional[str] = None  # what the worker said on its way out
     exit_error: Optional[str] = None
     last_exit: Optional[str] = None  # the summary status shows
-    killed: bool = False
+    killed: Optional[str] = None  # why the master SIGKILLed it: stop_timeout | timeout
+    exit_settled: bool = False  # it settled its message itself before leaving (timeout)
     kill_timer: Optional[Timer] = None
     broker_error: Optional[str] = None
 

@@ -34,10 +34,32 @@ def program_status(program: ProgramRuntime, search_path: Sequence[str] = ()) -> 
         "running": _serving_slots(program),
         "error": program.error,
         "preload": preload_status(program.name, leader, search_path),
+        "last_minute": last_minute(program),
+        "queue_stats": None,  # filled from the leader's answer, if it comes in time
         "workers": workers,
     }
     add_slot_details(status, program)
     return status
+
+
+def last_minute(program: ProgramRuntime) -> Dict[str, int]:
+    """Jobs done, failed and retried in the last minute, by live and recently exited
+    workers alike (a recycle must not make the figures drop)."""
+    snapshots = [w.stats.read() for w in program.live_workers() if w.stats is not None]
+    snapshots += program.pool.recent_exits()
+    return {"done": sum(s.done_last_minute for s in snapshots),
+            "failed": sum(s.failed_last_minute for s in snapshots),
+            "retried": sum(s.retried_last_minute for s in snapshots)}
+
+
+def queue_view(answer: Dict[str, Any], workers: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """The leader's reading of the broker, plus what our workers hold unacked (the broker's
+    own unacked count needs the management plugin, which a stock broker lacks)."""
+    if answer.get("error"):
+        return {"error": answer["error"]}
+    return {"ready": answer.get("ready"), "consumers": answer.get("consumers"),
+            "unacked": sum(w.get("held", 0) for w in workers),
+            "dead_letter_ready": answer.get("dead_letter_ready")}
 
 
 def _serving_slots(program: ProgramRuntime) -> int:
@@ -56,19 +78,21 @@ def _is_predecessor(program: ProgramRuntime, worker: WorkerProc) -> bool:
 
 
 def worker_status(worker: WorkerProc, draining: bool) -> Dict[str, Any]:
-    jobs = failed = 0
+    snapshot = worker.stats.read() if worker.stats is not None else None
     job: Optional[Dict[str, Any]] = None
-    if worker.stats is not None:
-        jobs, failed, job_id, job_started = worker.stats.read()
-        if job_id is not None and job_started is not None and worker.alive:
-            job = {"id": job_id, "running_for": round(max(0.0, time.time() - job_started), 3)}
+    if snapshot is not None and snapshot.job_started is not None and worker.alive:
+        job = {"id": snapshot.job_id,
+               "running_for": round(max(0.0, time.time() - snapshot.job_started), 3)}
     return {
         "slot": worker.slot,
         "pid": worker.pid,
         "state": worker.state.value,
         "uptime": round(time.time() - worker.spawned, 3) if worker.alive else None,
-        "jobs": jobs,
-        "failed": failed,
+        "jobs": snapshot.done if snapshot else 0,
+        "failed": snapshot.failed if snapshot else 0,
+        "retried": snapshot.retried if snapshot else 0,
+        "dead_lettered": snapshot.dead if snapshot else 0,
+        "held": snapshot.held if snapshot and worker.alive else 0,
         "job": job,
         "rss": procutil.read_rss(worker.pid) if worker.pid and worker.alive else None,
         "max_jobs": worker.max_jobs,

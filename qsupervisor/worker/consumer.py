@@ -3,7 +3,7 @@
 pika's BlockingConnection only answers heartbeats while its owner thread is inside pika,
 so the handler must not run on that thread: a job longer than two heartbeat intervals
 would get the connection closed under it and the message executed twice. The I/O thread
-hands deliveries to the job thread through `_pending`; results come back through
+hands deliveries to the job thread through `_pending`; outcomes come back through
 `add_callback_threadsafe`, the one pika call that is safe from another thread.
 """
 
@@ -19,7 +19,11 @@ import pika
 import pika.exceptions
 
 from qsupervisor import logs
-from qsupervisor.worker.jobs import JobRunner
+from qsupervisor.broker import connection, publisher
+from qsupervisor.broker.delays import DelayChain
+from qsupervisor.config import ProgramConfig
+from qsupervisor.worker import jobs
+from qsupervisor.worker.jobs import JobRunner, Outcome
 
 log = logs.get("qsupervisor.worker")
 
@@ -42,27 +46,34 @@ class WorkerEvents:
 
     def ready(self) -> None: ...
     def broker_lost(self, error: str) -> None: ...
+    def broker_back(self) -> None: ...
+    def job_started(self) -> None: ...
 
 
 class Consumer:
-    def __init__(self, broker: str, queue: str, prefetch: int, max_jobs: int,
-                 runner: JobRunner, events: WorkerEvents) -> None:
-        self._params = pika.URLParameters(broker)
-        self._queue = queue
-        self._prefetch = prefetch
+    def __init__(self, broker: str, program: ProgramConfig, chain: DelayChain, max_jobs: int,
+                 runner: JobRunner, events: WorkerEvents, name: str,
+                 after_job: Callable[[], Optional[str]] = lambda: None) -> None:
+        self._params = connection.parameters(broker, name=name)
+        self._program = program
+        self._chain = chain
         self._max_jobs = max_jobs
         self._runner = runner
         self._events = events
-        # Guards everything the two threads share: the hand-off queues, the connection
-        # handle and the stop reason.
+        self._after_job = after_job  # a reason to recycle (max_memory), or None
+        # Guards everything the threads share: the hand-off queues, the connection handle
+        # and the stop reason.
         self._lock = threading.Condition()
         self._pending: Deque[Delivery] = collections.deque()
-        self._results: Deque[Tuple[Delivery, bool]] = collections.deque()
+        self._results: Deque[Tuple[Delivery, Outcome]] = collections.deque()
         self._in_flight: Optional[Delivery] = None
+        self._abandoned: Optional[Delivery] = None
         self._stop_reason: Optional[str] = None
         self._stop_event = threading.Event()
+        self.abandon_done = threading.Event()
         self._conn: Optional[pika.BlockingConnection] = None
         self._channel: Any = None
+        self._confirms: Any = None  # a channel in confirm mode, for retries and dead letters
         self._consumer_tag = ""
         self._generation = 0
         self._jobs_started = 0
@@ -79,6 +90,19 @@ class Consumer:
             self._lock.notify_all()
         self._stop_event.set()
         _call_soon(conn, self._begin_stop)
+
+    def abandon_job(self, reason: str, error: str) -> bool:
+        """Give up on the job in hand (it ran past `timeout`): its message is retried or
+        dead-lettered as a failed attempt from the I/O thread, which the stuck handler
+        does not block. Returns False if that could not be arranged."""
+        with self._lock:
+            delivery, conn = self._in_flight, self._conn
+            if delivery is None or conn is None or delivery.generation != self._generation:
+                return False
+            self._abandoned = delivery
+            self._stop_reason = self._stop_reason or reason
+        _call_soon(conn, lambda: self._settle_abandoned(delivery, reason, error))
+        return True
 
     @property
     def stop_reason(self) -> Optional[str]:
@@ -100,55 +124,47 @@ class Consumer:
                 failures += 1
                 delay = min(RECONNECT_MAX, RECONNECT_INITIAL * 2 ** (failures - 1))
                 self._stop_event.wait(delay * random.uniform(0.5, 1.0))
-        # A job still running on a dead connection finishes before we leave; the broker
-        # redelivers it because its ack had nowhere to go.
-        job_thread.join()
+        if self._abandoned is None:
+            # A job still running on a dead connection finishes before we leave; the
+            # broker redelivers it because its ack had nowhere to go.
+            job_thread.join()
         return self._stop_reason or "stop"
 
     def _consume(self) -> None:
         conn = pika.BlockingConnection(self._params)
         try:
             channel = conn.channel()
-            channel.basic_qos(prefetch_count=self._prefetch)
-            self._declare_queue(conn)
+            channel.basic_qos(prefetch_count=self._program.prefetch)
+            confirms = conn.channel()
+            confirms.confirm_delivery()
             with self._lock:
                 self._generation += 1
-                self._results.clear()  # results of the previous connection cannot be acked
-                self._conn, self._channel = conn, channel
-            self._consumer_tag = channel.basic_consume(self._queue, self._on_message)
+                self._results.clear()  # outcomes of the previous connection cannot be acked
+                self._conn, self._channel, self._confirms = conn, channel, confirms
+            self._consumer_tag = channel.basic_consume(self._program.queue, self._on_message)
             if self._stop_reason is not None:
                 self._begin_stop()
             elif not self._announced:
                 self._announced = True
                 self._events.ready()
             else:
-                log.info("reconnected to the broker", queue=self._queue)
+                log.info("reconnected to the broker", queue=self._program.queue)
+                self._events.broker_back()
             while not self._finished():
                 conn.process_data_events(time_limit=None)
         finally:
             with self._lock:
-                self._conn = self._channel = None
+                self._conn = self._channel = self._confirms = None
             if conn.is_open:
                 try:
                     conn.close()
                 except (pika.exceptions.AMQPError, OSError):
                     pass
 
-    def _declare_queue(self, conn: pika.BlockingConnection) -> None:
-        """Use the queue as it is if it exists (its arguments are the operator's); create
-        it durable if it does not. A passive declare that fails closes its channel, so it
-        gets a throwaway one."""
-        probe = conn.channel()
-        try:
-            probe.queue_declare(self._queue, passive=True)
-            probe.close()
-        except pika.exceptions.ChannelClosedByBroker as exc:
-            if exc.reply_code != 404:
-                raise
-            conn.channel().queue_declare(self._queue, durable=True)
-
     def _finished(self) -> bool:
         with self._lock:
+            if self._abandoned is not None:
+                return self.abandon_done.is_set()
             return (self._stop_reason is not None and self._in_flight is None
                     and not self._results)
 
@@ -159,6 +175,7 @@ class Consumer:
             if self._stop_reason is None:
                 self._pending.append(delivery)
                 self._lock.notify_all()
+                self._runner.held(len(self._pending) + (self._in_flight is not None))
                 return
         channel.basic_reject(delivery.tag, requeue=True)  # arrived while we cancel
 
@@ -183,30 +200,52 @@ class Consumer:
         with self._lock:
             self._pending.clear()
         if self._stop_reason is None:
-            log.warning("broker connection lost; reconnecting", queue=self._queue,
+            log.warning("broker connection lost; reconnecting", queue=self._program.queue,
                         error=repr(exc))
             self._events.broker_lost(repr(exc))
 
     def _settle_results(self) -> None:
-        """Ack (or reject) finished jobs; runs on the I/O thread."""
+        """Carry out finished jobs' outcomes; runs on the I/O thread."""
         with self._lock:
             results, self._results = list(self._results), collections.deque()
             generation, channel = self._generation, self._channel
-        for delivery, ok in results:
+        for delivery, outcome in results:
             if delivery.generation != generation or channel is None or not channel.is_open:
                 continue  # its channel is gone: the broker redelivers it
-            try:
-                if ok:
-                    channel.basic_ack(delivery.tag)
-                else:
-                    # Retries and dead-lettering belong to the runtime of a later release;
-                    # a failed job is logged with its traceback and rejected.
-                    channel.basic_reject(delivery.tag, requeue=False)
-            except (pika.exceptions.AMQPError, OSError) as exc:
-                log.warning("could not acknowledge; the broker will redeliver",
-                            tag=delivery.tag, error=repr(exc))
+            self._settle(channel, delivery, outcome)
         if self._stop_reason is not None:
             self._begin_stop()
+
+    def _settle(self, channel: Any, delivery: Delivery, outcome: Outcome) -> None:
+        """Publish what the outcome asks for, confirmed, then ack the original; if the
+        publish fails the original goes back to the queue: never both lost."""
+        try:
+            if outcome.kind in (jobs.RETRY, jobs.REDELAY):
+                publisher.publish_delayed(self._confirms, self._chain, outcome.body,
+                                          outcome.properties, outcome.delay)
+            elif outcome.kind == jobs.DEAD:
+                publisher.publish_to_queue(self._confirms, self._program.dead_letter_queue,
+                                           outcome.body, outcome.properties)
+            channel.basic_ack(delivery.tag)
+        except publisher.PublishError as exc:
+            log.error("could not publish the retry or dead letter; returning the message "
+                      "to the queue", message_id=outcome.message_id, error=str(exc))
+            channel.basic_nack(delivery.tag, requeue=True)
+        except (pika.exceptions.AMQPError, OSError) as exc:
+            log.warning("could not settle the message; the broker will redeliver it",
+                        message_id=outcome.message_id, error=repr(exc))
+
+    def _settle_abandoned(self, delivery: Delivery, reason: str, error: str) -> None:
+        try:
+            channel = self._channel
+            if channel is not None and channel.is_open and delivery.generation == self._generation:
+                attempt = jobs.attempt_of_delivery(delivery.properties)
+                outcome = self._runner.failure(delivery.properties, delivery.body, attempt,
+                                               reason, error_type="Timeout", error=error)
+                self._settle(channel, delivery, outcome)
+                self._runner.job_finished(outcome.stat)
+        finally:
+            self.abandon_done.set()
 
     # -- job thread -------------------------------------------------------------------
 
@@ -218,14 +257,22 @@ class Consumer:
                 if self._stop_reason is not None:
                     return
                 delivery = self._in_flight = self._pending.popleft()
-            ok = self._runner.run(delivery.properties, delivery.body, delivery.redelivered)
+            self._events.job_started()
+            outcome = self._runner.run(delivery.properties, delivery.body, delivery.redelivered)
+            recycle = self._after_job() if outcome.kind != jobs.REDELAY else None
             with self._lock:
+                if self._abandoned is delivery:
+                    return  # the I/O thread already settled it
                 self._in_flight = None
-                self._results.append((delivery, ok))
-                self._jobs_started += 1
+                self._results.append((delivery, outcome))
+                if outcome.kind != jobs.REDELAY:
+                    self._jobs_started += 1
                 if self._max_jobs and self._jobs_started >= self._max_jobs:
-                    # Recycle: the I/O thread hands back the prefetched rest on settling.
-                    self._stop_reason = self._stop_reason or "max_jobs"
+                    recycle = recycle or "max_jobs"
+                if recycle and self._stop_reason is None:
+                    # The I/O thread hands back the prefetched rest when it settles this.
+                    self._stop_reason = recycle
+                self._runner.held(len(self._pending))
                 conn = self._conn
             _call_soon(conn, self._settle_results)
 

@@ -1,63 +1,165 @@
-"""Running one job: decode the body, call the handler, record the outcome."""
+"""Running one job and deciding what becomes of its message.
+
+The job thread calls `JobRunner.run`, which never raises: it returns an `Outcome` that the
+I/O thread carries out (ack; or publish a retry or a dead letter, wait for the broker's
+confirm, and only then ack the original, so that there is no moment at which the message
+exists nowhere).
+"""
 
 from __future__ import annotations
 
-import json
-from typing import Any, Callable, Mapping
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
+
+import pika
 
 from qsupervisor import job as job_context
 from qsupervisor import logs
+from qsupervisor.broker import messages
+from qsupervisor.config import ProgramConfig
 from qsupervisor.job import Job
+from qsupervisor.worker import stats as stats_mod
 from qsupervisor.worker.stats import Stats
 
 log = logs.get("qsupervisor.worker")
 
-ATTEMPT_HEADER = "x-qsupervisor-attempt"
+# A delayed message that arrives this much before it is due goes back to wait: clocks of
+# producers and workers drift, and running a job early is the one thing we promise not to.
+EARLY_TOLERANCE = 0.05
+
+ACK, RETRY, DEAD, REDELAY, REQUEUE = "ack", "retry", "dead", "redelay", "requeue"
+
+CrashLookup = Callable[[str], Tuple[int, str]]
 
 
-def message_id(properties: Any, body: bytes) -> str:
-    """The producer's message id, or a stand-in that still lets an operator find it."""
-    if getattr(properties, "message_id", None):
-        return str(properties.message_id)
-    return f"(no message id; {len(body)} bytes)"
+@dataclass(frozen=True)
+class Outcome:
+    kind: str
+    message_id: str
+    body: bytes = b""
+    properties: Optional[pika.BasicProperties] = None
+    delay: float = 0.0
+    stat: int = stats_mod.DONE
+    note: Dict[str, Any] = field(default_factory=dict)
 
 
 class JobRunner:
-    def __init__(self, handler: Callable[[Any], Any], queue: str, stats: Stats) -> None:
+    def __init__(self, handler: Callable[[Any], Any], program: ProgramConfig, stats: Stats,
+                 crash_lookup: CrashLookup) -> None:
         self._handler = handler
-        self._queue = queue
+        self._program = program
         self._stats = stats
+        self._crash_lookup = crash_lookup
 
-    def run(self, properties: Any, body: bytes, redelivered: bool) -> bool:
-        """Handle one message; True when it should be acked."""
+    def run(self, properties: Any, body: bytes, redelivered: bool) -> Outcome:
         headers: Mapping[str, Any] = getattr(properties, "headers", None) or {}
-        msg_id = message_id(properties, body)
+        msg_id = messages.message_id_of(properties, body)
+        attempt = messages.attempt_of(headers)
+        early = _seconds_early(headers)
+        if early > EARLY_TOLERANCE:
+            return Outcome(REDELAY, msg_id, body, properties, delay=early)
+        if redelivered:
+            crashes, how = self._crash_lookup(msg_id)
+            if crashes:
+                # The worker that ran this message before died during the job: that was
+                # a failed attempt, so a message that kills every worker ends dead-lettered.
+                return self.failure(properties, body, attempt + crashes - 1,
+                                    messages.REASON_CRASHED,
+                                    error_type="WorkerDied",
+                                    error=f"a worker died during this job ({how})")
         self._stats.job_started(msg_id)
-        ok = False
+        outcome = self._execute(properties, body, headers, msg_id, attempt, redelivered)
+        self._stats.job_finished(outcome.stat)
+        return outcome
+
+    def _execute(self, properties: Any, body: bytes, headers: Mapping[str, Any], msg_id: str,
+                 attempt: int, redelivered: bool) -> Outcome:
         try:
-            try:
-                payload = json.loads(body)
-            except ValueError as exc:
-                log.error("undecodable message body; rejecting it", queue=self._queue,
-                          message_id=msg_id, error=str(exc), body_prefix=body[:80].hex())
-                return False
-            job_context._set_current(Job(
-                message_id=msg_id, queue=self._queue,
-                attempt=_attempt(headers), redelivered=redelivered, headers=dict(headers)))
-            try:
-                self._handler(payload)
-            except Exception:
-                log.exception("job failed", queue=self._queue, message_id=msg_id)
-                return False
-            ok = True
-            return True
+            payload = messages.decode(body, self._program.format)
+        except messages.Undecodable as exc:
+            log.error("undecodable message; dead-lettering it", queue=self._program.queue,
+                      message_id=msg_id, reason=str(exc))
+            return self.dead(properties, body, attempt, messages.REASON_UNDECODABLE,
+                             error_type="Undecodable", error=str(exc))
+        job_context._set_current(Job(message_id=msg_id, queue=self._program.queue,
+                                     attempt=attempt, redelivered=redelivered,
+                                     headers=dict(headers)))
+        try:
+            self._handler(payload)
+        except Exception as exc:
+            log.error("job failed", queue=self._program.queue, message_id=msg_id,
+                      attempt=attempt, of=self._program.attempts, exc_info=True)
+            return self.failure(properties, body, attempt, messages.REASON_EXCEPTION,
+                                error_type=messages.error_type_name(exc), error=str(exc),
+                                tb=traceback.format_exc())
         finally:
             job_context._set_current(None)
-            self._stats.job_finished(ok)
+        return Outcome(ACK, msg_id)
+
+    def held(self, count: int) -> None:
+        self._stats.set_held(count)
+
+    def job_finished(self, stat: int) -> None:
+        self._stats.job_finished(stat)
+
+    # -- failure paths, also used by the I/O thread when a job times out ------------------
+
+    def failure(self, properties: Any, body: bytes, attempt: int, reason: str, *,
+                error_type: str, error: str, tb: str = "") -> Outcome:
+        """Attempt number `attempt` failed: retry later, or dead-letter when it was the last."""
+        if attempt >= self._program.attempts:
+            return self.dead(properties, body, attempt, reason, error_type=error_type,
+                             error=error, tb=tb)
+        delay = self._program.backoff.delay(attempt)
+        headers = messages.retry_headers(_headers(properties), delay,
+                                         timestamp=getattr(properties, "timestamp", None))
+        headers[messages.ATTEMPT] = attempt + 1  # crashes may have used up more than one
+        msg_id = messages.message_id_of(properties, body)
+        log.warning("job will be retried", queue=self._program.queue, message_id=msg_id,
+                    attempt=attempt, next_attempt=attempt + 1, retry_in=round(delay, 3),
+                    reason=reason)
+        return Outcome(RETRY, msg_id, body, _with_headers(properties, headers), delay=delay,
+                       stat=stats_mod.RETRIED)
+
+    def dead(self, properties: Any, body: bytes, attempt: int, reason: str, *,
+             error_type: str, error: str, tb: str = "") -> Outcome:
+        failure = messages.Failure(reason, error_type, error, tb)
+        headers = messages.dead_letter_headers(_headers(properties), failure,
+                                               queue=self._program.queue, attempts=attempt)
+        msg_id = messages.message_id_of(properties, body)
+        log.error("message dead-lettered", queue=self._program.queue, message_id=msg_id,
+                  attempts=attempt, reason=reason, error=error,
+                  dead_letter_queue=self._program.dead_letter_queue)
+        return Outcome(DEAD, msg_id, body, _with_headers(properties, headers), stat=stats_mod.DEAD)
 
 
-def _attempt(headers: Mapping[str, Any]) -> int:
-    try:
-        return max(1, int(headers.get(ATTEMPT_HEADER, 1)))
-    except (TypeError, ValueError):
-        return 1
+def attempt_of_delivery(properties: Any) -> int:
+    return messages.attempt_of(_headers(properties))
+
+
+def _headers(properties: Any) -> Dict[str, Any]:
+    return dict(getattr(properties, "headers", None) or {})
+
+
+def _with_headers(properties: Any, headers: Dict[str, Any]) -> pika.BasicProperties:
+    """A copy of the message's properties with new headers; persistent whatever it was."""
+    return pika.BasicProperties(
+        content_type=getattr(properties, "content_type", None),
+        content_encoding=getattr(properties, "content_encoding", None),
+        headers=headers,
+        delivery_mode=2,
+        priority=getattr(properties, "priority", None),
+        correlation_id=getattr(properties, "correlation_id", None),
+        reply_to=getattr(properties, "reply_to", None),
+        message_id=getattr(properties, "message_id", None),
+        timestamp=getattr(properties, "timestamp", None),
+        type=getattr(properties, "type", None),
+        app_id=getattr(properties, "app_id", None),
+    )
+
+
+def _seconds_early(headers: Mapping[str, Any]) -> float:
+    due = messages.due_at_of(headers)
+    return 0.0 if due is None else due / 1000.0 - time.time()

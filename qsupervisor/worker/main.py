@@ -1,9 +1,9 @@
 """Entry point of a worker process, called in the child right after its leader forks.
 
-Threads: the main thread owns signals and the channel to the master, the I/O thread owns
-the broker connection, the job thread runs the handler. The main thread never touches pika
-except through `Consumer.request_stop`, which is thread-safe, so a signal can never land
-inside pika's own locks.
+Threads: the main thread owns signals, timers (job timeout, max_age, stop deadline) and
+the channel to the master; the I/O thread owns the broker connection; the job thread runs
+the handler. The main thread never touches pika except through the consumer's thread-safe
+methods, so a signal can never land inside pika's own locks.
 """
 
 from __future__ import annotations
@@ -17,12 +17,13 @@ import threading
 import time
 import traceback
 from dataclasses import dataclass
-from typing import Any, Callable, NoReturn, Optional
+from typing import Any, Callable, Dict, NoReturn, Optional, Tuple
 
 from setproctitle import setproctitle
 
 from qsupervisor import ipc, logs, procutil
-from qsupervisor.config import ProgramConfig
+from qsupervisor.broker.delays import DelayChain
+from qsupervisor.config import DaemonConfig, ProgramConfig
 from qsupervisor.worker.consumer import Consumer, WorkerEvents
 from qsupervisor.worker.jobs import JobRunner
 from qsupervisor.worker.stats import Stats
@@ -31,16 +32,18 @@ log = logs.get("qsupervisor.worker")
 
 EXIT_HANDLER_IMPORT = 3  # the handler could not be imported: a start failure
 EXIT_STOP_TIMEOUT = 4  # had to leave with a job still running
+EXIT_JOB_TIMEOUT = 5  # a job ran past `timeout`; its message was retried or dead-lettered
+ABANDON_GRACE = 10.0  # seconds the I/O thread gets to settle a timed-out job's message
+CRASH_QUERY_TIMEOUT = 2.0
 
 
 @dataclass(frozen=True)
 class WorkerSpec:
     program: ProgramConfig
-    broker: str
+    daemon: DaemonConfig
     slot: int
     max_jobs: int  # this worker's own limit, jitter already drawn; 0 = never
     log_format: str
-    log_level: str
 
 
 def load_handler(spec: str) -> Callable[[Any], Any]:
@@ -53,15 +56,21 @@ def load_handler(spec: str) -> Callable[[Any], Any]:
     return target
 
 
-class _ChannelEvents(WorkerEvents):
-    def __init__(self, channel: socket.socket) -> None:
-        self._channel = channel
+class MasterChannel(WorkerEvents):
+    """The worker's end of its socketpair with the master: events out, and the one
+    question a worker asks (how often did this message kill a worker?)."""
+
+    def __init__(self, sock: socket.socket, wake: int) -> None:
+        self.sock = sock
+        self._wake = wake
         self._lock = threading.Lock()
+        self._answers: Dict[int, Tuple[threading.Event, list]] = {}
+        self._next = 0
 
     def send(self, msg: ipc.Message) -> None:
         with self._lock:
             try:
-                ipc.send(self._channel, msg)
+                ipc.send(self.sock, msg)
             except OSError:
                 pass  # the master is gone; the main thread notices the EOF
 
@@ -70,6 +79,36 @@ class _ChannelEvents(WorkerEvents):
 
     def broker_lost(self, error: str) -> None:
         self.send({"ev": "broker_lost", "error": error})
+
+    def broker_back(self) -> None:
+        self.send({"ev": "broker_back"})
+
+    def job_started(self) -> None:
+        try:
+            os.write(self._wake, b"J")  # the main thread arms the job timeout
+        except OSError:
+            pass
+
+    def crashes(self, message_id: str) -> Tuple[int, str]:
+        """Called from the job thread; the main thread delivers the answer."""
+        event: threading.Event = threading.Event()
+        box: list = []
+        with self._lock:
+            self._next += 1
+            rid = self._next
+            self._answers[rid] = (event, box)
+        self.send({"op": "crashes", "rid": rid, "id": message_id})
+        event.wait(CRASH_QUERY_TIMEOUT)
+        with self._lock:
+            self._answers.pop(rid, None)
+        return (int(box[0]), str(box[1])) if box else (0, "")
+
+    def answer(self, msg: ipc.Message) -> None:
+        with self._lock:
+            waiting = self._answers.get(int(msg.get("rid", -1)))
+        if waiting is not None:
+            waiting[1].extend([msg.get("count", 0), msg.get("how", "")])
+            waiting[0].set()
 
 
 def run(spec: WorkerSpec, channel: socket.socket, stats_fd: int) -> NoReturn:
@@ -82,87 +121,157 @@ def run(spec: WorkerSpec, channel: socket.socket, stats_fd: int) -> NoReturn:
         os._exit(code)
 
 
-def _run(spec: WorkerSpec, channel: socket.socket, stats_fd: int) -> int:
-    name = spec.program.name
-    setproctitle(f"qsupervisord: {name} worker {spec.slot}")
+def _run(spec: WorkerSpec, channel_sock: socket.socket, stats_fd: int) -> int:
+    program = spec.program
+    setproctitle(f"qsupervisord: {program.name} worker {spec.slot}")
     procutil.reset_signals()
     procutil.die_with_parent(signal.SIGTERM)
-    logs.configure(spec.log_format, spec.log_level)
-    logs.bind(program=name, slot=spec.slot)
-    events = _ChannelEvents(channel)
+    logs.configure(spec.log_format, spec.daemon.log_level)
+    logs.bind(program=program.name, slot=spec.slot)
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+    channel = MasterChannel(channel_sock, wake_w)
     try:
-        handler = load_handler(spec.program.handler)
+        handler = load_handler(program.handler)
     except Exception as exc:
-        log.error("cannot import the handler", handler=spec.program.handler,
+        log.error("cannot import the handler", handler=program.handler,
                   error=traceback.format_exc())
-        events.send({"ev": "exiting", "reason": "handler import failed",
-                     "error": f"{spec.program.handler}: {type(exc).__name__}: {exc}"})
+        channel.send({"ev": "exiting", "reason": "handler import failed",
+                      "error": f"{program.handler}: {type(exc).__name__}: {exc}"})
         return EXIT_HANDLER_IMPORT
     stats = Stats(stats_fd)
-    runner = JobRunner(handler, spec.program.queue, stats)
-    consumer = Consumer(spec.broker, spec.program.queue, spec.program.prefetch,
-                        spec.max_jobs, runner, events)
-    reason = _supervise(consumer, channel, spec.program.stop_timeout)
+    runner = JobRunner(handler, program, stats, channel.crashes)
+    chain = DelayChain.for_program(program, spec.daemon.delay)
+    consumer = Consumer(spec.daemon.broker, program, chain, spec.max_jobs, runner, channel,
+                        name=f"qsupervisor {program.name} worker {spec.slot} pid {os.getpid()}",
+                        after_job=lambda: _memory_exceeded(program.max_memory))
+    supervisor = _Supervisor(consumer, channel, stats, program, wake_r, wake_w)
+    reason = supervisor.run()
+    if reason == "timeout":
+        return EXIT_JOB_TIMEOUT
     if reason is None:
         log.error("stop_timeout passed with a job still running; leaving it to the broker")
         return EXIT_STOP_TIMEOUT
-    events.send({"ev": "exiting", "reason": reason})
+    channel.send({"ev": "exiting", "reason": reason})
     return 0
 
 
-def _supervise(consumer: Consumer, channel: socket.socket, stop_timeout: float) -> Optional[str]:
-    """Run the consumer and wait for a reason to stop; None if it did not stop in time."""
-    wake_r, wake_w = os.pipe()
-    os.set_blocking(wake_w, False)
-    signal.set_wakeup_fd(wake_w)
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
-        signal.signal(sig, lambda *_: None)  # the wake-up fd carries the signal number
-    done = threading.Event()
-    result: list = []
+def _memory_exceeded(limit: int) -> Optional[str]:
+    if limit and (procutil.read_rss(os.getpid()) or 0) > limit:
+        return "max_memory"
+    return None
 
-    def consume() -> None:
+
+class _Supervisor:
+    """The main thread: waits for signals, the master and deadlines."""
+
+    def __init__(self, consumer: Consumer, channel: MasterChannel, stats: Stats,
+                 program: ProgramConfig, wake_r: int, wake_w: int) -> None:
+        self.consumer = consumer
+        self.channel = channel
+        self.stats = stats
+        self.program = program
+        self.wake_r = wake_r
+        self.wake_w = wake_w
+        self.done = threading.Event()
+        self.result: list = []
+        self.stop_deadline: Optional[float] = None
+        self.age_deadline = time.monotonic() + program.max_age if program.max_age else None
+        self.job_deadline: Optional[float] = None
+        self.job_started: Optional[float] = None
+        self.selector = selectors.DefaultSelector()
+
+    def run(self) -> Optional[str]:
+        """Run the consumer until it stops; its reason, "timeout", or None if it did not
+        stop within stop_timeout."""
+        signal.set_wakeup_fd(self.wake_w)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+            signal.signal(sig, lambda *_: None)  # the wake-up fd carries the signal number
+        threading.Thread(target=self._consume, name="io", daemon=True).start()
+        self.selector.register(self.wake_r, selectors.EVENT_READ)
+        self.selector.register(self.channel.sock, selectors.EVENT_READ)
+        while not self.done.is_set():
+            deadlines = [d for d in (self.stop_deadline, self.age_deadline, self.job_deadline) if d]
+            timeout = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
+            for key, _ in self.selector.select(timeout):
+                if key.fileobj == self.wake_r:
+                    self._on_wake(os.read(self.wake_r, 512))
+                else:
+                    self._on_master()
+            outcome = self._check_deadlines()
+            if outcome is not None:
+                return None if outcome == "stop_timeout" else outcome
+        if not self.result:
+            raise RuntimeError("the consumer thread failed")
+        return self.result[0]
+
+    def _consume(self) -> None:
         try:
-            result.append(consumer.run())
+            self.result.append(self.consumer.run())
         except BaseException:
             log.error("the consumer failed", error=traceback.format_exc())
         finally:
-            done.set()
-            os.write(wake_w, b"\0")
+            self.done.set()
+            os.write(self.wake_w, b"\0")
 
-    threading.Thread(target=consume, name="io", daemon=True).start()
-    selector = selectors.DefaultSelector()
-    selector.register(wake_r, selectors.EVENT_READ)
-    selector.register(channel, selectors.EVENT_READ)
-    deadline: Optional[float] = None
-    while not done.is_set():
-        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-        if deadline is not None and timeout == 0.0:
-            return None
-        for key, _ in selector.select(timeout):
-            reason = _read_stop_request(key.fileobj, wake_r, channel, selector)
-            if reason is not None and deadline is None:
-                consumer.request_stop(reason)
-                deadline = time.monotonic() + stop_timeout
-    if not result:
-        raise RuntimeError("the consumer thread failed")
-    return result[0]
+    def _stop(self, reason: str) -> None:
+        if self.stop_deadline is None:
+            self.consumer.request_stop(reason)
+            self.stop_deadline = time.monotonic() + self.program.stop_timeout
+            self.age_deadline = None
 
+    def _on_wake(self, data: bytes) -> None:
+        if any(b in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT) for b in data):
+            self._stop("stop")
+        if b"J" in data and self.program.timeout:
+            snapshot = self.stats.read()
+            self.job_started = snapshot.job_started
+            if self.job_started is not None:
+                elapsed = max(0.0, time.time() - self.job_started)
+                self.job_deadline = time.monotonic() + self.program.timeout - elapsed
 
-def _read_stop_request(source: Any, wake_r: int, channel: socket.socket,
-                       selector: selectors.BaseSelector) -> Optional[str]:
-    if source == wake_r:
-        data = os.read(wake_r, 512)
-        signals = [b for b in data if b in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)]
-        return "stop" if signals else None
-    msg, _fds = ipc.recv(channel)
-    if msg is None:
-        # The master is gone: nobody reads our output any more, so do not block on it.
-        selector.unregister(channel)
-        _silence_output()
-        return "master gone"
-    if msg.get("op") == "stop":
-        return str(msg.get("reason") or "stop")
-    return None
+    def _on_master(self) -> None:
+        msg, _fds = ipc.recv(self.channel.sock)
+        if msg is None:
+            # The master is gone: nobody reads our output any more, so do not block on it.
+            self.selector.unregister(self.channel.sock)
+            _silence_output()
+            self._stop("master gone")
+        elif msg.get("op") == "stop":
+            self._stop(str(msg.get("reason") or "stop"))
+        elif "rid" in msg:
+            self.channel.answer(msg)
+
+    def _check_deadlines(self) -> Optional[str]:
+        now = time.monotonic()
+        if self.job_deadline is not None and now >= self.job_deadline:
+            self.job_deadline = None
+            if self._job_still_running():
+                return self._abandon_job()
+        if self.age_deadline is not None and now >= self.age_deadline:
+            self._stop("max_age")
+        if self.stop_deadline is not None and now >= self.stop_deadline:
+            return "stop_timeout"
+        return None
+
+    def _job_still_running(self) -> bool:
+        snapshot = self.stats.read()
+        return snapshot.job_started is not None and snapshot.job_started == self.job_started
+
+    def _abandon_job(self) -> Optional[str]:
+        """The handler cannot be interrupted (it may sit in a C call), so the process
+        leaves without it once its message is settled as a failed attempt."""
+        snapshot = self.stats.read()
+        error = f"job ran longer than timeout ({self.program.timeout:g}s)"
+        log.error("job timed out; abandoning it and replacing this worker",
+                  message_id=snapshot.job_id, timeout=self.program.timeout)
+        settled = (self.consumer.abandon_job("timeout", error)
+                   and self.consumer.abandon_done.wait(ABANDON_GRACE))
+        # Unsettled, the message returns to the queue when we exit; the master then counts
+        # the timeout as a crash of this message.
+        self.channel.send({"ev": "exiting", "reason": "timeout", "error": error,
+                           "settled": bool(settled)})
+        return "timeout"
 
 
 def _silence_output() -> None:

@@ -1,9 +1,10 @@
 """A worker's live counters, in a small shared-memory segment the master can read.
 
 The master wants each worker's job count and current job for `status`, but must not be
-woken twice per job for that: at thousands of jobs per second the events would cost more
+woken for that on every job: at thousands of jobs per second the events would cost more
 than the jobs. So the worker writes into a memfd the master also maps, and the master
-reads it only when someone asks. A torn read can only show a slightly stale value.
+reads it only when someone asks (or when the worker dies, to learn which message it was
+running). A torn read can only show a slightly stale value.
 """
 
 from __future__ import annotations
@@ -12,12 +13,34 @@ import mmap
 import os
 import struct
 import time
-from typing import Optional, Tuple
+from dataclasses import dataclass
+from typing import Optional
 
-# jobs done, failed, current job start (epoch seconds; 0 = idle), job id length; job id bytes
-_HEADER = struct.Struct("<QQdH")
+# done, failed, retried, dead-lettered, held (received, not settled), job start, id length
+_HEADER = struct.Struct("<QQQQIdH")
+_ID_OFFSET = 64
 _ID_MAX = 200
+# One bucket per second of the last minute: (epoch second, done, failed, retried).
+_BUCKET = struct.Struct("<IIII")
+_BUCKETS = 60
+_RING_OFFSET = _ID_OFFSET + _ID_MAX + 8
 SIZE = 4096
+
+DONE, FAILED, RETRIED, DEAD = range(4)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    done: int
+    failed: int
+    retried: int
+    dead: int
+    held: int
+    job_id: Optional[str]
+    job_started: Optional[float]
+    done_last_minute: int
+    failed_last_minute: int
+    retried_last_minute: int
 
 
 def create() -> int:
@@ -31,23 +54,60 @@ class Stats:
     def __init__(self, fd: int) -> None:
         self._map = mmap.mmap(fd, SIZE)
 
+    # -- written by the worker --------------------------------------------------------
+
     def job_started(self, job_id: str) -> None:
-        jobs, failed, _, _ = _HEADER.unpack_from(self._map, 0)
         raw = job_id.encode("utf-8", "replace")[:_ID_MAX]
-        self._map[_HEADER.size:_HEADER.size + len(raw)] = raw
-        _HEADER.pack_into(self._map, 0, jobs, failed, time.time(), len(raw))
+        self._map[_ID_OFFSET:_ID_OFFSET + len(raw)] = raw
+        values = list(_HEADER.unpack_from(self._map, 0))
+        values[5], values[6] = time.time(), len(raw)
+        _HEADER.pack_into(self._map, 0, *values)
 
-    def job_finished(self, ok: bool) -> None:
-        jobs, failed, _, _ = _HEADER.unpack_from(self._map, 0)
-        _HEADER.pack_into(self._map, 0, jobs + 1, failed + (0 if ok else 1), 0.0, 0)
+    def job_finished(self, outcome: int) -> None:
+        """`outcome`: DONE (acked), FAILED and RETRIED, or FAILED and DEAD."""
+        values = list(_HEADER.unpack_from(self._map, 0))
+        values[0] += 1
+        if outcome != DONE:
+            values[1] += 1
+        if outcome == RETRIED:
+            values[2] += 1
+        elif outcome == DEAD:
+            values[3] += 1
+        values[5], values[6] = 0.0, 0
+        _HEADER.pack_into(self._map, 0, *values)
+        self._count_this_second(outcome)
 
-    def read(self) -> Tuple[int, int, Optional[str], Optional[float]]:
-        """(jobs done, jobs failed, current job id, its start time)."""
-        jobs, failed, started, length = _HEADER.unpack_from(self._map, 0)
-        if not started:
-            return jobs, failed, None, None
-        job_id = bytes(self._map[_HEADER.size:_HEADER.size + min(length, _ID_MAX)])
-        return jobs, failed, job_id.decode("utf-8", "replace"), started
+    def set_held(self, held: int) -> None:
+        values = list(_HEADER.unpack_from(self._map, 0))
+        values[4] = max(0, held)
+        _HEADER.pack_into(self._map, 0, *values)
+
+    def _count_this_second(self, outcome: int) -> None:
+        now = int(time.time())
+        offset = _RING_OFFSET + (now % _BUCKETS) * _BUCKET.size
+        second, done, failed, retried = _BUCKET.unpack_from(self._map, offset)
+        if second != now:
+            second, done, failed, retried = now, 0, 0, 0
+        _BUCKET.pack_into(self._map, offset, second, done + 1,
+                          failed + (outcome != DONE), retried + (outcome == RETRIED))
+
+    # -- read by the master -------------------------------------------------------------
+
+    def read(self) -> Snapshot:
+        done, failed, retried, dead, held, started, length = _HEADER.unpack_from(self._map, 0)
+        job_id = None
+        if started:
+            raw = bytes(self._map[_ID_OFFSET:_ID_OFFSET + min(length, _ID_MAX)])
+            job_id = raw.decode("utf-8", "replace")
+        recent = [0, 0, 0]
+        horizon = int(time.time()) - _BUCKETS
+        for i in range(_BUCKETS):
+            second, d, f, r = _BUCKET.unpack_from(self._map, _RING_OFFSET + i * _BUCKET.size)
+            if second > horizon:
+                recent[0] += d
+                recent[1] += f
+                recent[2] += r
+        return Snapshot(done, failed, retried, dead, held, job_id, started or None, *recent)
 
     def close(self) -> None:
         self._map.close()

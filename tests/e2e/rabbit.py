@@ -11,6 +11,8 @@ from typing import Any, Dict, List, Optional
 
 import pika
 
+from qsupervisor.broker.delays import DelayChain
+
 from .harness import BROKER_URL, DEADLINE, wait_for
 
 
@@ -44,9 +46,11 @@ class Broker:
         return self._channel
 
     def declare(self, label: str) -> str:
+        """A fresh queue, declared as the daemon will (quorum, the default queue_type), so a
+        test can publish before the daemon runs."""
         name = unique_queue(label)
         self.queues.append(name)
-        self.channel.queue_declare(name, durable=True)
+        self.channel.queue_declare(name, durable=True, arguments={"x-queue-type": "quorum"})
         return name
 
     def publish(self, queue: str, payload: Optional[Dict[str, Any]] = None,
@@ -71,9 +75,16 @@ class Broker:
                  what=lambda: f"{count} consumers on {queue} (now {self.counts(queue)})")
 
     def close(self) -> None:
+        """Delete the test's queues and what the daemon declared for them: the dead-letter
+        queue and the delay chain."""
         try:
             for name in self.queues:
                 self.channel.queue_delete(name)
+                self.channel.queue_delete(f"{name}.failed")
+                chain = DelayChain(f"{name}.delay", name)
+                for k in range(chain.levels):
+                    self.channel.queue_delete(chain.level_queue(k))
+                    self.channel.exchange_delete(chain.level_exchange(k))
         finally:
             self._conn.close()
 

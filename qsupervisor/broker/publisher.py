@@ -1,0 +1,173 @@
+"""Publishing with publisher confirms and the mandatory flag: a message the broker did not
+take (nothing bound to route it, or nacked) raises PublishError instead of vanishing.
+
+`publish_to_queue` and `publish_delayed` work on any channel in confirm mode; the worker
+reuses them on its own channel for retries and dead-lettering. `Publisher` wraps one
+connection and one channel for producers, and `publish` is the one-call form.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Mapping, Optional
+
+import pika
+import pika.exceptions
+
+from qsupervisor.broker import messages
+from qsupervisor.broker.connection import BrokerUnreachable, connect, default_broker, display_url
+from qsupervisor.broker.delays import DelayChain
+from qsupervisor.config.model import DelayConfig
+
+
+class PublishError(Exception):
+    """The message was not (or may not have been) accepted by the broker."""
+
+
+# -- on a channel the caller owns --------------------------------------------------------------
+
+
+def publish_to_queue(channel: Any, queue: str, body: bytes,
+                     properties: pika.BasicProperties) -> None:
+    """Publish straight to `queue` through the default exchange; return once confirmed.
+
+    `channel` must be in confirm mode (confirm_delivery), or a lost message goes unseen.
+    Connection errors propagate as pika raises them: the caller owns the connection.
+    """
+    hint = (f"queue '{queue}' does not exist; it is declared when its program starts "
+            "(or by `qsupervisorctl publish`)")
+    _publish(channel, "", queue, body, properties, hint)
+
+
+def publish_delayed(channel: Any, chain: DelayChain, body: bytes,
+                    properties: pika.BasicProperties, delay: float) -> None:
+    """Publish into `chain` so the message reaches chain.queue after `delay` seconds
+    (a delay of zero or less publishes straight to chain.queue).
+
+    Works on a copy of `properties`: sets x-qsupervisor-due-at and removes the broker's
+    own headers (x-death from an earlier trip through the chain would get the message
+    dropped by RabbitMQ's dead-letter cycle detection). ValueError if `delay` is longer
+    than the chain holds. `channel` must be in confirm mode, as for publish_to_queue.
+    """
+    routing_key = chain.routing_key(delay)  # first: a delay too long is the caller's error
+    props = copy.copy(properties)
+    props.headers = messages.without_broker_headers(properties.headers)
+    if chain.units(delay) == 0:
+        props.headers.pop(messages.DUE_AT, None)
+        publish_to_queue(channel, chain.queue, body, props)
+        return
+    props.headers[messages.DUE_AT] = messages.due_at_for(delay)
+    hint = (f"the delay chain '{chain.exchange}' is not bound to queue '{chain.queue}'; "
+            "it is declared when the program starts")
+    _publish(channel, chain.exchange, routing_key, body, props, hint)
+
+
+def _publish(channel: Any, exchange: str, routing_key: str, body: bytes,
+             properties: pika.BasicProperties, hint: str) -> None:
+    message_id = messages.message_id_of(properties, body)
+    target = f"exchange '{exchange}'" if exchange else f"queue '{routing_key}'"
+    try:
+        channel.basic_publish(exchange, routing_key, body, properties, mandatory=True)
+    except pika.exceptions.UnroutableError:
+        raise PublishError(
+            f"message {message_id} was returned unroutable by {target}: {hint}") from None
+    except pika.exceptions.NackError:
+        raise PublishError(f"the broker refused message {message_id} for {target} (nack); "
+                           "it may be out of disk or memory, or the queue is full") from None
+    except pika.exceptions.ChannelClosedByBroker as exc:
+        # e.g. 404 for a missing exchange. The channel is gone; the caller must open another.
+        raise PublishError(f"cannot publish message {message_id} to {target}: "
+                           f"{exc.reply_code} {exc.reply_text}") from exc
+
+
+# -- a producer's own connection ------------------------------------------------------------------
+
+
+class Publisher:
+    """One connection and one confirm-mode channel, reused across publishes.
+
+    Not thread-safe, like the pika BlockingConnection inside it: use one per thread.
+    After a lost connection the next publish reconnects. `delay` must match the daemon's
+    `delay:` settings: the routing key of a delayed message depends on the resolution.
+    """
+
+    def __init__(self, broker_url: Optional[str] = None, *, delay: Optional[DelayConfig] = None,
+                 name: str = "qsupervisor publisher") -> None:
+        self._url = broker_url or default_broker()
+        self._delay = delay if delay is not None else DelayConfig()
+        self._name = name
+        self._connection: Optional[pika.BlockingConnection] = None
+        self._channel: Any = None
+        self._open_channel()  # now, so a wrong URL fails here rather than at the first publish
+
+    def publish(self, queue: str, payload: Any, *, delay: Optional[float] = None,
+                headers: Optional[Mapping[str, Any]] = None, message_id: Optional[str] = None,
+                fmt: str = messages.FORMAT_JSON, delay_exchange: Optional[str] = None,
+                content_type: Optional[str] = None) -> str:
+        """Publish `payload` to `queue`, now or after `delay` seconds; return its message id.
+
+        `delay_exchange` defaults to "<queue>.delay", as in the configuration.
+        """
+        body, default_type = messages.encode(payload, fmt)
+        properties = messages.message_properties(
+            content_type or default_type, message_id=message_id,
+            headers=messages.first_publish_headers(headers))
+        chain = DelayChain(delay_exchange or f"{queue}.delay", queue,
+                           self._delay.resolution, self._delay.levels)
+        chain.routing_key(delay or 0.0)  # a delay too long is a ValueError, before any I/O
+        channel = self._open_channel()
+        try:
+            # No delay (None, 0, negative) goes straight to the queue's default binding.
+            publish_delayed(channel, chain, body, properties, delay or 0.0)
+        except PublishError:
+            if not channel.is_open:
+                self._channel = None
+            raise
+        except (pika.exceptions.AMQPError, OSError) as exc:
+            self.close()
+            raise PublishError(
+                f"lost the connection to {display_url(self._url)} while publishing message "
+                f"{properties.message_id}; it may or may not have been published: {exc!r}") from exc
+        return str(properties.message_id)
+
+    def close(self) -> None:
+        connection, self._connection, self._channel = self._connection, None, None
+        if connection is not None and connection.is_open:
+            try:
+                connection.close()
+            except (pika.exceptions.AMQPError, OSError):
+                pass  # closing a connection that is already going away
+
+    def __enter__(self) -> Publisher:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _open_channel(self) -> Any:
+        if self._channel is not None and self._channel.is_open:
+            return self._channel
+        try:
+            if self._connection is None or not self._connection.is_open:
+                self._connection = connect(self._url, name=self._name)
+            channel = self._connection.channel()
+            channel.confirm_delivery()
+        except BrokerUnreachable as exc:
+            raise PublishError(str(exc)) from exc
+        except (pika.exceptions.AMQPError, OSError) as exc:
+            self.close()
+            raise PublishError(
+                f"cannot open a channel on {display_url(self._url)}: {exc!r}") from exc
+        self._channel = channel
+        return channel
+
+
+def publish(queue: str, payload: Any, *, delay: Optional[float] = None,
+            headers: Optional[Mapping[str, Any]] = None, broker: Optional[str] = None) -> str:
+    """Publish one message with a short-lived connection; return its message id.
+
+    `broker` defaults to $QSUPERVISOR_BROKER, else amqp://guest:guest@127.0.0.1:5672/%2F.
+    For many messages, keep a Publisher instead: a connection per message is slow.
+    """
+    with Publisher(broker) as publisher:
+        return publisher.publish(queue, payload, delay=delay, headers=headers)

@@ -1,0 +1,184 @@
+"""Declaring what a program needs on the broker: its queue, its dead-letter queue and its
+delay chain, idempotently, once when the program starts.
+
+RabbitMQ answers a declaration that contradicts an existing queue or exchange by closing
+the channel with 406 PRECONDITION_FAILED and a reply text naming the argument. We turn
+that into a TopologyConflict that says which object, which argument, both values and what
+to do, so the program is not started and the user knows why.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, List, Optional, Tuple, Union
+
+import pika.exceptions
+
+from qsupervisor.broker.declarations import (
+    ROLE_DEAD_LETTER, ROLE_QUEUE, BindingDecl, Declaration, ExchangeDecl, QueueDecl)
+from qsupervisor.broker.delays import DelayChain
+
+if TYPE_CHECKING:
+    from qsupervisor.config.model import DelayConfig, ProgramConfig
+
+ChannelFactory = Callable[[], Any]  # returns a fresh pika BlockingChannel
+
+PRECONDITION_FAILED = 406
+NOT_FOUND = 404
+
+# "inequivalent arg 'x-queue-type' for queue 'orders' in vhost '/': received 'quorum' but
+# current is 'classic'". A value is 'text', none, or "the value 'text' of type 'longstr'".
+_INEQUIVALENT = re.compile(
+    r"inequivalent arg '(?P<argument>[^']*)' for (?P<kind>queue|exchange) '(?P<name>.*)' "
+    r"in vhost '.*': received (?P<wanted>.+) but current is (?P<current>.+)$")
+_VALUE = re.compile(r"(?:the value )?'(?P<value>.*?)'(?: of type '[^']*')?")
+
+
+class TopologyError(Exception):
+    """The broker refused a declaration (permissions, a conflict, ...)."""
+
+
+class TopologyConflict(TopologyError):
+    """A queue or exchange exists with other settings than the program declares."""
+
+    def __init__(self, kind: str, name: str, argument: Optional[str], current: Optional[str],
+                 wanted: Optional[str], hint: str, reply_text: str) -> None:
+        self.kind, self.name, self.argument = kind, name, argument
+        self.current, self.wanted = current, wanted  # None: the argument is not set
+        self.hint, self.reply_text = hint, reply_text
+        if argument is None:  # a reply text we could not parse: show it as it is
+            what = f"{kind} '{name}' already exists with other settings ({reply_text})"
+        else:
+            what = (f"{kind} '{name}' already exists with {argument} {_shown(current)}, "
+                    f"but it is declared with {argument} {_shown(wanted)}")
+        super().__init__(f"{what}: {hint}")
+
+
+def _shown(value: Optional[str]) -> str:
+    return "unset" if value is None else f"'{value}'"
+
+
+@dataclass(frozen=True)
+class Topology:
+    """What one program has on the broker."""
+
+    program: str
+    queue: str
+    queue_type: str
+    dead_letter_queue: str
+    chain: DelayChain
+
+    @classmethod
+    def for_program(cls, program: ProgramConfig, delay: DelayConfig) -> Topology:
+        return cls(program=program.name, queue=program.queue, queue_type=program.queue_type,
+                   dead_letter_queue=program.dead_letter_queue or f"{program.queue}.failed",
+                   chain=DelayChain.for_program(program, delay))
+
+    def declarations(self) -> List[Declaration]:
+        # Only x-queue-type: we dead-letter by publishing ourselves (with confirms), so the
+        # program queue needs no broker-side dead-lettering arguments, and every argument
+        # we add is one more that an existing queue can conflict with.
+        arguments = {"x-queue-type": self.queue_type}
+        return [QueueDecl(self.queue, arguments, role=ROLE_QUEUE),
+                QueueDecl(self.dead_letter_queue, arguments, role=ROLE_DEAD_LETTER),
+                *self.chain.declarations()]
+
+
+def declare(channel_factory: ChannelFactory, program: ProgramConfig,
+            delay_config: DelayConfig) -> Topology:
+    """Declare the program's queues and delay chain; raise TopologyConflict on a mismatch.
+
+    Idempotent: declaring what exists with the same settings changes nothing. Stops at
+    the first refusal, since the broker closes the channel with it.
+    """
+    topology = Topology.for_program(program, delay_config)
+    channel = channel_factory()
+    try:
+        for declaration in topology.declarations():
+            try:
+                _apply(channel, declaration)
+            except pika.exceptions.ChannelClosedByBroker as exc:
+                raise _refusal(topology, declaration, exc) from None
+    finally:
+        if channel.is_open:
+            channel.close()
+    return topology
+
+
+def _apply(channel: Any, declaration: Declaration) -> None:
+    if isinstance(declaration, QueueDecl):
+        channel.queue_declare(declaration.name, durable=declaration.durable,
+                              arguments=dict(declaration.arguments))
+    elif isinstance(declaration, ExchangeDecl):
+        channel.exchange_declare(declaration.name, declaration.type, durable=declaration.durable)
+    elif declaration.to_exchange:
+        channel.exchange_bind(declaration.destination, declaration.source, declaration.routing_key)
+    else:
+        channel.queue_bind(declaration.destination, declaration.source, declaration.routing_key)
+
+
+def _refusal(topology: Topology, declaration: Declaration,
+             exc: pika.exceptions.ChannelClosedByBroker) -> TopologyError:
+    reply = str(exc.reply_text)
+    if isinstance(declaration, BindingDecl):
+        return TopologyError(f"cannot bind '{declaration.destination}' to exchange "
+                             f"'{declaration.source}': {exc.reply_code} {reply}")
+    if exc.reply_code != PRECONDITION_FAILED:
+        return TopologyError(f"cannot declare {declaration.kind} '{declaration.name}' "
+                             f"({declaration.role} of program '{topology.program}'): "
+                             f"{exc.reply_code} {reply}")
+    argument, current, wanted = parse_inequivalent(reply)
+    hint = conflict_hint(topology, declaration, argument, current)
+    return TopologyConflict(declaration.kind, declaration.name, argument, current, wanted,
+                            hint, reply)
+
+
+def parse_inequivalent(reply_text: str) -> Tuple[Optional[str], Optional[str], Optional[str]]:
+    """(argument, broker's value, declared value) from a 406 reply text; Nones if unknown."""
+    match = _INEQUIVALENT.search(reply_text)
+    if match is None:
+        return None, None, None
+    return match["argument"], _value(match["current"]), _value(match["wanted"])
+
+
+def _value(text: str) -> Optional[str]:
+    if text.strip() == "none":
+        return None
+    match = _VALUE.fullmatch(text.strip())
+    return match["value"] if match else text.strip()
+
+
+def conflict_hint(topology: Topology, declaration: Union[QueueDecl, ExchangeDecl],
+                  argument: Optional[str], current: Optional[str]) -> str:
+    """What the user can do about a conflict, which depends on what the object is for."""
+    program = topology.program
+    if declaration.role in (ROLE_QUEUE, ROLE_DEAD_LETTER):
+        if argument == "x-queue-type":
+            keep = "classic" if current is None else current
+            return (f"set queue_type: {keep} for program '{program}' to keep the queue as it is, "
+                    f"or move its messages away and delete queue '{declaration.name}' so it "
+                    f"can be declared as {topology.queue_type}")
+        return (f"queue '{declaration.name}' was created by something else with other "
+                f"settings; delete it (after moving its messages) or point program "
+                f"'{program}' at another queue")
+    chain = topology.chain
+    return (f"the delay chain '{chain.exchange}' was declared with other settings (another "
+            f"delay resolution or version?); once its queues {chain.level_queue(0)} .. "
+            f"{chain.level_queue(chain.levels - 1)} are empty, delete them and its exchanges, "
+            f"or set delay_exchange to a new name for program '{program}'")
+
+
+def queue_depth(channel_factory: ChannelFactory, queue: str) -> Optional[Tuple[int, int]]:
+    """(messages ready, consumers) of `queue`, or None if it does not exist."""
+    channel = channel_factory()
+    try:
+        ok = channel.queue_declare(queue, passive=True).method
+    except pika.exceptions.ChannelClosedByBroker as exc:
+        if exc.reply_code == NOT_FOUND:
+            return None
+        raise
+    finally:
+        if channel.is_open:
+            channel.close()
+    return int(ok.message_count), int(ok.consumer_count)

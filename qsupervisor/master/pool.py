@@ -1,0 +1,383 @@
+"""A program's workers as the master runs them: slots, spawning through the leader,
+rolling replacement, exits, backoff, and the job-timeout watchdog.
+
+The program (program.py) owns the leader and the program's state; the pool asks it for
+both and tells it when the last worker is gone.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import random
+import signal
+import time
+from typing import TYPE_CHECKING, Any, Deque, Dict, Iterator, List, Optional, Tuple
+
+from qsupervisor import ipc, logs, procutil
+from qsupervisor.master.crashes import CrashLedger
+from qsupervisor.master.process import Slot, WorkerProc
+from qsupervisor.states import ProgramState, WorkerState, transition
+from qsupervisor.worker import stats as worker_stats
+from qsupervisor.worker.main import ABANDON_GRACE, EXIT_HANDLER_IMPORT, EXIT_JOB_TIMEOUT
+from qsupervisor.worker.stats import Snapshot
+
+if TYPE_CHECKING:
+    from qsupervisor.master.program import Host, ProgramRuntime
+
+log = logs.get("qsupervisor.master")
+
+W = WorkerState
+BACKOFF_INITIAL = 1.0
+BACKOFF_MAX = 60.0
+STABLE_AFTER = 60.0  # a worker RUNNING this long has started cleanly; its failures reset
+RECENT = 60.0  # seconds of exited workers' counters kept for the "last minute" figures
+# The worker abandons a timed-out job itself; the master kills it only if it cannot
+# (its main thread stuck too, e.g. in C code holding the GIL).
+WATCHDOG_MARGIN = ABANDON_GRACE + 5.0
+
+
+def backoff(failures: int) -> float:
+    return min(BACKOFF_MAX, BACKOFF_INITIAL * 2 ** max(0, failures - 1))
+
+
+class WorkerPool:
+    def __init__(self, program: "ProgramRuntime", host: "Host") -> None:
+        self.program = program
+        self.host = host
+        self.slots: Dict[int, Slot] = {}
+        self.draining: List[WorkerProc] = []
+        self.crashes = CrashLedger()
+        self.recent: Deque[Tuple[float, Snapshot]] = collections.deque()
+        self._pending_spawns: Dict[int, WorkerProc] = {}
+        self._next_wid = 0
+        self._watchdog: Any = None
+
+    @property
+    def name(self) -> str:
+        return self.program.name
+
+    # -- queries ------------------------------------------------------------------------
+
+    def workers(self) -> Iterator[WorkerProc]:
+        """Every worker status shows: the slots' current ones, the ones they replace, then
+        those draining."""
+        for index in sorted(self.slots):
+            if self.slots[index].worker is not None:
+                yield self.slots[index].worker  # type: ignore[misc]
+        for index in sorted(self.slots):
+            if self.slots[index].predecessor is not None:
+                yield self.slots[index].predecessor  # type: ignore[misc]
+        yield from self.draining
+
+    def all_known(self) -> List[WorkerProc]:
+        found = [s.worker for s in self.slots.values() if s.worker is not None]
+        found += [s.predecessor for s in self.slots.values() if s.predecessor is not None]
+        found += self.draining
+        return list({id(w): w for w in found}.values())
+
+    def live(self) -> List[WorkerProc]:
+        return [w for w in self.all_known() if w.alive]
+
+    def recent_exits(self) -> List[Snapshot]:
+        horizon = time.time() - RECENT
+        while self.recent and self.recent[0][0] < horizon:
+            self.recent.popleft()
+        return [snapshot for _, snapshot in self.recent]
+
+    # -- shaping the pool ---------------------------------------------------------------
+
+    def fill(self) -> None:
+        """Bring the slots in line with `desired`: start the missing, drain the extra."""
+        for index in range(self.program.desired):
+            slot = self.slots.setdefault(index, Slot(index))
+            if slot.worker is None or slot.worker.state is W.EXITED:
+                self.spawn(slot)
+        for index, slot in sorted(self.slots.items()):
+            if index >= self.program.desired:
+                self._cancel_backoff(slot)
+                for worker in (slot.worker, slot.predecessor):
+                    self.drain(worker, "scale")
+                del self.slots[index]
+        self._arm_watchdog()
+
+    def roll(self) -> None:
+        """Start a successor for every slot; each old worker stops once it runs."""
+        for index in range(self.program.desired):
+            slot = self.slots.setdefault(index, Slot(index))
+            old = slot.worker
+            self._cancel_backoff(slot)
+            slot.failures = slot.start_failures = 0
+            if old is not None and old.alive and old.state is not W.STOPPING:
+                if slot.predecessor is None:
+                    slot.predecessor = old
+                else:  # a reload during a reload: the half-started one goes
+                    self.drain(old, "reload")
+            elif old is not None and old.alive:
+                self.draining.append(old)  # stopping already; no longer the slot's
+            self.spawn(slot)
+        self.fill()
+
+    def revive_fatal(self) -> None:
+        for slot in self.slots.values():
+            if slot.worker is not None and slot.worker.state is W.FATAL:
+                slot.failures = slot.start_failures = 0
+                transition(slot.worker, W.EXITED)
+
+    def stop_all(self, reason: str) -> None:
+        for slot in self.slots.values():
+            self._cancel_backoff(slot)
+            if slot.worker is not None and slot.worker.state in (W.BACKOFF, W.FATAL):
+                transition(slot.worker, W.EXITED)
+        for worker in self.live():
+            self.stop_worker(worker, reason)
+
+    def spawn(self, slot: Slot) -> None:
+        leader = self.program.leader
+        if leader is None or not leader.ready or self.program.state is not ProgramState.RUNNING:
+            return  # the leader's "ready" fills the pool again
+        config = self.program.config
+        self._next_wid += 1
+        extra = random.randint(0, config.max_jobs_jitter) if config.max_jobs else 0
+        worker = WorkerProc(wid=self._next_wid, slot=slot.index, leader=leader,
+                            max_jobs=config.max_jobs + extra)
+        master_end, worker_end = ipc.socketpair()
+        stats_fd = worker_stats.create()
+        try:
+            ipc.send(leader.sock, {"op": "spawn", "wid": worker.wid, "slot": slot.index,
+                                   "max_jobs": worker.max_jobs}, [worker_end.fileno(), stats_fd])
+        except OSError as exc:
+            master_end.close()
+            os.close(stats_fd)
+            log.error("cannot reach the leader", program=self.name, error=str(exc))
+            return
+        finally:
+            worker_end.close()
+        worker.channel = master_end
+        worker.stats = worker_stats.Stats(stats_fd)
+        os.close(stats_fd)  # the mapping stays valid
+        self.host.loop.add_reader(master_end, lambda: self._on_message(worker))
+        self._pending_spawns[worker.wid] = worker
+        slot.worker = worker
+
+    def drain(self, worker: Optional[WorkerProc], reason: str) -> None:
+        """Detach a worker from its slot and stop it gracefully."""
+        if worker is None or not worker.alive:
+            return
+        if worker not in self.draining:
+            self.draining.append(worker)
+        self.stop_worker(worker, reason)
+
+    def stop_worker(self, worker: WorkerProc, reason: str) -> None:
+        if not worker.alive or worker.state is W.STOPPING:
+            return
+        worker.stop_reason = reason
+        transition(worker, W.STOPPING, log.info, program=self.name, slot=worker.slot,
+                   pid=worker.pid, reason=reason)
+        if worker.pid is not None:
+            _kill(worker.pid, signal.SIGTERM)
+        worker.kill_timer = self.host.loop.call_later(
+            self.program.config.stop_timeout, lambda: self._kill(worker, "stop_timeout"))
+
+    def kill_all(self) -> None:
+        for worker in self.live():
+            if worker.pid is not None:
+                _kill(worker.pid, signal.SIGKILL)
+
+    # -- events -------------------------------------------------------------------------
+
+    def on_spawned(self, wid: int, pid: int) -> None:
+        worker = self._pending_spawns.pop(wid, None)
+        if worker is None:
+            return
+        worker.pid = pid
+        self.host.track_pid(pid, self.program)
+        log.info("worker started", program=self.name, slot=worker.slot, pid=pid)
+        if worker.state is W.STOPPING:  # a stop arrived before the pid did
+            _kill(pid, signal.SIGTERM)
+
+    def on_spawn_failed(self, wid: int, error: str) -> None:
+        worker = self._pending_spawns.pop(wid, None)
+        if worker is not None:
+            self._gone(worker, None, f"fork failed: {error}")
+
+    def on_exit(self, pid: int, status: int) -> None:
+        worker = next((w for w in self.all_known() if w.pid == pid), None)
+        if worker is not None:
+            self._gone(worker, status, procutil.describe_status(status))
+
+    def _on_message(self, worker: WorkerProc) -> None:
+        assert worker.channel is not None
+        try:
+            msg, fds = ipc.recv(worker.channel)
+        except OSError:
+            msg, fds = None, []
+        for fd in fds:
+            os.close(fd)
+        if msg is None:
+            self._close_channel(worker)
+            return
+        event, op = msg.get("ev"), msg.get("op")
+        if op == "crashes":
+            count, how = self.crashes.take(str(msg.get("id")))
+            ipc.send(worker.channel, {"rid": msg.get("rid"), "count": count, "how": how})
+            return
+        if event == "ready" and worker.state is W.STARTING:
+            worker.ready_at = time.monotonic()
+            transition(worker, W.RUNNING, log.info, program=self.name, slot=worker.slot,
+                       pid=worker.pid)
+            self._on_running(worker)
+        elif event == "broker_lost":
+            worker.broker_error = str(msg.get("error"))
+        elif event == "broker_back":
+            worker.broker_error = None
+        elif event == "exiting":
+            worker.exit_reason = str(msg.get("reason"))
+            worker.exit_error = msg.get("error")
+            worker.exit_settled = bool(msg.get("settled"))
+        self.host.changed()
+
+    def _on_running(self, worker: WorkerProc) -> None:
+        slot = self.slots.get(worker.slot)
+        if slot is None or slot.worker is not worker:
+            return
+        slot.start_failures = 0
+        if slot.predecessor is not None:
+            predecessor, slot.predecessor = slot.predecessor, None
+            self.drain(predecessor, "reload")
+
+    # -- exits --------------------------------------------------------------------------
+
+    def _gone(self, worker: WorkerProc, status: Optional[int], how: str) -> None:
+        if not worker.alive:
+            return
+        if worker.kill_timer is not None:
+            worker.kill_timer.cancel()
+        self._close_channel(worker)
+        code = os.WEXITSTATUS(status) if status is not None and os.WIFEXITED(status) else None
+        timed_out = code == EXIT_JOB_TIMEOUT or worker.killed == "timeout"
+        clean = code == 0 or code == EXIT_JOB_TIMEOUT  # a timeout replaces, never backs off
+        self._account(worker, clean and code == 0, how)
+        worker.last_exit = _exit_summary(worker, code == 0, how, timed_out)
+        transition(worker, W.EXITED, log.info, program=self.name, slot=worker.slot,
+                   pid=worker.pid, exit=worker.last_exit)
+        if worker in self.draining:
+            self.draining.remove(worker)
+        slot = self.slots.get(worker.slot)
+        if slot is not None and slot.predecessor is worker:
+            slot.predecessor = None
+        if slot is not None and slot.worker is worker:
+            slot.last_exit = worker.last_exit
+            self._after_slot_exit(slot, worker, clean, code, timed_out)
+        self.program.workers_changed()
+
+    def _account(self, worker: WorkerProc, clean: bool, how: str) -> None:
+        """Keep the dead worker's counters for a minute, and remember the message it died
+        holding (unless it settled that message itself, as after a job timeout)."""
+        if worker.stats is None:
+            return
+        snapshot = worker.stats.read()
+        self.recent.append((time.time(), snapshot))
+        settled = worker.exit_reason == "timeout" and worker.exit_settled
+        if snapshot.job_id is not None and not clean and not settled:
+            cause = "killed: timeout" if worker.killed == "timeout" else how
+            self.crashes.record(snapshot.job_id, cause)
+
+    def _after_slot_exit(self, slot: Slot, worker: WorkerProc, clean: bool,
+                         code: Optional[int], timed_out: bool) -> None:
+        if self.program.state is not ProgramState.RUNNING or slot.index >= self.program.desired:
+            return  # the leader's "ready" (or a later start) fills the slot
+        if worker.stop_reason or timed_out or (clean and worker.exit_reason):
+            # Recycled on purpose, stopped for a reason that has passed (its leader died),
+            # or replaced after a job timeout: start a new one now, never a failure.
+            slot.restarts += 1
+            self.spawn(slot)
+            return
+        if worker.ran_for() >= STABLE_AFTER:
+            slot.failures = 0
+        slot.failures += 1
+        slot.restarts += 1
+        if worker.ready_at is None or code == EXIT_HANDLER_IMPORT:
+            slot.start_failures += 1
+        if slot.start_failures >= self.program.config.start_retries:
+            transition(worker, W.FATAL, log.error, program=self.name, slot=slot.index,
+                       error=worker.exit_error or worker.last_exit,
+                       hint="fix it, then: qsupervisorctl start " + self.name)
+            return
+        delay = backoff(slot.failures)
+        transition(worker, W.BACKOFF, log.warning, program=self.name, slot=slot.index,
+                   pid=worker.pid, retry_in=delay)
+        slot.backoff_timer = self.host.loop.call_later(delay, lambda: self._retry(slot, worker))
+
+    def _retry(self, slot: Slot, worker: WorkerProc) -> None:
+        slot.backoff_timer = None
+        if (slot.worker is worker and worker.state is W.BACKOFF
+                and self.program.state is ProgramState.RUNNING):
+            transition(worker, W.EXITED)
+            self.spawn(slot)
+        self.host.changed()
+
+    def _kill(self, worker: WorkerProc, why: str) -> None:
+        if worker.alive and worker.pid is not None:
+            log.warning(f"{why} passed; killing the worker", program=self.name,
+                        slot=worker.slot, pid=worker.pid)
+            worker.killed = why
+            _kill(worker.pid, signal.SIGKILL)
+
+    # -- job timeout watchdog -------------------------------------------------------------
+
+    def _arm_watchdog(self) -> None:
+        """A timer only for programs with a job timeout, ticking at a fraction of it: the
+        backstop for a worker too stuck to abandon its own job."""
+        timeout = self.program.config.timeout
+        if not timeout or self._watchdog is not None:
+            return
+        period = max(1.0, min(timeout / 2, 30.0))
+        self._watchdog = self.host.loop.call_later(period, self._watch)
+
+    def _watch(self) -> None:
+        self._watchdog = None
+        limit = self.program.config.timeout + WATCHDOG_MARGIN
+        now = time.time()
+        for worker in self.live():
+            if worker.stats is None or worker.pid is None:
+                continue
+            started = worker.stats.read().job_started
+            if started is not None and now - started > limit:
+                self._kill(worker, "timeout")
+        if self.live():
+            self._arm_watchdog()
+
+    # -- helpers ------------------------------------------------------------------------
+
+    def _cancel_backoff(self, slot: Slot) -> None:
+        if slot.backoff_timer is not None:
+            slot.backoff_timer.cancel()
+            slot.backoff_timer = None
+
+    def _close_channel(self, worker: WorkerProc) -> None:
+        if worker.channel is not None:
+            self.host.loop.remove_reader(worker.channel)
+            worker.channel.close()
+            worker.channel = None
+
+
+def _exit_summary(worker: WorkerProc, clean: bool, how: str, timed_out: bool) -> str:
+    if timed_out:
+        return f"killed: timeout ({worker.exit_error or how})"
+    if worker.killed:
+        return f"killed: {worker.killed} ({worker.stop_reason or how})"
+    if worker.stop_reason:
+        return f"stopped: {worker.stop_reason}" if clean else f"stopped: {worker.stop_reason} ({how})"
+    if clean and worker.exit_reason:
+        return f"recycled: {worker.exit_reason}"
+    if worker.exit_error:
+        return f"failed: {worker.exit_error}"
+    return f"crashed: {how}"
+
+
+def _kill(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
