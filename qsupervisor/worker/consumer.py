@@ -30,6 +30,7 @@ log = logs.get("qsupervisor.worker")
 # Reconnect backoff: a broker restart should not turn into a thundering herd of workers.
 RECONNECT_INITIAL = 0.5
 RECONNECT_MAX = 30.0
+PUBLISH_FAILURE_PAUSE = 1.0  # seconds before a message whose retry could not be published returns
 
 
 @dataclass
@@ -220,20 +221,49 @@ class Consumer:
         """Publish what the outcome asks for, confirmed, then ack the original; if the
         publish fails the original goes back to the queue: never both lost."""
         try:
-            if outcome.kind in (jobs.RETRY, jobs.REDELAY):
-                publisher.publish_delayed(self._confirms, self._chain, outcome.body,
-                                          outcome.properties, outcome.delay)
-            elif outcome.kind == jobs.DEAD:
-                publisher.publish_to_queue(self._confirms, self._program.dead_letter_queue,
-                                           outcome.body, outcome.properties)
+            try:
+                self._publish(outcome)
+            except publisher.PublishError as exc:
+                log.error("could not publish the retry or dead letter; returning the message "
+                          "to the queue in a moment", message_id=outcome.message_id,
+                          error=str(exc))
+                self._reopen_confirms()
+                # Not at once: a broken topology would otherwise spin the message through
+                # the handler as fast as the broker can redeliver it.
+                self._conn_call_later(PUBLISH_FAILURE_PAUSE,
+                                      lambda: self._nack(channel, delivery))
+                return
             channel.basic_ack(delivery.tag)
-        except publisher.PublishError as exc:
-            log.error("could not publish the retry or dead letter; returning the message "
-                      "to the queue", message_id=outcome.message_id, error=str(exc))
-            channel.basic_nack(delivery.tag, requeue=True)
         except (pika.exceptions.AMQPError, OSError) as exc:
             log.warning("could not settle the message; the broker will redeliver it",
                         message_id=outcome.message_id, error=repr(exc))
+
+    def _publish(self, outcome: Outcome) -> None:
+        if outcome.kind in (jobs.RETRY, jobs.REDELAY):
+            publisher.publish_delayed(self._confirms, self._chain, outcome.body,
+                                      outcome.properties, outcome.delay)
+        elif outcome.kind == jobs.DEAD:
+            publisher.publish_to_queue(self._confirms, self._program.dead_letter_queue,
+                                       outcome.body, outcome.properties)
+
+    def _reopen_confirms(self) -> None:
+        """A refused publish can close the confirm channel (404 on a missing exchange)."""
+        conn = self._conn
+        if conn is not None and conn.is_open and not self._confirms.is_open:
+            self._confirms = conn.channel()
+            self._confirms.confirm_delivery()
+
+    def _conn_call_later(self, delay: float, callback: Callable[[], None]) -> None:
+        conn = self._conn
+        if conn is not None and conn.is_open:
+            conn.call_later(delay, callback)
+
+    def _nack(self, channel: Any, delivery: Delivery) -> None:
+        if channel.is_open and delivery.generation == self._generation:
+            try:
+                channel.basic_nack(delivery.tag, requeue=True)
+            except (pika.exceptions.AMQPError, OSError):
+                pass  # the channel went: the broker redelivers it anyway
 
     def _settle_abandoned(self, delivery: Delivery, reason: str, error: str) -> None:
         try:
