@@ -9,6 +9,7 @@ asks for them, atomically.
 from __future__ import annotations
 
 import json
+import os
 import socket
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -29,6 +30,18 @@ def send(sock: socket.socket, msg: Message, fds: Sequence[int] = ()) -> None:
         socket.send_fds(sock, [data], list(fds))
     else:
         sock.send(data)
+
+
+def recv_message(sock: socket.socket) -> Optional[Message]:
+    """A message that carries no fds (the master's side); None at end of file or when the
+    socket failed. Stray fds are closed rather than leaked."""
+    try:
+        msg, fds = recv(sock)
+    except OSError:
+        return None
+    for fd in fds:
+        os.close(fd)
+    return msg
 
 
 def recv(sock: socket.socket) -> Tuple[Optional[Message], List[int]]:

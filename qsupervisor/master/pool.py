@@ -208,12 +208,7 @@ class WorkerPool:
 
     def _on_message(self, worker: WorkerProc) -> None:
         assert worker.channel is not None
-        try:
-            msg, fds = ipc.recv(worker.channel)
-        except OSError:
-            msg, fds = None, []
-        for fd in fds:
-            os.close(fd)
+        msg = ipc.recv_message(worker.channel)
         if msg is None:
             self._close_channel(worker)
             return

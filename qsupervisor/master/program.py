@@ -212,12 +212,7 @@ class ProgramRuntime:
         self._log("leader started", leader_pid=pid)
 
     def _on_leader_message(self, proc: LeaderProc) -> None:
-        try:
-            msg, fds = ipc.recv(proc.sock)
-        except OSError:
-            msg, fds = None, []
-        for fd in fds:
-            os.close(fd)
+        msg = ipc.recv_message(proc.sock)
         if msg is None:
             self.host.loop.remove_reader(proc.sock)
             return

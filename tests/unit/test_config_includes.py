@@ -1,38 +1,21 @@
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
-from typing import List
 
 import pytest
 
 from qsupervisor.config import (
-    ConfigError,
     DaemonConfig,
     load_config,
     read_control_settings,
 )
 from qsupervisor.config import loader
 
-def write(path: Path, text: str) -> str:
-    """Write dedented YAML whose first line is line 1; return the path as a string."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(textwrap.dedent(text).lstrip("\n"))
-    return str(path)
+from .config_files import daemon_file, problems, write
 
-def problems(path: str) -> List[str]:
-    with pytest.raises(ConfigError) as info:
-        load_config(path)
-    return [str(problem) for problem in info.value.problems]
-
-def daemon_file(tmp_path: Path, extra: str) -> str:
-    """A file whose qsupervisord section has `extra` on line 2."""
-    return write(tmp_path / "queues.yaml", f"""
-        qsupervisord:
-          {extra}
-        """)
 
 # -- includes ---------------------------------------------------------------------------
+
 
 def test_program_defined_in_main_file_and_include_names_both_places(tmp_path: Path) -> None:
     path = write(tmp_path / "queues.yaml", """

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import random
-import textwrap
 from pathlib import Path
-from typing import Any, List
+from typing import Any
 
 import pytest
 
 from qsupervisor.config import (
     Backoff,
-    ConfigError,
     DaemonConfig,
     DelayConfig,
     ProgramConfig,
@@ -21,42 +19,14 @@ from qsupervisor.config import (
 from qsupervisor.config import fields, schema
 from qsupervisor.config.model import DELAY_HORIZON
 
+from .config_files import daemon_file, problems, program_file, write
+
+
 DURATION_HINT = "expected a duration such as 30, '500ms', '30s', '5m', '1h' or '2d'"
 TIMEOUT_ADVICE = (
     "RabbitMQ would close the channel before the job ends: lower timeout, or raise "
     "consumer_timeout on the broker and in qsupervisord.consumer_timeout"
 )
-
-
-def write(path: Path, text: str) -> str:
-    """Write dedented YAML whose first line is line 1; return the path as a string."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(textwrap.dedent(text).lstrip("\n"))
-    return str(path)
-
-
-def problems(path: str) -> List[str]:
-    with pytest.raises(ConfigError) as info:
-        load_config(path)
-    return [str(problem) for problem in info.value.problems]
-
-
-def program_file(tmp_path: Path, extra: str) -> str:
-    """A file whose program 'orders' has `extra` (one 'key: value' line) on line 4."""
-    return write(tmp_path / "queues.yaml", f"""
-        programs:
-          orders:
-            handler: app.jobs:handle
-            {extra}
-        """)
-
-
-def daemon_file(tmp_path: Path, extra: str) -> str:
-    """A file whose qsupervisord section has `extra` on line 2."""
-    return write(tmp_path / "queues.yaml", f"""
-        qsupervisord:
-          {extra}
-        """)
 
 
 def orders(tmp_path: Path, extra: str) -> ProgramConfig:
