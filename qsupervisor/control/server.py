@@ -47,16 +47,26 @@ class PeerPolicy:
                 log.warning("allow_groups names an unknown group", group=name)
         return cls(frozenset(uids), frozenset(gids))
 
-    def allows(self, uid: int, gid: int) -> bool:
+    def allows(self, pid: int, uid: int, gid: int) -> bool:
         if uid in self.uids or gid in self.gids:
             return True
-        if not self.gids:
-            return False
-        try:
-            name = pwd.getpwuid(uid).pw_name
-            return bool(self.gids.intersection(os.getgrouplist(name, gid)))
-        except KeyError:
-            return False
+        return bool(self.gids) and bool(self.gids.intersection(_groups_of(pid, uid, gid)))
+
+
+def _groups_of(pid: int, uid: int, gid: int) -> List[int]:
+    """The peer process's own supplementary groups: what the kernel would check. (The group
+    database can list a user in a group their session has not picked up yet.)"""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("Groups:"):
+                    return [int(g) for g in line.split()[1:]]
+    except (OSError, ValueError):
+        pass
+    try:
+        return os.getgrouplist(pwd.getpwuid(uid).pw_name, gid)
+    except KeyError:
+        return [gid]
 
 
 def peer_credentials(sock: socket.socket) -> Tuple[int, int, int]:
@@ -212,7 +222,7 @@ class ControlServer:
                 return
             sock.setblocking(False)
             peer = peer_credentials(sock)
-            if not self.policy.allows(peer[1], peer[2]):
+            if not self.policy.allows(*peer):
                 self._refuse(sock, peer)
                 continue
             conn = Connection(sock, self._loop, self._dispatch, self._forget, peer)

@@ -100,6 +100,10 @@ def socket_path(args: argparse.Namespace) -> str:
     if args.socket:
         return str(args.socket)
     config = args.config or os.environ.get("QSUPERVISOR_CONFIG") or DEFAULT_CONFIG_PATH
+    if os.path.exists(config) and not os.access(config, os.R_OK):
+        # Say so: otherwise a custom socket path silently becomes the default one.
+        print(f"qsupervisorctl: cannot read {config}; trying the default socket "
+              f"(use -s SOCKET, or join the group that may read it)", file=sys.stderr)
     try:
         return read_control_settings(config)[0]
     except FileNotFoundError:

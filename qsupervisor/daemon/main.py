@@ -60,6 +60,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         return EXIT_FAILED
     systemd.take_notify_socket()
     if not args.nodaemon:
+        if config.daemon.logfile == "-":
+            print("qsupervisord: warning: logfile is '-' (stderr), which a detached daemon "
+                  "closes: its log goes nowhere; run with -n or set a logfile", file=sys.stderr)
         _daemonize(server)
     return _run(config, server)
 

@@ -349,7 +349,7 @@ def dispatch(master: "Master", conn: Connection, request: Dict[str, Any]) -> Non
         if cls is None:
             raise ProtocolError(protocol.BAD_REQUEST,
                                 f"unknown command {request['cmd']!r}; known: {', '.join(COMMANDS)}")
-        if master.stopping and cls not in (Status, Pid, Version, Shutdown, Tail):
+        if master.stopping and cls not in (Status, Pid, Version, Shutdown, Tail, Reopen):
             raise ProtocolError(protocol.SHUTTING_DOWN, "the daemon is shutting down")
         cls(master, conn, req_id, request["args"]).run()
     except ProtocolError as exc:

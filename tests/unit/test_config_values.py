@@ -180,7 +180,6 @@ def test_program_directory_must_exist_and_be_a_directory(tmp_path: Path) -> None
         ("log_max_size: 10M", "log_max_size",
          "unknown size unit 'M' in '10M'; use B, KB, MB, GB, TB (powers of 1000) or KiB, MiB, GiB, TiB "
          "(powers of 1024)"),
-        ("log_max_size: 0", "log_max_size", "expected a size of at least 1 bytes, got 0"),
         ("log_max_size: big", "log_max_size", "expected a size such as 1048576, '100KB', '512MiB' or '1GB', got 'big'"),
         ("log_backups: -1", "log_backups", "expected an integer >= 0, got -1"),
         ("path: /tmp", "path", "expected a list of directories, got '/tmp'"),
