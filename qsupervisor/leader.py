@@ -29,7 +29,7 @@ import pika.exceptions
 
 from qsupervisor import ipc, leader_broker, logs, procutil
 from qsupervisor.broker.connection import BrokerUnreachable
-from qsupervisor.broker.topology import TopologyConflict
+from qsupervisor.broker.topology import TopologyError
 from qsupervisor.config import DaemonConfig, ProgramConfig
 
 log = logs.get("qsupervisor.leader")
@@ -140,16 +140,17 @@ class _Leader:
         return EXIT_PRELOAD_FAILED
 
     def _declare_topology(self) -> bool:
-        """Declare the program's queues and delay chain, once per leader. A conflict with
-        what exists is final (the program goes FATAL saying which queue and argument); an
-        unreachable broker is waited for, the program staying STARTING."""
+        """Declare the program's queues and delay chain, once per leader. A refusal (a
+        conflict with what exists, or no permission) is final: the program goes FATAL
+        saying which queue and why. An unreachable broker is waited for, the program
+        staying STARTING."""
         delay = 0.5
         while True:
             try:
                 leader_broker.declare_topology(self.spec.program, self.spec.daemon)
                 return True
-            except TopologyConflict as exc:
-                log.error("broker topology conflict", error=str(exc))
+            except TopologyError as exc:
+                log.error("the broker refused the program's queues", error=str(exc))
                 self._send({"ev": "topology_failed", "error": str(exc)})
                 return False
             except (BrokerUnreachable, pika.exceptions.AMQPError, OSError) as exc:

@@ -34,13 +34,14 @@ class FieldInput:
     path: KeyPath  # where the value sits, for looking up how it was written
     doc: YamlDocument
     base_dir: str  # directory of the file the value is in; relative paths start here
+    check_writable: bool = True  # whether the daemon's files must be creatable by us
 
     def raw(self) -> Optional[str]:
         """The scalar as written, e.g. '0600' for a value YAML turned into 384."""
         return self.doc.raw.get(self.path)
 
     def item(self, value: Any, sub: KeyPath) -> FieldInput:
-        return FieldInput(value, self.path + sub, self.doc, self.base_dir)
+        return FieldInput(value, self.path + sub, self.doc, self.base_dir, self.check_writable)
 
 
 Parser = Callable[[FieldInput], Any]
@@ -274,7 +275,7 @@ def creatable_dir_problem(directory: str) -> Optional[str]:
 def writable_dir(field: FieldInput) -> str:
     """A directory we write files into (logs): it exists and is writable, or can be made."""
     path = path_text(field)
-    problem = creatable_dir_problem(path)
+    problem = creatable_dir_problem(path) if field.check_writable else None
     if problem:
         raise Invalid(problem)
     return path
@@ -283,7 +284,7 @@ def writable_dir(field: FieldInput) -> str:
 def file_in_writable_dir(field: FieldInput) -> str:
     """A file we create (pidfile, socket, log): its directory must be usable or creatable."""
     path = path_text(field)
-    problem = creatable_dir_problem(os.path.dirname(path))
+    problem = creatable_dir_problem(os.path.dirname(path)) if field.check_writable else None
     if problem:
         raise Invalid(problem)
     return path

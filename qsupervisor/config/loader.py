@@ -20,9 +20,14 @@ MAIN_KEYS = ("qsupervisord", "programs")
 INCLUDE_KEYS = ("programs",)
 
 
-def load_config(path: str) -> Config:
-    """Load and validate `path` (and its includes); raise ConfigError listing every problem."""
-    return _Loader(path).load()
+def load_config(path: str, *, check_writable: bool = True) -> Config:
+    """Load and validate `path` (and its includes); raise ConfigError listing every problem.
+
+    `check_writable=False` skips the checks that the daemon's own files (socket, pidfile,
+    logs) can be created: a tool that only reads the settings, run by an operator who may
+    not write the daemon's directories, needs the rest of the validation only.
+    """
+    return _Loader(path, check_writable).load()
 
 
 def read_control_settings(path: str) -> Tuple[str, str]:
@@ -66,7 +71,8 @@ def _decode(data: bytes) -> Optional[str]:
 
 
 class _Loader:
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, check_writable: bool = True) -> None:
+        self.check_writable = check_writable
         self.display = path  # as the user gave it: problems show this, not the absolute path
         self.path = os.path.abspath(path)
         self.problems: List[Problem] = []
@@ -173,7 +179,7 @@ class _Loader:
             self.consumer_timeout = None
             self._problem(doc, path, f"expected a mapping of settings, got {describe(value)}")
             return {}
-        values, errors = schema.parse_section(FieldInput(value, path, doc, base_dir), schema.DAEMON)
+        values, errors = schema.parse_section(FieldInput(value, path, doc, base_dir, self.check_writable), schema.DAEMON)
         for at, message in errors:
             self._problem(doc, path + at, message)
         if "consumer_timeout" in value:
@@ -210,7 +216,8 @@ class _Loader:
         if not isinstance(settings, dict):
             self._problem(doc, path, f"expected a mapping of settings, got {describe(settings)}")
             return
-        values, errors = schema.parse_section(FieldInput(settings, path, doc, base_dir), schema.PROGRAM)
+        values, errors = schema.parse_section(FieldInput(settings, path, doc, base_dir, self.check_writable),
+                                              schema.PROGRAM)
         errors += rules.program_problems(name, values, settings.keys(), self.consumer_timeout)
         for at, message in errors:
             self._problem(doc, path + at, message)

@@ -106,9 +106,9 @@ class ProgramConfig:
     backoff: Backoff = Backoff()
     delay_exchange: str = ""  # the loader fills in "<queue>.delay"
     dead_letter_queue: str = ""  # the loader fills in "<queue>.failed"
-    # quorum | classic. Quorum by default: it is replicated, it counts deliveries (so a
-    # message that kills its worker every time is recognised after a crash) and it
-    # can dead-letter at least once; classic is faster but lives on a single node.
+    # quorum | classic. Quorum by default: its messages are replicated and fsynced, so a
+    # node lost does not lose jobs, which is the promise here; classic is faster but
+    # lives on one node. (Crashes are counted by the master either way, not by the broker.)
     queue_type: str = "quorum"
     format: str = "json"  # json | raw
     max_memory: int = 0  # bytes; 0 = no limit: recycle after a job when RSS exceeds it

@@ -332,7 +332,7 @@ PROGRAM = Section("program", ProgramConfig, {
     "delay_exchange": KeySpec(delay_exchange, "exchange for delayed messages; default '<queue>.delay'"),
     "dead_letter_queue": KeySpec(queue_name, "where failed messages go; default '<queue>.failed'"),
     "queue_type": KeySpec(fields.choice("quorum", "classic"),
-                          "quorum (replicated, counts deliveries) or classic (faster)"),
+                          "quorum (replicated: the safe default) or classic (faster)"),
     "format": KeySpec(fields.choice("json", "raw"), "json, or raw to pass the body bytes as they are"),
     "max_memory": KeySpec(fields.size(), "recycle a worker after a job when its RSS exceeds this; 0 = never"),
     "max_age": KeySpec(fields.duration(), "recycle a worker after this long, after its job; 0 = never"),

@@ -128,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
 def _target(args: argparse.Namespace) -> Target:
     path = args.config or os.environ.get("QSUPERVISOR_CONFIG") or DEFAULT_CONFIG_PATH
     try:
-        config = load_config(path)
+        config = load_config(path, check_writable=False)
     except ConfigError as exc:
         raise UsageError(f"{path}: the configuration has problems:\n{exc}") from None
     program = config.programs.get(args.program)

@@ -147,7 +147,10 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 def exit_code(cmd: str, req: Dict[str, Any], result: Any) -> int:
     if cmd == "status":
-        return EXIT_NOT_RUNNING if render.not_running(result, req.get("names") or []) else EXIT_OK
+        names = req.get("names") or []
+        if "all" in names:
+            names = list(result.get("programs", {}))
+        return EXIT_NOT_RUNNING if render.not_running(result, names) else EXIT_OK
     programs = result.get("programs") if isinstance(result, dict) else None
     if isinstance(programs, dict) and cmd != "status":
         if any(isinstance(o, dict) and o.get("ok") is False for o in programs.values()):

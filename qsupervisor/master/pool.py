@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import os
 import random
+import select
 import signal
 import time
 from typing import TYPE_CHECKING, Any, Deque, Dict, Iterator, List, Optional, Tuple
@@ -215,7 +216,10 @@ class WorkerPool:
         event, op = msg.get("ev"), msg.get("op")
         if op == "crashes":
             count, how = self.crashes.take(str(msg.get("id")))
-            ipc.send(worker.channel, {"rid": msg.get("rid"), "count": count, "how": how})
+            try:
+                ipc.send(worker.channel, {"rid": msg.get("rid"), "count": count, "how": how})
+            except OSError:
+                pass  # the worker that asked has died since
             return
         if event == "ready" and worker.state is W.STARTING:
             worker.ready_at = time.monotonic()
@@ -248,6 +252,7 @@ class WorkerPool:
             return
         if worker.kill_timer is not None:
             worker.kill_timer.cancel()
+        self._read_last_words(worker)
         self._close_channel(worker)
         code = os.WEXITSTATUS(status) if status is not None and os.WIFEXITED(status) else None
         timed_out = code == EXIT_JOB_TIMEOUT or worker.killed == "timeout"
@@ -349,6 +354,13 @@ class WorkerPool:
         if slot.backoff_timer is not None:
             slot.backoff_timer.cancel()
             slot.backoff_timer = None
+
+    def _read_last_words(self, worker: WorkerProc) -> None:
+        """Handle what the worker sent before it exited. The leader's report of the exit
+        may be read first; without the worker's "exiting" (why it left), a recycle would
+        be taken for a crash and its slot backed off instead of refilled at once."""
+        while worker.channel is not None and select.select([worker.channel], [], [], 0)[0]:
+            self._on_message(worker)  # at end of file it closes the channel
 
     def _close_channel(self, worker: WorkerProc) -> None:
         if worker.channel is not None:

@@ -7,13 +7,15 @@ that can change in place do; the others are reported as waiting for a restart.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, List, Optional, Tuple
 
 import os
 
 from qsupervisor import logs
-from qsupervisor.config import Config, ConfigDiff, DaemonConfig, diff_configs, load_config
+from qsupervisor.config import (Config, ConfigDiff, ConfigError, DaemonConfig, diff_configs,
+                                load_config)
 from qsupervisor.control.server import PeerPolicy
 from qsupervisor.daemon import systemd
 
@@ -44,7 +46,12 @@ def apply_update(master: "Master", names: Optional[List[str]]) -> UpdateResult:
     """Raises ConfigError (nothing changes) or UnknownPrograms."""
     systemd.notify("RELOADING=1")
     try:
-        new = load_config(master.config.path)
+        try:
+            new = load_config(master.config.path)
+        except ConfigError as exc:
+            log.error("configuration not applied; the daemon runs on as it was",
+                      errors=[str(problem) for problem in exc.problems])
+            raise
         return _apply(master, new, None if not names or "all" in names else names)
     finally:
         systemd.notify("READY=1")
@@ -57,7 +64,9 @@ def _apply(master: "Master", new: Config, names: Optional[List[str]]) -> UpdateR
         if unknown:
             raise UnknownPrograms(f"no such program in the running or the new configuration: "
                                   f"{', '.join(unknown)}")
-    diff = diff_configs(old, new)
+    # `update NAME` leaves the daemon section alone, so the named programs are compared
+    # (and rolled) with the daemon settings they will actually get: the current ones.
+    diff = diff_configs(old, new if names is None else dataclasses.replace(new, daemon=old.daemon))
     selected = (lambda n: True) if names is None else (lambda n: n in names)
     master.config = _merge(old, new, names)
     warnings: List[str] = []

@@ -30,7 +30,14 @@ log = logs.get("qsupervisor.worker")
 # Reconnect backoff: a broker restart should not turn into a thundering herd of workers.
 RECONNECT_INITIAL = 0.5
 RECONNECT_MAX = 30.0
+# pika does not raise when the broker closes just the channel (consumer_timeout, a deleted
+# queue): the I/O loop wakes this often to notice, and reconnects.
+LIVENESS_CHECK = 5.0
 PUBLISH_FAILURE_PAUSE = 1.0  # seconds before a message whose retry could not be published returns
+
+
+class ChannelLost(pika.exceptions.AMQPError):
+    """The broker closed our consuming channel or cancelled our consumer."""
 
 
 @dataclass
@@ -48,7 +55,6 @@ class WorkerEvents:
     def ready(self) -> None: ...
     def broker_lost(self, error: str) -> None: ...
     def broker_back(self) -> None: ...
-    def job_started(self) -> None: ...
 
 
 class Consumer:
@@ -72,6 +78,8 @@ class Consumer:
         self._stop_reason: Optional[str] = None
         self._stop_event = threading.Event()
         self.abandon_done = threading.Event()
+        self.abandon_settled = False  # the timed-out job's message was retried/dead-lettered
+        self._cancelled_by_broker = False
         self._conn: Optional[pika.BlockingConnection] = None
         self._channel: Any = None
         self._confirms: Any = None  # a channel in confirm mode, for retries and dead letters
@@ -142,6 +150,8 @@ class Consumer:
                 self._generation += 1
                 self._results.clear()  # outcomes of the previous connection cannot be acked
                 self._conn, self._channel, self._confirms = conn, channel, confirms
+            self._cancelled_by_broker = False
+            channel.add_on_cancel_callback(self._on_broker_cancel)
             self._consumer_tag = channel.basic_consume(self._program.queue, self._on_message)
             if self._stop_reason is not None:
                 self._begin_stop()
@@ -152,7 +162,10 @@ class Consumer:
                 log.info("reconnected to the broker", queue=self._program.queue)
                 self._events.broker_back()
             while not self._finished():
-                conn.process_data_events(time_limit=None)
+                conn.process_data_events(time_limit=LIVENESS_CHECK)
+                if not channel.is_open or self._cancelled_by_broker:
+                    raise ChannelLost(f"the broker closed the channel consuming "
+                                      f"'{self._program.queue}' or cancelled its consumer")
         finally:
             with self._lock:
                 self._conn = self._channel = self._confirms = None
@@ -161,6 +174,9 @@ class Consumer:
                     conn.close()
                 except (pika.exceptions.AMQPError, OSError):
                     pass
+
+    def _on_broker_cancel(self, _frame: Any) -> None:
+        self._cancelled_by_broker = True
 
     def _finished(self) -> bool:
         with self._lock:
@@ -186,6 +202,7 @@ class Consumer:
             return
         with self._lock:
             handed_back, self._pending = list(self._pending), collections.deque()
+            self._runner.held(self._in_flight is not None)
         try:
             if self._consumer_tag in channel.consumer_tags:
                 channel.basic_cancel(self._consumer_tag)
@@ -200,6 +217,7 @@ class Consumer:
         # drop our copies so that nothing runs twice on our side.
         with self._lock:
             self._pending.clear()
+            self._runner.held(self._in_flight is not None)
         if self._stop_reason is None:
             log.warning("broker connection lost; reconnecting", queue=self._program.queue,
                         error=repr(exc))
@@ -217,9 +235,10 @@ class Consumer:
         if self._stop_reason is not None:
             self._begin_stop()
 
-    def _settle(self, channel: Any, delivery: Delivery, outcome: Outcome) -> None:
+    def _settle(self, channel: Any, delivery: Delivery, outcome: Outcome) -> bool:
         """Publish what the outcome asks for, confirmed, then ack the original; if the
-        publish fails the original goes back to the queue: never both lost."""
+        publish fails the original goes back to the queue: never both lost. True once
+        the original is acked."""
         try:
             try:
                 self._publish(outcome)
@@ -232,11 +251,13 @@ class Consumer:
                 # the handler as fast as the broker can redeliver it.
                 self._conn_call_later(PUBLISH_FAILURE_PAUSE,
                                       lambda: self._nack(channel, delivery))
-                return
+                return False
             channel.basic_ack(delivery.tag)
+            return True
         except (pika.exceptions.AMQPError, OSError) as exc:
             log.warning("could not settle the message; the broker will redeliver it",
                         message_id=outcome.message_id, error=repr(exc))
+            return False
 
     def _publish(self, outcome: Outcome) -> None:
         if outcome.kind in (jobs.RETRY, jobs.REDELAY):
@@ -272,7 +293,7 @@ class Consumer:
                 attempt = jobs.attempt_of_delivery(delivery.properties)
                 outcome = self._runner.failure(delivery.properties, delivery.body, attempt,
                                                reason, error_type="Timeout", error=error)
-                self._settle(channel, delivery, outcome)
+                self.abandon_settled = self._settle(channel, delivery, outcome)
                 self._runner.job_finished(outcome.stat)
         finally:
             self.abandon_done.set()
@@ -287,13 +308,16 @@ class Consumer:
                 if self._stop_reason is not None:
                     return
                 delivery = self._in_flight = self._pending.popleft()
-            self._events.job_started()
             outcome = self._runner.run(delivery.properties, delivery.body, delivery.redelivered)
             recycle = self._after_job() if outcome.kind != jobs.REDELAY else None
             with self._lock:
                 if self._abandoned is delivery:
                     return  # the I/O thread already settled it
                 self._in_flight = None
+                # Results already waiting means a _settle_results call is queued and has not
+                # taken them yet: it takes this one too. One I/O-thread wake-up per batch,
+                # not per message.
+                settle_queued = bool(self._results)
                 self._results.append((delivery, outcome))
                 if outcome.kind != jobs.REDELAY:
                     self._jobs_started += 1
@@ -304,7 +328,8 @@ class Consumer:
                     self._stop_reason = recycle
                 self._runner.held(len(self._pending))
                 conn = self._conn
-            _call_soon(conn, self._settle_results)
+            if not settle_queued:
+                _call_soon(conn, self._settle_results)
 
 
 def _call_soon(conn: Optional[pika.BlockingConnection], callback: Callable[[], None]) -> None:

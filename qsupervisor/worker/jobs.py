@@ -47,11 +47,12 @@ class Outcome:
 
 class JobRunner:
     def __init__(self, handler: Callable[[Any], Any], program: ProgramConfig, stats: Stats,
-                 crash_lookup: CrashLookup) -> None:
+                 crash_lookup: CrashLookup, on_start: Callable[[], None] = lambda: None) -> None:
         self._handler = handler
         self._program = program
         self._stats = stats
         self._crash_lookup = crash_lookup
+        self._on_start = on_start  # arms the job timeout; called once the start is recorded
 
     def run(self, properties: Any, body: bytes, redelivered: bool) -> Outcome:
         headers: Mapping[str, Any] = getattr(properties, "headers", None) or {}
@@ -65,11 +66,13 @@ class JobRunner:
             if crashes:
                 # The worker that ran this message before died during the job: that was
                 # a failed attempt, so a message that kills every worker ends dead-lettered.
-                return self.failure(properties, body, attempt + crashes - 1,
-                                    messages.REASON_CRASHED,
-                                    error_type="WorkerDied",
-                                    error=f"a worker died during this job ({how})")
+                outcome = self.failure(properties, body, attempt + crashes - 1,
+                                       messages.REASON_CRASHED, error_type="WorkerDied",
+                                       error=f"a worker died during this job ({how})")
+                self._stats.job_finished(outcome.stat)
+                return outcome
         self._stats.job_started(msg_id)
+        self._on_start()
         outcome = self._execute(properties, body, headers, msg_id, attempt, redelivered)
         self._stats.job_finished(outcome.stat)
         return outcome
@@ -88,7 +91,7 @@ class JobRunner:
                                      headers=dict(headers)))
         try:
             self._handler(payload)
-        except Exception as exc:
+        except BaseException as exc:  # sys.exit() in a handler fails the job, not the thread
             log.error("job failed", queue=self._program.queue, message_id=msg_id,
                       attempt=attempt, of=self._program.attempts, exc_info=True)
             return self.failure(properties, body, attempt, messages.REASON_EXCEPTION,

@@ -140,7 +140,10 @@ def _run(spec: WorkerSpec, channel_sock: socket.socket, stats_fd: int) -> int:
                       "error": f"{program.handler}: {type(exc).__name__}: {exc}"})
         return EXIT_HANDLER_IMPORT
     stats = Stats(stats_fd)
-    runner = JobRunner(handler, program, stats, channel.crashes)
+    # The main thread hears of job starts only to arm `timeout`; without one, a wake-up per
+    # job would cost a pipe write and a thread switch per message for nothing.
+    runner = JobRunner(handler, program, stats, channel.crashes,
+                       on_start=channel.job_started if program.timeout else lambda: None)
     chain = DelayChain.for_program(program, spec.daemon.delay)
     consumer = Consumer(spec.daemon.broker, program, chain, spec.max_jobs, runner, channel,
                         name=f"qsupervisor {program.name} worker {spec.slot} pid {os.getpid()}",
@@ -176,6 +179,7 @@ class _Supervisor:
         self.done = threading.Event()
         self.result: list = []
         self.stop_deadline: Optional[float] = None
+        self.stopping = False
         self.age_deadline = time.monotonic() + program.max_age if program.max_age else None
         self.job_deadline: Optional[float] = None
         self.job_started: Optional[float] = None
@@ -214,11 +218,15 @@ class _Supervisor:
             self.done.set()
             os.write(self.wake_w, b"\0")
 
-    def _stop(self, reason: str) -> None:
-        if self.stop_deadline is None:
+    def _stop(self, reason: str, bounded: bool = True) -> None:
+        """Stop consuming and finish the job in hand. A stop from outside (signal, master)
+        is bounded by stop_timeout; a recycle of our own (max_age) lets the job finish."""
+        if not self.stopping:
+            self.stopping = True
             self.consumer.request_stop(reason)
-            self.stop_deadline = time.monotonic() + self.program.stop_timeout
             self.age_deadline = None
+        if bounded and self.stop_deadline is None:
+            self.stop_deadline = time.monotonic() + self.program.stop_timeout
 
     def _on_wake(self, data: bytes) -> None:
         if any(b in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT) for b in data):
@@ -249,7 +257,7 @@ class _Supervisor:
             if self._job_still_running():
                 return self._abandon_job()
         if self.age_deadline is not None and now >= self.age_deadline:
-            self._stop("max_age")
+            self._stop("max_age", bounded=False)
         if self.stop_deadline is not None and now >= self.stop_deadline:
             return "stop_timeout"
         return None
@@ -266,7 +274,8 @@ class _Supervisor:
         log.error("job timed out; abandoning it and replacing this worker",
                   message_id=snapshot.job_id, timeout=self.program.timeout)
         settled = (self.consumer.abandon_job("timeout", error)
-                   and self.consumer.abandon_done.wait(ABANDON_GRACE))
+                   and self.consumer.abandon_done.wait(ABANDON_GRACE)
+                   and self.consumer.abandon_settled)
         # Unsettled, the message returns to the queue when we exit; the master then counts
         # the timeout as a crash of this message.
         self.channel.send({"ev": "exiting", "reason": "timeout", "error": error,

@@ -252,6 +252,14 @@ def test_file_in_an_unwritable_directory_is_reported(tmp_path: Path, read_only: 
     assert problems(path) == [f"{path}:2: qsupervisord.{key}: directory {read_only} is not writable"]
 
 
+def test_a_reader_of_the_settings_need_not_be_able_to_write_the_daemons_files(
+        tmp_path: Path, read_only: Path) -> None:
+    # qsupervisorctl publish/failed run as operators who cannot write /run/qsupervisor.
+    path = daemon_file(tmp_path, "socket: locked/x.sock")
+    config = load_config(path, check_writable=False)
+    assert config.daemon.socket == f"{read_only}/x.sock"
+
+
 @pytest.mark.parametrize("key", ["socket", "pidfile", "logfile"])
 def test_missing_directory_under_an_unwritable_one_is_reported(tmp_path: Path, read_only: Path, key: str) -> None:
     path = daemon_file(tmp_path, f"{key}: locked/run/x")
