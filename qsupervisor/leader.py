@@ -21,7 +21,7 @@ import sysconfig
 import time
 import traceback
 from dataclasses import dataclass
-from typing import Dict, NoReturn, Optional, Set
+from typing import Any, Dict, NoReturn, Optional, Set, Tuple
 
 from setproctitle import setproctitle
 
@@ -35,7 +35,8 @@ from qsupervisor.config import DaemonConfig, ProgramConfig
 log = logs.get("qsupervisor.leader")
 
 EXIT_PRELOAD_FAILED = 3
-FILES_PER_MESSAGE = 400  # keeps each preload report well under the socket's buffer
+FILES_PER_MESSAGE = 400
+QUEUE_STATS_MAX_AGE = 1.0  # seconds  # keeps each preload report well under the socket's buffer
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,7 @@ class _Leader:
         self.retiring = False
         self.master_gone = False
         self.kill_at: Optional[float] = None
+        self._stats_cache: Optional[Tuple[float, Dict[str, Any]]] = None
         self._redirect_output(output_fd)
 
     def _redirect_output(self, output_fd: int) -> None:
@@ -212,12 +214,20 @@ class _Leader:
         elif op == "retire":
             self.retiring = True
         elif op == "queue_stats":
-            stats = leader_broker.queue_stats(self.spec.program, self.spec.daemon)
-            self._send({"ev": "queue_stats", "rid": msg.get("rid"), **stats})
+            self._send({"ev": "queue_stats", "rid": msg.get("rid"), **self._queue_stats()})
         else:
             for fd in fds:
                 os.close(fd)
             log.warning("unexpected message from the master", message=msg)
+
+    def _queue_stats(self) -> Dict[str, Any]:
+        """Queue depths, read at most once a second: a loop of `status` calls (a watch, a
+        monitoring agent) must not cost a broker connection each."""
+        now = time.monotonic()
+        if self._stats_cache is None or now - self._stats_cache[0] >= QUEUE_STATS_MAX_AGE:
+            self._stats_cache = (now, leader_broker.queue_stats(self.spec.program,
+                                                                self.spec.daemon))
+        return self._stats_cache[1]
 
     def _shutdown(self, why: str) -> None:
         """Workers finish the job in hand; whoever is left at stop_timeout is killed."""

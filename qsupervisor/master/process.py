@@ -45,6 +45,8 @@ class WorkerProc:
     exit_settled: bool = False  # it settled its message itself before leaving (timeout)
     kill_timer: Optional[Timer] = None
     broker_error: Optional[str] = None
+    rss: Optional[int] = None  # cached for status: see master/status.py
+    rss_read_at: float = float("-inf")
 
     @property
     def alive(self) -> bool:

@@ -10,6 +10,9 @@ from qsupervisor import __version__, procutil
 from qsupervisor.master.process import LeaderProc, WorkerProc
 from qsupervisor.master.program import ProgramRuntime
 from qsupervisor.states import WorkerState
+from qsupervisor.worker.stats import Snapshot
+
+RSS_MAX_AGE = 1.0  # seconds
 
 
 def master_status(started: float, config_path: str) -> Dict[str, Any]:
@@ -20,8 +23,12 @@ def master_status(started: float, config_path: str) -> Dict[str, Any]:
 def program_status(program: ProgramRuntime, search_path: Sequence[str] = ()) -> Dict[str, Any]:
     leader = program.leader
     workers = []
+    snapshots: List[Snapshot] = []
     for worker in program.workers():
-        entry = worker_status(worker, worker in program.draining)
+        snapshot = worker.stats.read() if worker.stats is not None else None
+        if snapshot is not None and worker.alive:
+            snapshots.append(snapshot)
+        entry = worker_status(worker, worker in program.draining, snapshot)
         # Old code still consuming until its successor is RUNNING (a rolling reload).
         entry["superseded"] = _is_predecessor(program, worker)
         workers.append(entry)
@@ -34,7 +41,7 @@ def program_status(program: ProgramRuntime, search_path: Sequence[str] = ()) -> 
         "running": _serving_slots(program),
         "error": program.error,
         "preload": preload_status(program.name, leader, search_path),
-        "last_minute": last_minute(program),
+        "last_minute": last_minute(snapshots + program.pool.recent_exits()),
         "queue_stats": None,  # filled from the leader's answer, if it comes in time
         "workers": workers,
     }
@@ -42,11 +49,9 @@ def program_status(program: ProgramRuntime, search_path: Sequence[str] = ()) -> 
     return status
 
 
-def last_minute(program: ProgramRuntime) -> Dict[str, int]:
+def last_minute(snapshots: List[Snapshot]) -> Dict[str, int]:
     """Jobs done, failed and retried in the last minute, by live and recently exited
     workers alike (a recycle must not make the figures drop)."""
-    snapshots = [w.stats.read() for w in program.live_workers() if w.stats is not None]
-    snapshots += program.pool.recent_exits()
     return {"done": sum(s.done_last_minute for s in snapshots),
             "failed": sum(s.failed_last_minute for s in snapshots),
             "retried": sum(s.retried_last_minute for s in snapshots)}
@@ -73,12 +78,23 @@ def _serving_slots(program: ProgramRuntime) -> int:
     return serving
 
 
+def _rss(worker: WorkerProc) -> Optional[int]:
+    """RSS, read from /proc at most once a second per worker: at hundreds of workers the
+    reads dominate a status request, and nobody needs it fresher."""
+    if worker.pid is None or not worker.alive:
+        return None
+    now = time.monotonic()
+    if now - worker.rss_read_at >= RSS_MAX_AGE:
+        worker.rss, worker.rss_read_at = procutil.read_rss(worker.pid), now
+    return worker.rss
+
+
 def _is_predecessor(program: ProgramRuntime, worker: WorkerProc) -> bool:
     return any(slot.predecessor is worker for slot in program.slots.values())
 
 
-def worker_status(worker: WorkerProc, draining: bool) -> Dict[str, Any]:
-    snapshot = worker.stats.read() if worker.stats is not None else None
+def worker_status(worker: WorkerProc, draining: bool,
+                  snapshot: Optional[Snapshot]) -> Dict[str, Any]:
     job: Optional[Dict[str, Any]] = None
     if snapshot is not None and snapshot.job_started is not None and worker.alive:
         job = {"id": snapshot.job_id,
@@ -94,7 +110,7 @@ def worker_status(worker: WorkerProc, draining: bool) -> Dict[str, Any]:
         "dead_lettered": snapshot.dead if snapshot else 0,
         "held": snapshot.held if snapshot and worker.alive else 0,
         "job": job,
-        "rss": procutil.read_rss(worker.pid) if worker.pid and worker.alive else None,
+        "rss": _rss(worker),
         "max_jobs": worker.max_jobs,
         "draining": draining,
         "broker_error": worker.broker_error,

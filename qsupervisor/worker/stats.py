@@ -23,6 +23,7 @@ _ID_MAX = 200
 # One bucket per second of the last minute: (epoch second, done, failed, retried).
 _BUCKET = struct.Struct("<IIII")
 _BUCKETS = 60
+_RING = struct.Struct("<" + "IIII" * _BUCKETS)
 _RING_OFFSET = _ID_OFFSET + _ID_MAX + 8
 SIZE = 4096
 
@@ -101,12 +102,12 @@ class Stats:
             job_id = raw.decode("utf-8", "replace")
         recent = [0, 0, 0]
         horizon = int(time.time()) - _BUCKETS
-        for i in range(_BUCKETS):
-            second, d, f, r = _BUCKET.unpack_from(self._map, _RING_OFFSET + i * _BUCKET.size)
-            if second > horizon:
-                recent[0] += d
-                recent[1] += f
-                recent[2] += r
+        ring = _RING.unpack_from(self._map, _RING_OFFSET)  # one call: status reads 256 of these
+        for i in range(0, len(ring), 4):
+            if ring[i] > horizon:
+                recent[0] += ring[i + 1]
+                recent[1] += ring[i + 2]
+                recent[2] += ring[i + 3]
         return Snapshot(done, failed, retried, dead, held, job_id, started or None, *recent)
 
     def close(self) -> None:
