@@ -5,10 +5,9 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from qsupervisor.job import Job, current_job
-
 if TYPE_CHECKING:
     from qsupervisor.broker.publisher import Publisher, PublishError, publish
+    from qsupervisor.job import Job, current_job
 
 __version__ = "0.1.0"
 PROTOCOL_VERSION = 1
@@ -19,6 +18,7 @@ __all__ = ["Job", "current_job", "__version__", "PROTOCOL_VERSION",
 # Imported on first use (PEP 562): the master and qsupervisorctl import this package and
 # must not pay for pika and the config loader unless they publish.
 _LAZY = {name: "qsupervisor.broker.publisher" for name in ("publish", "Publisher", "PublishError")}
+_LAZY.update(Job="qsupervisor.job", current_job="qsupervisor.job")
 
 
 def __getattr__(name: str) -> Any:

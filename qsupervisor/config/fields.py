@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, List, Optional, Tuple
 
 from .. import units
+from .control import resolve_path  # noqa: F401 - part of this module's API
 from .problems import KeyPath
 from .yamlnodes import YamlDocument
 
@@ -79,12 +80,6 @@ def did_you_mean(word: str, candidates: Iterable[str]) -> str:
     """'; did you mean 'workers'?' when a close candidate exists, else ''."""
     close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
     return f"; did you mean {close[0]!r}?" if close else ""
-
-
-def resolve_path(value: str, base_dir: str) -> str:
-    """Absolute, normalised path; relative ones are relative to the config file's directory
-    (not the daemon's working directory, which is '/' once it runs as a service)."""
-    return os.path.normpath(os.path.join(base_dir, os.path.expanduser(value)))
 
 
 def is_dotted_name(text: str) -> bool:

@@ -14,7 +14,7 @@ from . import rules, schema
 from .fields import FieldInput, describe, did_you_mean, resolve_path
 from .model import Config, DaemonConfig, ProgramConfig
 from .problems import ConfigError, KeyPath, Problem
-from .yamlnodes import YamlDocument, parse_yaml, salvage_section
+from .yamlnodes import YamlDocument, parse_yaml
 
 MAIN_KEYS = ("qsupervisord", "programs")
 INCLUDE_KEYS = ("programs",)
@@ -28,46 +28,6 @@ def load_config(path: str, *, check_writable: bool = True) -> Config:
     not write the daemon's directories, needs the rest of the validation only.
     """
     return _Loader(path, check_writable).load()
-
-
-def read_control_settings(path: str) -> Tuple[str, str]:
-    """(absolute socket path, broker URL) for the control tool, as forgiving as possible.
-
-    The control tool must still reach a running daemon while someone is halfway through
-    editing its config, so anything unreadable falls back to the defaults. Only a
-    missing file raises (FileNotFoundError): that usually means a wrong -c option.
-    """
-    defaults = DaemonConfig()
-    try:
-        with open(path, "rb") as stream:
-            data = stream.read()
-    except FileNotFoundError:
-        raise
-    except OSError:  # unreadable (permissions, a directory): the defaults are our best guess
-        return defaults.socket, defaults.broker
-    text = _decode(data)
-    doc, _ = parse_yaml(text, path) if text is not None else (None, [])
-    section = doc.value.get("qsupervisord") if doc and isinstance(doc.value, dict) else None
-    if doc is None and text is not None:  # a syntax error: what precedes it still counts
-        section = salvage_section(text, "qsupervisord")
-    if not isinstance(section, dict):
-        return defaults.socket, defaults.broker
-    socket, broker = section.get("socket"), section.get("broker")
-    base_dir = os.path.dirname(os.path.abspath(path))
-    if isinstance(socket, str) and socket.strip() and "\0" not in socket:
-        socket = resolve_path(socket, base_dir)
-    else:
-        socket = defaults.socket
-    if not isinstance(broker, str) or not broker.strip():
-        broker = defaults.broker
-    return socket, broker
-
-
-def _decode(data: bytes) -> Optional[str]:
-    try:
-        return data.decode("utf-8-sig")  # tolerate a BOM left by Windows editors
-    except UnicodeDecodeError:
-        return None
 
 
 class _Loader:

@@ -12,7 +12,8 @@ import random
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Optional
 
-DEFAULT_CONFIG_PATH = "/etc/qsupervisor/queues.yaml"
+from .defaults import DEFAULT_BROKER, DEFAULT_CONFIG_PATH, DEFAULT_SOCKET  # noqa: F401 - DEFAULT_CONFIG_PATH re-exported
+
 # The longest delay the delay-level chain must hold: a year, plus a leap day, so that
 # "remind me in a year" always fits whatever the date.
 DELAY_HORIZON = 366 * 86400.0
@@ -64,8 +65,8 @@ class DelayConfig:
 
 @dataclass(frozen=True)
 class DaemonConfig:
-    broker: str = "amqp://guest:guest@127.0.0.1:5672/%2F"
-    socket: str = "/run/qsupervisor/qsupervisord.sock"  # absolute after loading
+    broker: str = DEFAULT_BROKER
+    socket: str = DEFAULT_SOCKET  # absolute after loading
     socket_mode: int = 0o600
     allow_users: tuple[str, ...] = ()
     allow_groups: tuple[str, ...] = ()

@@ -207,39 +207,3 @@ def parse_yaml(text: str, file: str) -> Tuple[Optional[YamlDocument], List[Probl
     finally:
         loader.dispose()
 
-
-def salvage_section(text: str, key: str) -> Optional[Dict[str, str]]:
-    """The scalar settings of the top-level mapping `key`, read from text that is not valid
-    YAML as a whole. PyYAML parses incrementally, so whatever precedes the syntax error is
-    known: the control tool can still find the socket of a daemon whose file someone is
-    halfway through editing (and show them the daemon's report of the error)."""
-    found: Optional[Dict[str, str]] = None
-    # One entry per open collection: [is_mapping, expecting_key, current_key].
-    stack: List[List[Any]] = []
-
-    def in_section() -> bool:  # the section's value is being read at the top level
-        return stack[0][0] and not stack[0][1] and stack[0][2] == key
-
-    try:
-        for event in yaml.parse(text, Loader=yaml.SafeLoader):
-            if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
-                if len(stack) == 1 and in_section() and found is None:
-                    found = {}
-                stack.append([isinstance(event, yaml.MappingStartEvent), True, None])
-            elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
-                stack.pop()
-                if stack and stack[-1][0]:  # that collection was a key or a value
-                    stack[-1][1] = not stack[-1][1]
-            elif isinstance(event, (yaml.ScalarEvent, yaml.AliasEvent)) and stack:
-                top = stack[-1]
-                if not top[0]:
-                    continue  # a sequence item
-                if top[1]:
-                    top[2] = getattr(event, "value", None)
-                elif (found is not None and len(stack) == 2 and in_section()
-                      and isinstance(top[2], str) and isinstance(event, yaml.ScalarEvent)):
-                    found[top[2]] = event.value
-                top[1] = not top[1]
-    except yaml.YAMLError:
-        pass
-    return found

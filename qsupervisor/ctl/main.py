@@ -12,10 +12,11 @@ import os
 import sys
 from typing import Any, Dict, List, Optional, Tuple
 
-from qsupervisor.config import DEFAULT_CONFIG_PATH, DaemonConfig, read_control_settings
+from qsupervisor.config.control import read_control_settings
+from qsupervisor.config.defaults import DEFAULT_CONFIG_PATH, DEFAULT_SOCKET
 from qsupervisor.control import protocol
 from qsupervisor.control.client import Client, CommandFailed, Unreachable
-from qsupervisor.ctl import broker_commands, render
+from qsupervisor.ctl import broker_parsers, render
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_RUNNING, EXIT_UNREACHABLE = 0, 1, 2, 3, 4
 
@@ -72,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     command("reopen", "reopen log files (after logrotate)")
     command("shutdown", "stop every program, then the daemon", wait=True)
     command("version", "show the daemon's version")
-    broker_commands.add_parsers(sub)
+    broker_parsers.add_parsers(sub)
     return parser
 
 
@@ -109,13 +110,15 @@ def socket_path(args: argparse.Namespace) -> str:
     except FileNotFoundError:
         if args.config:
             raise
-        return DaemonConfig().socket
+        return DEFAULT_SOCKET
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command in broker_commands.COMMANDS:  # these talk to RabbitMQ, not the daemon
+    if args.command in broker_parsers.COMMANDS:  # these talk to RabbitMQ, not the daemon
+        from qsupervisor.ctl import broker_commands  # pika and the loader: only when needed
+
         return broker_commands.run(args)
     try:
         path = socket_path(args)
