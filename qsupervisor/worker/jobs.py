@@ -25,9 +25,10 @@ from qsupervisor.worker.stats import Stats
 
 log = logs.get("qsupervisor.worker")
 
-# A delayed message that arrives this much before it is due goes back to wait: clocks of
-# producers and workers drift, and running a job early is the one thing we promise not to.
-EARLY_TOLERANCE = 0.05
+# A delayed message that arrives before it is due goes back to wait (clocks of producers
+# and workers drift, and running a job early is the one thing we promise not to). Due times
+# are whole milliseconds, hence the tolerance of one.
+EARLY_TOLERANCE = 0.001
 
 ACK, RETRY, DEAD, REDELAY, REQUEUE = "ack", "retry", "dead", "redelay", "requeue"
 

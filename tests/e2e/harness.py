@@ -118,6 +118,21 @@ def program(queue: str, ledger: "Ledger", handler: str = "e2eapp.handlers:work",
             "stop_timeout": f"{STOP_TIMEOUT:g}s", "environment": env, **settings}
 
 
+RUNTIME_HANDLER = "e2eapp.runtime:work"
+# Retries that come back quickly and exactly on time (no jitter), so a test can check
+# every gap against its lower bound.
+QUICK_BACKOFF = {"initial": "0.2s", "factor": 2, "max": "5s", "jitter": 0}
+
+
+def runtime_program(queue: str, ledger: "Ledger", **settings: Any) -> Dict[str, Any]:
+    """A program of the worker-runtime tests: e2eapp.runtime's handler, quick retries and
+    a short stop_timeout (a test's teardown must not wait on a job that blocks)."""
+    settings.setdefault("handler", RUNTIME_HANDLER)
+    settings.setdefault("stop_timeout", "2s")
+    settings.setdefault("backoff", dict(QUICK_BACKOFF))
+    return program(queue, ledger, **settings)
+
+
 def write_config(path: Path, daemon: Dict[str, Any], programs: Dict[str, Any]) -> Path:
     path.write_text(yaml.safe_dump({"qsupervisord": daemon, "programs": programs},
                                    sort_keys=False))

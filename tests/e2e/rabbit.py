@@ -4,12 +4,14 @@ sampler that runs beside a reload."""
 from __future__ import annotations
 
 import json
+import subprocess
 import threading
 import uuid
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import pika
+import pika.exceptions
 
 from qsupervisor.broker.delays import DelayChain
 
@@ -45,12 +47,22 @@ class Broker:
             self._open_channel()
         return self._channel
 
-    def declare(self, label: str) -> str:
+    def reconnect(self) -> None:
+        """A new connection, after the broker closed ours (a broker restart)."""
+        try:
+            if self._conn.is_open:
+                self._conn.close()
+        except (pika.exceptions.AMQPError, OSError):
+            pass  # it is dead already
+        self._conn = _connect()
+        self._open_channel()
+
+    def declare(self, label: str, queue_type: str = "quorum") -> str:
         """A fresh queue, declared as the daemon will (quorum, the default queue_type), so a
         test can publish before the daemon runs."""
         name = unique_queue(label)
         self.queues.append(name)
-        self.channel.queue_declare(name, durable=True, arguments={"x-queue-type": "quorum"})
+        self.channel.queue_declare(name, durable=True, arguments={"x-queue-type": queue_type})
         return name
 
     def publish(self, queue: str, payload: Optional[Dict[str, Any]] = None,
@@ -65,6 +77,57 @@ class Broker:
 
     def publish_many(self, queue: str, count: int, **payload: Any) -> List[str]:
         return [self.publish(queue, dict(payload)) for _ in range(count)]
+
+    def publish_batch(self, queue: str, payloads: Iterable[Dict[str, Any]],
+                      batch: int = 500) -> List[str]:
+        """Publish fast: in transactions of `batch` messages, each committed (the broker
+        has them all) before the next begins; a message returned unroutable fails."""
+        returned: List[str] = []
+        channel = self._conn.channel()
+        channel.add_on_return_callback(
+            lambda _ch, _method, props, _body: returned.append(props.message_id))
+        channel.tx_select()
+        ids: List[str] = []
+        try:
+            for payload in payloads:
+                msg_id = uuid.uuid4().hex
+                channel.basic_publish(
+                    "", queue, json.dumps(payload).encode(),
+                    pika.BasicProperties(message_id=msg_id, content_type="application/json",
+                                         delivery_mode=2), mandatory=True)
+                ids.append(msg_id)
+                if len(ids) % batch == 0:
+                    channel.tx_commit()
+            channel.tx_commit()
+        finally:
+            channel.close()
+        assert not returned, f"{len(returned)} messages returned unroutable by {queue}"
+        return ids
+
+    def publish_raw(self, queue: str, body: bytes, msg_id: Optional[str] = None,
+                    content_type: Optional[str] = None) -> str:
+        """Publish `body` as it is (no JSON encoding), confirmed."""
+        msg_id = msg_id or uuid.uuid4().hex
+        self.channel.basic_publish(
+            "", queue, body,
+            pika.BasicProperties(message_id=msg_id, content_type=content_type, delivery_mode=2),
+            mandatory=True)
+        return msg_id
+
+    def peek(self, queue: str, limit: int = 100) -> List[Tuple[Any, bytes]]:
+        """(properties, body) of up to `limit` messages at the head of `queue`, left in it:
+        read unacknowledged on a channel of their own, handed back by closing it."""
+        channel = self._conn.channel()
+        found: List[Tuple[Any, bytes]] = []
+        try:
+            while len(found) < limit:
+                method, properties, body = channel.basic_get(queue, auto_ack=False)
+                if method is None:
+                    break
+                found.append((properties, body))
+        finally:
+            channel.close()
+        return found
 
     def counts(self, queue: str) -> "QueueCounts":
         ok = self.channel.queue_declare(queue, passive=True).method
@@ -87,6 +150,44 @@ class Broker:
                     self.channel.exchange_delete(chain.level_exchange(k))
         finally:
             self._conn.close()
+
+
+def rabbitmqctl(*args: str, timeout: float = 120.0) -> None:
+    proc = subprocess.run(["rabbitmqctl", *args], capture_output=True, text=True,
+                          timeout=timeout)
+    assert proc.returncode == 0, (f"rabbitmqctl {' '.join(args)} -> exit {proc.returncode}: "
+                                  f"{proc.stdout} {proc.stderr}")
+
+
+def connection_heartbeats() -> Dict[str, int]:
+    """connection name -> heartbeat timeout (seconds) the broker negotiated with it."""
+    proc = subprocess.run(["rabbitmqctl", "-q", "list_connections", "client_properties",
+                           "timeout", "--formatter", "json"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    found = {}
+    for connection in json.loads(proc.stdout or "[]"):
+        # A connection still opening (or closing) has no properties list yet.
+        properties = connection.get("client_properties")
+        entries = properties if isinstance(properties, list) else []
+        name = next((entry[2] for entry in entries
+                     if isinstance(entry, list) and len(entry) == 3
+                     and entry[0] == "connection_name"), None)
+        if name is not None:
+            found[name] = int(connection["timeout"])
+    return found
+
+
+def start_broker_app() -> None:
+    """Start the RabbitMQ application (a no-op if it runs) and wait until it serves."""
+    rabbitmqctl("start_app")
+    rabbitmqctl("await_startup")
+
+
+def stop_broker_app() -> None:
+    """Stop the RabbitMQ application, the Erlang node staying up: every connection drops
+    and port 5672 refuses new ones until start_broker_app."""
+    rabbitmqctl("stop_app")
 
 
 @dataclass(frozen=True)

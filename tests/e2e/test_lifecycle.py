@@ -127,10 +127,11 @@ def test_master_killed_leaders_and_workers_finish_the_job_in_hand_and_exit(
     assert counts.consumers == 0 and counts.messages == 0, counts  # it was acked
 
 
-def test_handler_that_raises_rejects_the_message_and_logs_the_traceback(
+def test_handler_that_raises_dead_letters_the_message_and_logs_the_traceback(
         daemons: MakeDaemon, broker: Broker, ledger: Ledger) -> None:
     queue = broker.declare("raise")
-    daemon = daemons({"raise": program(queue, ledger, workers=1)})
+    # attempts: 1, so the failure is final at once (retries are test_runtime_poison's).
+    daemon = daemons({"raise": program(queue, ledger, workers=1, attempts=1)})
     daemon.start()
     worker = daemon.status()["programs"]["raise"]["workers"][0]
 
@@ -140,9 +141,11 @@ def test_handler_that_raises_rejects_the_message_and_logs_the_traceback(
     wait_for(lambda: daemon.status()["programs"]["raise"]["workers"][0]["jobs"] == 2,
              what="both jobs counted")
 
-    # Rejected without requeue: it ran once, and nothing is left in the queue.
+    # It ran once, and went to the dead-letter queue: nothing is left in the queue.
     assert ledger.counts()[failing] == 1
     assert broker.counts(queue).messages == 0
+    wait_for(lambda: broker.counts(f"{queue}.failed").messages == 1,
+             what="the failed message in the dead-letter queue")
     now = daemon.status()["programs"]["raise"]["workers"][0]
     assert (now["pid"], now["state"], now["failed"]) == (worker["pid"], "RUNNING", 1)
     wait_for(lambda: "boom-for-the-log" in daemon.program_log("raise"),

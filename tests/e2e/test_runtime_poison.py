@@ -1,0 +1,109 @@
+"""A handler that keeps failing on some messages: retries with growing delays, then the
+dead-letter queue with the error; `failed` shows it, `retry-failed` brings it back,
+`purge-failed` empties the queue."""
+
+from __future__ import annotations
+
+import collections
+from pathlib import Path
+from typing import Any, Dict, List
+
+from .daemon import MakeDaemon
+from .harness import Ledger, runtime_program, wait_for
+from .rabbit import Broker
+
+ATTEMPTS = 4
+INITIAL, FACTOR = 0.3, 2  # backoff without jitter: retries after 0.3, 0.6 and 1.2 s
+BOUND = 0.1 + 1.0  # the delay resolution plus a generous margin
+
+
+def attempts_of(ledger: Ledger, msg_id: str) -> List[Dict[str, Any]]:
+    return sorted((e for e in ledger.entries() if e["id"] == msg_id), key=lambda e: e["t"])
+
+
+def test_poison_messages_are_retried_with_growing_delays_then_dead_lettered_with_their_error(
+        tmp_path: Path, daemons: MakeDaemon, broker: Broker, ledger: Ledger) -> None:
+    queue = broker.declare("poison")
+    dead_letters = f"{queue}.failed"
+    backoff = {"initial": f"{INITIAL}s", "factor": FACTOR, "max": "10s", "jitter": 0}
+    daemon = daemons({"poison": runtime_program(queue, ledger, workers=2, attempts=ATTEMPTS,
+                                                backoff=backoff)})
+    daemon.start()
+    flag = tmp_path / "poisoned"
+    flag.touch()
+
+    poison = [broker.publish(queue, {"fail_while": str(flag), "tag": f"poison {n}"})
+              for n in range(2)]
+    good = broker.publish_many(queue, 5)
+    ledger.wait_for_ids(good)
+    wait_for(lambda: broker.counts(dead_letters).messages == len(poison), timeout=60,
+             what=lambda: f"both poison messages dead-lettered; ledger: {ledger.entries()}")
+
+    # Each poison message ran `attempts` times, each retry no earlier than its backoff
+    # delay (and within the bound), the gaps growing; good messages ran once.
+    assert all(ledger.counts()[i] == 1 for i in good)
+    for msg_id in poison:
+        runs = attempts_of(ledger, msg_id)
+        assert [r["attempt"] for r in runs] == list(range(1, ATTEMPTS + 1)), runs
+        assert not any(r["ok"] for r in runs)
+        gaps = [later["t"] - earlier["t"] for earlier, later in zip(runs, runs[1:])]
+        for retry, gap in enumerate(gaps, start=1):
+            delay = INITIAL * FACTOR ** (retry - 1)
+            assert delay <= gap <= delay + BOUND, f"retry {retry} after {gap:.3f}s ({gaps})"
+        assert gaps == sorted(gaps), f"the delays do not grow: {gaps}"
+
+    # The dead letters carry their error in the documented headers.
+    headers = {props.message_id: props.headers for props, _ in broker.peek(dead_letters)}
+    assert sorted(headers) == sorted(poison)
+    for msg_id, h in headers.items():
+        assert h["x-qsupervisor-reason"] == "exception"
+        assert h["x-qsupervisor-error-type"] == "RuntimeError"
+        assert h["x-qsupervisor-error"] == f"poisoned by {flag}"
+        assert h["x-qsupervisor-attempts"] == ATTEMPTS
+        assert h["x-qsupervisor-queue"] == queue
+        assert "RuntimeError: poisoned by" in h["x-qsupervisor-traceback"]
+        assert h["x-qsupervisor-first-failed-at"] <= h["x-qsupervisor-last-failed-at"]
+
+    # `failed` shows them, without taking them.
+    shown = daemon.ctl("failed", "poison")
+    assert shown.returncode == 0, str(shown)
+    listing = shown.json()
+    assert (listing["queue"], listing["total"]) == (dead_letters, len(poison))
+    assert sorted(m["id"] for m in listing["messages"]) == sorted(poison)
+    for message in listing["messages"]:
+        assert (message["reason"], message["error_type"], message["attempts"]) == (
+            "exception", "RuntimeError", ATTEMPTS)
+        assert message["error"] == f"poisoned by {flag}"
+    assert broker.counts(dead_letters).messages == len(poison)
+
+    # Status counts the last minute's failures and retries, and the dead letters.
+    def counted() -> Any:
+        program = daemon.status("poison")["programs"]["poison"]
+        minute, depths = program["last_minute"], program["queue_stats"] or {}
+        return (minute["retried"] == len(poison) * (ATTEMPTS - 1)
+                and minute["failed"] == len(poison) * ATTEMPTS
+                and minute["done"] == len(good) + len(poison) * ATTEMPTS
+                and depths.get("dead_letter_ready") == len(poison))
+
+    wait_for(counted, what=lambda: f"status to count the failures: {daemon.status('poison')}")
+
+    # The fix is deployed (the file goes): retry-failed brings one back and it succeeds.
+    flag.unlink()
+    fixed, left = poison
+    moved = daemon.ctl("retry-failed", "poison", fixed, as_json=False)
+    assert moved.returncode == 0, str(moved)
+    assert "moved 1 message" in moved.stdout
+    wait_for(lambda: len(attempts_of(ledger, fixed)) == ATTEMPTS + 1,
+             what=f"the retried message {fixed} to run again")
+    again = attempts_of(ledger, fixed)[-1]
+    assert (again["attempt"], again["ok"]) == (1, True), again
+    remaining = daemon.ctl("failed", "poison").json()
+    assert [m["id"] for m in remaining["messages"]] == [left]
+
+    purged = daemon.ctl("purge-failed", "poison", "--yes", as_json=False)
+    assert purged.returncode == 0, str(purged)
+    assert "purged 1 message" in purged.stdout
+    assert daemon.ctl("failed", "poison").json()["total"] == 0
+    assert broker.counts(dead_letters).messages == 0
+    wait_for(lambda: broker.counts(queue).messages == 0, what="the queue to be empty")
+    assert collections.Counter(e["id"] for e in ledger.entries())[left] == ATTEMPTS
