@@ -24,13 +24,17 @@ def program_status(program: ProgramRuntime, search_path: Sequence[str] = ()) -> 
     leader = program.leader
     workers = []
     snapshots: List[Snapshot] = []
+    # Identities, computed once: asking every slot about every worker is quadratic
+    # (65,536 comparisons per status at 256 workers).
+    predecessors = {id(slot.predecessor) for slot in program.slots.values()
+                    if slot.predecessor is not None}
     for worker in program.workers():
         snapshot = worker.stats.read() if worker.stats is not None else None
         if snapshot is not None and worker.alive:
             snapshots.append(snapshot)
         entry = worker_status(worker, worker in program.draining, snapshot)
         # Old code still consuming until its successor is RUNNING (a rolling reload).
-        entry["superseded"] = _is_predecessor(program, worker)
+        entry["superseded"] = id(worker) in predecessors
         workers.append(entry)
     status = {
         "state": program.state.value,
@@ -87,10 +91,6 @@ def _rss(worker: WorkerProc) -> Optional[int]:
     if now - worker.rss_read_at >= RSS_MAX_AGE:
         worker.rss, worker.rss_read_at = procutil.read_rss(worker.pid), now
     return worker.rss
-
-
-def _is_predecessor(program: ProgramRuntime, worker: WorkerProc) -> bool:
-    return any(slot.predecessor is worker for slot in program.slots.values())
 
 
 def worker_status(worker: WorkerProc, draining: bool,

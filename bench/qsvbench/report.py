@@ -1,0 +1,427 @@
+"""docs/benchmarks.md and the throughput plot, from the parts' result dicts.
+
+The raw results are kept at the end of the Markdown file in an HTML comment, so that a
+later `--only PART` run replaces that part and keeps the others.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+from .common import BENCH_DIR
+
+MARKER = "bench-results-json"
+PARTS = ("throughput", "memory", "control", "reload", "startup", "delay", "idle")
+COMMAND = "python bench/run.py"
+
+
+def load_previous(path: Path) -> Dict[str, Any]:
+    if not path.exists():
+        return {}
+    match = re.search(rf"<!-- {MARKER}\n(.*?)\n-->", path.read_text(), re.S)
+    if not match:
+        return {}
+    try:
+        return json.loads(match.group(1))
+    except ValueError:
+        return {}
+
+
+# -- formatting --------------------------------------------------------------------------
+
+
+def _n(value: Optional[float], digits: int = 0, suffix: str = "") -> str:
+    if value is None:
+        return "–"
+    return f"{value:,.{digits}f}{suffix}"
+
+
+def _ok(met: Optional[bool]) -> str:
+    return "–" if met is None else ("**met**" if met else "**missed**")
+
+
+def _table(header: List[str], rows: List[List[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _load(part: Dict[str, Any]) -> str:
+    before, after = part.get("load_before", {}), part.get("load_after", {})
+    code = f", qsupervisor {part['code']}" if part.get("code") else ""
+    return (f"{part.get('date', '')}{code}, load average (1 min) {before.get('1m', '?')} before, "
+            f"{after.get('1m', '?')} after; "
+            f"took {part.get('duration_s', 0):.0f} s{' (--quick)' if part.get('quick') else ''}")
+
+
+# -- targets -----------------------------------------------------------------------------
+
+
+def targets(parts: Dict[str, Any]) -> List[List[str]]:
+    rows: List[List[str]] = []
+
+    def result(name: str) -> Optional[Dict[str, Any]]:
+        part = parts.get(name)
+        return part["result"] if part else None
+
+    tp = result("throughput")
+    if tp:
+        ratios = [r["ratio"] for r in tp["summary"] if r["ratio"] is not None]
+        worst = min(tp["summary"], key=lambda r: r["ratio"] or 0)
+        noop = [r for r in tp["summary"] if r["job"] == "noop"]
+        rows.append(["throughput ≥ 0.95 × plain pika at every N",
+                     f"ratio {min(ratios):.2f}–{max(ratios):.2f} over {len(ratios)} cases "
+                     f"(worst: {worst['queue_type']} {worst['job']} N={worst['workers']}); "
+                     f"no-op job: " + ", ".join(f"{r['queue_type'][0]}{r['workers']} "
+                                                f"{r['ratio']:.2f}" for r in noop),
+                     _ok(all(x >= 0.95 for x in ratios))])
+    mem = result("memory")
+    if mem:
+        s = mem["summary"]
+        rows.append([f"PSS of {s['workers']} preloaded workers ≤ 0.5 × {s['workers']} "
+                     f"separate processes",
+                     f"{s['qsupervisor_tree_mib']:.1f} MiB vs {s['plain_total_mib']:.1f} MiB: "
+                     f"ratio {s['ratio']:.2f} ({s['ratio_with_master']:.2f} counting the master)",
+                     _ok(s["ratio"] <= 0.5)])
+    ctl = result("control")
+    if ctl:
+        big = max(ctl["sizes"], key=lambda s: s["workers"])
+        rows.append([f"`status` ≤ 60 ms as a whole process at {big['workers']} workers",
+                     f"{big['ctl_status']['median_ms']:.1f} ms (median of "
+                     f"{big['ctl_status']['runs']})", _ok(big["ctl_status"]["median_ms"] <= 60)])
+        rows.append(["protocol round trip ≤ 2 ms",
+                     f"status request {big['rt_status']['median_ms']:.2f} ms at "
+                     f"{big['workers']} workers (with queue depths, as qsupervisorctl asks), "
+                     f"{big['rt_status_no_queues']['median_ms']:.2f} ms without; "
+                     f"`version` {big['rt_version']['median_ms']:.3f} ms",
+                     _ok(big["rt_status"]["median_ms"] <= 2)])
+    rl = result("reload")
+    if rl:
+        s = rl["summary"]
+        rows.append([f"reload of {rl['workers']} idle workers ≤ 0.5 s, consumers never "
+                     f"below {rl['workers']}",
+                     f"{s['ctl_s'] * 1000:.0f} ms (median, `qsupervisorctl reload` wall time; "
+                     f"slowest {s['max_ctl_s'] * 1000:.0f} ms), lowest consumer count "
+                     f"{s['min_consumers']}",
+                     _ok(s["ctl_s"] <= 0.5 and s["min_consumers"] >= rl["workers"])])
+    st = result("startup")
+    if st:
+        big = max(st["sizes"], key=lambda s: s["workers"])
+        rows.append([f"{big['workers']} workers consuming ≤ 3 s after start",
+                     f"{big['all_s']:.2f} s (median; a bare fork server: "
+                     f"{_n(big.get('fork_floor_all_s'), 2)} s)", _ok(big["all_s"] <= 3)])
+    dl = result("delay")
+    if dl:
+        s = dl["summary"]
+        limit = s["resolution_s"] * 1000 + 100
+        rows.append([f"delay lateness p99 ≤ resolution + 100 ms ({limit:.0f} ms)",
+                     f"p99 {s['p99_ms']:.0f} ms (p50 {s['p50_ms']:.0f}, max {s['max_ms']:.0f}) "
+                     f"over {s['messages']} delays of 0.1–{s['longest_delay_s']:g} s",
+                     _ok(s["p99_ms"] <= limit)])
+    idle = result("idle")
+    if idle:
+        s = idle["summary"]
+        rows.append(["idle master ≤ 0.1 % of one core",
+                     f"{s['master_pct_core']:.4f} % ({s['master_cpu_s'] * 1000:.1f} ms CPU in "
+                     f"{s['window_s']:.0f} s, {s['workers']} idle workers)",
+                     _ok(s["master_pct_core"] <= 0.1)])
+    return rows
+
+
+# -- sections ------------------------------------------------------------------------------
+
+
+def section_throughput(result: Dict[str, Any], plot: Optional[str]) -> str:
+    rows = []
+    for r in result["summary"]:
+        p, q = r["plain"], r["qsupervisor"]
+        rows.append([r["queue_type"], r["job"], str(r["workers"]), f"{r['backlog']:,}",
+                     _n(p["median"]), _n(q["median"]), _n(r["ratio"], 2),
+                     " ".join(f"{x:.2f}" for x in r["pair_ratios"]),
+                     _n(p["consumer_cpu_us_per_msg"]), _n(q["consumer_cpu_us_per_msg"]),
+                     _n(p["broker_cpu_us_per_msg"]), _n(q["broker_cpu_us_per_msg"]),
+                     _ok(r["ratio"] >= 0.95) if r["ratio"] is not None else "–"])
+    table = _table(["queue", "job", "N", "backlog", "plain pika msg/s", "qsupervisor msg/s",
+                    "ratio", "ratio per repeat", "plain client CPU µs/msg",
+                    "qsupervisor client CPU µs/msg", "broker CPU µs/msg (plain)",
+                    "broker CPU µs/msg (qsupervisor)", "≥ 0.95"], rows)
+    picture = f"\n![throughput against worker count]({plot})\n" if plot else ""
+    return f"""## 1. Throughput
+
+**How.** For each queue type, job and worker count N, a fresh durable queue is pre-filled
+with small persistent JSON messages (`{{"n": i, "kind": "bench", "ok": true}}`, with a
+`message_id`), then either N plain pika consumer processes
+(`bench/apps/plain_consumer.py`: `BlockingConnection`, `basic_qos(prefetch_count=10)`,
+`basic_consume`, `json.loads` of the body, the job, `basic_ack`) or a `qsupervisord -n` with
+one program of N workers (`prefetch: 10`, same queue type, handler `bench_handlers:*`) drain
+it. A separate connection samples the queue depth every 10 ms with passive declares; the
+rate is the messages consumed between the depth falling to 90 % and to 10 % of the backlog,
+divided by that time (if not every consumer is attached at the 90 % mark, the window starts
+when the last one attaches). Start-up never counts. Jobs: `noop` (returns at once), `1ms`
+and `10ms` (`time.sleep`); backlog 55,000 for `noop` and about 3 s of ideal work for the
+sleeping jobs. Sides alternate which goes first; {result['repeats']} repeat(s); the table
+shows medians, and "ratio per repeat" the qsupervisor/plain ratio of each back-to-back pair.
+Client CPU is the consumer processes' utime+stime (workers only for qsupervisor) and broker
+CPU the RabbitMQ VM's, between all consumers attached and the queue empty, per message.
+{picture}
+{table}
+"""
+
+
+def section_memory(result: Dict[str, Any]) -> str:
+    s = result["summary"]
+    rows = [
+        [f"qsupervisor: leader + {s['workers']} workers",
+         _n(s["qsupervisor_tree_mib"], 1), _n(s["qsupervisor_worker_mib"], 1),
+         _n(s["qsupervisor_worker_rss_mib"], 1), ", ".join(map(str, s["all_qsupervisor_mib"]))],
+        [f"{s['workers']} separate plain pika processes", _n(s["plain_total_mib"], 1),
+         _n(s["plain_process_mib"], 1), _n(s["plain_process_rss_mib"], 1),
+         ", ".join(map(str, s["all_plain_mib"]))],
+    ]
+    return f"""## 2. Memory
+
+**How.** Both sides import the same `preload` list — `{', '.join(s['preload'])}`
+(`bench_ballast` builds a few MB of objects at import, a stand-in for an application's
+models and tables) — and open an idle consumer on an empty quorum queue. qsupervisor: one
+program, `preload:` that list, {s['workers']} workers; measured is the leader plus its
+workers (the master is shared by every program and shown apart: {s['qsupervisor_master_mib']:.1f} MiB;
+leader alone {s['qsupervisor_leader_mib']:.1f} MiB). Plain: {s['workers']} separate processes
+(`plain_consumer.py --preload ...`). PSS from `/proc/PID/smaps_rollup`, 1 s after every
+consumer attached; repeats alternate the sides; medians.
+
+{_table(["side", "total PSS MiB", "PSS per worker MiB", "RSS per worker MiB", "each repeat (MiB)"], rows)}
+
+Ratio: **{s['ratio']:.2f}** ({s['ratio_with_master']:.2f} if the master is counted too).
+"""
+
+
+def section_control(result: Dict[str, Any]) -> str:
+    rows = []
+    for s in result["sizes"]:
+        hf = s.get("hyperfine_status")
+        rows.append([str(s["workers"]),
+                     f"{s['ctl_status']['median_ms']:.1f} (p90 {s['ctl_status']['p90_ms']:.1f})",
+                     f"{s['ctl_status_json']['median_ms']:.1f}",
+                     f"{hf['median_ms']:.1f} ± {hf['stddev_ms']:.1f}" if hf else "not installed",
+                     f"{s['ctl_version']['median_ms']:.1f}",
+                     f"{s['rt_status']['median_ms']:.2f}",
+                     f"{s['rt_status_no_queues']['median_ms']:.2f}",
+                     f"{s['rt_version']['median_ms']:.3f}",
+                     f"{s['status_reply_bytes']:,}"])
+    imp = result["imports"]
+    top = ", ".join(f"`{t['module']}` {t['cumulative_ms']:.1f}" for t in imp["importtime_top"][:10])
+    cold = imp.get("import_ctl_cold_ms")
+    cold_text = (f" Without cached bytecode (`PYTHONDONTWRITEBYTECODE=1` and no `__pycache__`, as "
+                 f"in a fresh development checkout) the import takes {cold:.1f} ms."
+                 if cold else "")
+    return f"""## 3. Control latency
+
+**How.** A daemon with one program of N idle workers. Whole process: `qsupervisorctl -s
+SOCKET status` (and `--json status`, `version`) run with `subprocess.run`, timed from before
+the fork to after the exit, repeated; also with hyperfine (`-N`, 3 warm-ups) when installed.
+Round trip: `qsupervisor.control.client.Client.call(...)` in the benchmark process (connect,
+request, reply, close) — `status` as qsupervisorctl sends it (the leader then reads the queue
+depths from the broker), `status` with `queues: false`, and `version` (no work in the master).
+Medians in ms.
+
+{_table(["workers", "`qsupervisorctl status`", "`--json status`", "hyperfine `status`", "`version`", "round trip `status`", "round trip `status` no queues", "round trip `version`", "status reply bytes"], rows)}
+
+Where the whole-process time goes: the bare interpreter (`python -c pass`) takes
+{imp['python_bare_ms']:.1f} ms and `python -c "import qsupervisor.ctl.main"`
+{imp['import_ctl_ms']:.1f} ms (bytecode cached). Biggest imports by `python -X importtime`
+(cumulative ms): {top}.{cold_text}
+"""
+
+
+def section_reload(result: Dict[str, Any]) -> str:
+    s = result["summary"]
+    rows = [[str(i + 1), f"{r['ctl_s'] * 1000:.0f}", f"{r['replaced_s'] * 1000:.0f}",
+             str(r["min_consumers"]), str(r["max_consumers"])] for i, r in enumerate(result["runs"])]
+    return f"""## 4. Reload
+
+**How.** A daemon with one program of {result['workers']} idle workers on a quorum queue;
+`qsupervisorctl -s SOCKET reload bench` (it waits until the reload is complete) is run
+{len(result['runs'])} times, 0.5 s apart. Measured: the command's wall time (process start
+included); the time from launching it until every old worker has exited (polling `/proc`
+every 2 ms, so that watching does not load the master), after which `status` must show
+{result['workers']} new pids RUNNING; and the queue's consumer count, sampled every ~5 ms on
+another connection, from the launch until the command returned.
+
+{_table(["run", "`reload` wall ms", "old workers all gone ms", "lowest consumers", "highest consumers"], rows)}
+
+Median `reload` {s['ctl_s'] * 1000:.0f} ms; old workers gone after {s['replaced_s'] * 1000:.0f} ms
+(median); consumers never below **{s['min_consumers']}**.
+"""
+
+
+def section_startup(result: Dict[str, Any]) -> str:
+    rows = []
+    for s in result["sizes"]:
+        cpu = s.get("cpu_s") or {}
+        rows.append([str(s["workers"]), _n(s["first_s"], 2), _n(s["half_s"], 2), _n(s["all_s"], 2),
+                     " ".join(f"{r['all_s']:.2f}" for r in s["runs"]),
+                     _n(s.get("fork_floor_all_s"), 2), _n(s.get("plain_all_s"), 2),
+                     f"{_n(cpu.get('master'), 2)} / {_n(cpu.get('leader'), 2)} / "
+                     f"{_n(cpu.get('workers'), 2)} / {_n(cpu.get('broker'), 2)}"])
+    return f"""## 5. Start-up
+
+**How.** The queue and the program's topology exist (declared by an unmeasured first start).
+Timed from launching `qsupervisord -n -c FILE` until the queue's consumer count (passive
+declares every 10 ms) reaches N. For comparison, on the same queue: a bare fork server
+(`bench/apps/fork_consumers.py`: one Python process imports pika and forks N children that
+each connect, `basic_qos`, `basic_consume` — no supervision at all), alternated with the
+daemon, and once, N separate `plain_consumer.py` processes started at the same time. CPU:
+what the master, the leader and all workers had used when the last consumer attached
+(`/proc/PID/task/*/schedstat`; the master's includes its own interpreter start and
+imports), and what the RabbitMQ VM used over the same time (utime+stime). Seconds; medians.
+Starting N separate processes raises the load average by itself: it shows in the next
+part's "before".
+
+{_table(["workers", "first consumer", "half", "all N", "each run (all N)", "bare fork server", "N separate processes", "CPU s master / leader / workers / broker"], rows)}
+"""
+
+
+def section_delay(result: Dict[str, Any]) -> str:
+    s = result["summary"]
+    rows = [[label, str(r["count"]), f"{r['p50_ms']:.0f}", f"{r['p99_ms']:.0f}", f"{r['max_ms']:.0f}"]
+            for label, r in s["by_range"].items()]
+    rows.append(["all", str(s["messages"]), f"{s['p50_ms']:.0f}", f"{s['p99_ms']:.0f}",
+                 f"{s['max_ms']:.0f}"])
+    return f"""## 6. Delay lateness
+
+**How.** A program with 4 workers whose handler appends `time.time()` and the message's
+`x-qsupervisor-due-at` header to a file. {s['messages']} messages with delays log-spaced from
+0.1 s to {s['longest_delay_s']:g} s are published together with `qsupervisor.Publisher(...,
+delay=DelayConfig(resolution={s['resolution_s']:g}))` (confirmed, {s['publish_s']:.2f} s for
+all), through the delay chain. Lateness = handler start − due time (publish time + delay,
+rounded up to the millisecond by the publisher). Nearest-rank percentiles, ms. Lowest
+lateness {s['min_ms']:.0f} ms (the worker sends a message that arrives more than
+{_n(s.get('early_tolerance_ms'), 0)} ms before it is due back to wait); {s['runs']} runs for
+{s['messages']} messages.
+
+{_table(["delays", "messages", "p50 ms", "p99 ms", "max ms"], rows)}
+"""
+
+
+def section_idle(result: Dict[str, Any]) -> str:
+    s = result["summary"]
+    return f"""## 7. Idle master
+
+**How.** A daemon with one program of {s['workers']} idle workers on an empty queue; 2 s after
+every worker is RUNNING, the CPU time of the master, the leader and the workers is read at
+the start and the end of a {s['window_s']:.0f} s window during which nothing talks to the
+daemon. CPU time from `/proc/PID/task/*/schedstat` (ns, all threads); utime+stime from
+`/proc/PID/stat` counts whole {s['tick_s'] * 1000:.0f} ms ticks and is shown for the master too.
+
+{_table(["process", "CPU s in the window", "% of one core"], [
+        ["master", f"{s['master_cpu_s']:.4f} (ticks: {s['master_cpu_ticks_s']:.2f})",
+         f"{s['master_pct_core']:.4f}"],
+        ["leader", f"{s['leader_cpu_s']:.4f}", f"{s['leader_cpu_s'] / s['window_s'] * 100:.4f}"],
+        [f"{s['workers']} workers together", f"{s['workers_cpu_s']:.3f}",
+         f"{s['workers_pct_core']:.3f}"],
+    ])}
+"""
+
+
+SECTIONS: Dict[str, Callable[..., str]] = {
+    "memory": section_memory, "control": section_control, "reload": section_reload,
+    "startup": section_startup, "delay": section_delay, "idle": section_idle,
+}
+
+
+# -- the plot ----------------------------------------------------------------------------------
+
+
+def plot_throughput(result: Dict[str, Any], path: Path) -> bool:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    summary = result["summary"]
+    jobs = [j for j in ("noop", "1ms", "10ms") if any(r["job"] == j for r in summary)]
+    fig, axes = plt.subplots(1, len(jobs), figsize=(5 * len(jobs), 4.2), squeeze=False)
+    styles = {("plain", "quorum"): ("tab:blue", "--", "o"), ("qsupervisor", "quorum"): ("tab:blue", "-", "s"),
+              ("plain", "classic"): ("tab:orange", "--", "o"),
+              ("qsupervisor", "classic"): ("tab:orange", "-", "s")}
+    for ax, job in zip(axes[0], jobs):
+        for queue_type in ("quorum", "classic"):
+            rows = sorted((r for r in summary if r["job"] == job and r["queue_type"] == queue_type),
+                          key=lambda r: r["workers"])
+            if not rows:
+                continue
+            for side in ("plain", "qsupervisor"):
+                color, line, marker = styles[(side, queue_type)]
+                label = f"{'plain pika' if side == 'plain' else 'qsupervisor'} ({queue_type})"
+                ax.plot([r["workers"] for r in rows], [r[side]["median"] for r in rows],
+                        color=color, linestyle=line, marker=marker, label=label)
+        ax.set_title(f"job: {job}")
+        ax.set_xlabel("workers (processes)")
+        ax.set_ylabel("messages / s (median, steady state)")
+        ax.set_xscale("log", base=2)
+        counts = sorted({r["workers"] for r in summary})
+        ax.set_xticks(counts)
+        ax.set_xticklabels([str(n) for n in counts])
+        ax.set_ylim(bottom=0)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle("Throughput: qsupervisor vs N plain pika consumers (prefetch 10)")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+# -- the document -------------------------------------------------------------------------------
+
+
+def render(data: Dict[str, Any], out: Path, plot_path: Path) -> str:
+    machine, parts = data["machine"], data["parts"]
+    plot_rel: Optional[str] = None
+    if "throughput" in parts and plot_throughput(parts["throughput"]["result"], plot_path):
+        try:
+            plot_rel = str(plot_path.resolve().relative_to(out.resolve().parent))
+        except ValueError:
+            plot_rel = str(plot_path.resolve())
+    labels = [("cpu", "CPU"), ("cores", "cores"), ("ram_gib", "RAM (GiB)"), ("kernel", "kernel"),
+              ("os", "OS"), ("python", "Python"), ("pika", "pika"), ("rabbitmq", "RabbitMQ"),
+              ("qsupervisor", "qsupervisor (last run)"), ("date", "last run")]
+    machine_rows = [[label, str(machine[key])] for key, label in labels if key in machine]
+    text = [f"""# Benchmarks
+
+Generated by `{COMMAND}` (see [bench/README.md](../bench/README.md)); every number below was
+measured in the run described here, on the local RabbitMQ over loopback. Do not edit by hand:
+run the suite again (`--only PART` re-runs one part and keeps the others).
+
+## Machine
+
+{_table(["", ""], machine_rows)}
+| bytecode | {data.get('bytecode', '?')} |
+
+Each part notes the load average around it: other work on the machine makes numbers noisy,
+which is why both sides of every comparison run in the same part, alternating, and medians
+are shown.
+
+## Targets
+
+{_table(["target", "measured", ""], targets(parts))}
+"""]
+    findings = BENCH_DIR / "FINDINGS.md"
+    if findings.exists():
+        text.append(findings.read_text().strip() + "\n")
+    for name in PARTS:
+        if name not in parts:
+            continue
+        part = parts[name]
+        if name == "throughput":
+            body = section_throughput(part["result"], plot_rel)
+        else:
+            body = SECTIONS[name](part["result"])
+        text.append(body.rstrip() + f"\n\n_Run: {_load(part)}._\n")
+    text.append(f"<!-- {MARKER}\n{json.dumps(data, sort_keys=True)}\n-->\n")
+    return "\n".join(text)
