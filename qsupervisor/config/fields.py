@@ -92,48 +92,38 @@ def is_dotted_name(text: str) -> bool:
 
 
 def integer(minimum: Optional[int] = None, maximum: Optional[int] = None) -> Parser:
-    if minimum is not None and maximum is not None:
-        wanted = f"an integer between {minimum} and {maximum}"
-    elif minimum is not None:
-        wanted = f"an integer >= {minimum}"
-    else:
-        wanted = "an integer"
-
-    def parse(field: FieldInput) -> int:
-        value = field.value
-        # bool is an int subclass in Python; "workers: yes" must not mean 1.
-        ok = isinstance(value, int) and not isinstance(value, bool)
-        if ok and minimum is not None and value < minimum:
-            ok = False
-        if ok and maximum is not None and value > maximum:
-            ok = False
-        if not ok:
-            raise Invalid(f"expected {wanted}, got {describe(value)}")
-        return int(value)
-
-    return parse
+    # bool is an int subclass in Python; "workers: yes" must not mean 1.
+    return _bounded("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool),
+                    int, minimum, maximum)
 
 
 def number(minimum: Optional[float] = None, maximum: Optional[float] = None) -> Parser:
     """An integer or decimal number (2, 1.5), for factors and fractions."""
-    if minimum is not None and maximum is not None:
-        wanted = f"a number between {_plain(minimum)} and {_plain(maximum)}"
-    elif minimum is not None:
-        wanted = f"a number >= {_plain(minimum)}"
-    else:
-        wanted = "a number"
+    # bool is an int subclass; and .nan/.inf are valid YAML floats that no limit accepts.
+    return _bounded("a number", lambda v: isinstance(v, (int, float))
+                    and not isinstance(v, bool) and math.isfinite(v),
+                    float, minimum, maximum)
 
-    def parse(field: FieldInput) -> float:
+
+def _bounded(kind: str, accepts: Callable[[Any], bool], convert: Callable[[Any], Any],
+             minimum: Optional[float], maximum: Optional[float]) -> Parser:
+    if minimum is not None and maximum is not None:
+        wanted = f"{kind} between {_plain(minimum)} and {_plain(maximum)}"
+    elif minimum is not None:
+        wanted = f"{kind} >= {_plain(minimum)}"
+    else:
+        wanted = kind
+
+    def parse(field: FieldInput) -> Any:
         value = field.value
-        # bool is an int subclass; and .nan/.inf are valid YAML floats that no limit accepts.
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        ok = accepts(value)
         if ok and minimum is not None and value < minimum:
             ok = False
         if ok and maximum is not None and value > maximum:
             ok = False
         if not ok:
             raise Invalid(f"expected {wanted}, got {describe(value)}")
-        return float(value)
+        return convert(value)
 
     return parse
 
