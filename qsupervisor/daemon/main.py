@@ -59,6 +59,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"qsupervisord: {exc}", file=sys.stderr)
         return EXIT_FAILED
     systemd.take_notify_socket()
+    if args.nodaemon and config.daemon.logfile != "-":
+        # In the foreground the terminal is the first place people look.
+        print(f"qsupervisord: pid {os.getpid()}, {len(config.programs)} programs; log "
+              f"{config.daemon.logfile}, worker output in {config.daemon.log_dir}; control "
+              f"socket {config.daemon.socket}", file=sys.stderr, flush=True)
     if not args.nodaemon:
         if config.daemon.logfile == "-":
             print("qsupervisord: warning: logfile is '-' (stderr), which a detached daemon "
