@@ -56,7 +56,6 @@ class Master:
         self.started = time.time()
         self.stopping = False
         self.exit_code = 0
-        self.after_shutdown: List[Callable[[], None]] = []
 
     # -- Host interface for programs ------------------------------------------------------
 

@@ -63,9 +63,6 @@ class EventLoop:
         for sig in data:
             _guarded(lambda: self._on_signal(sig))  # one failing signal must not eat the rest
 
-    def private_fds(self) -> List[int]:
-        return [self._signal_r, self._signal_w]
-
     # -- readers, writers and timers -----------------------------------------------
 
     def add_reader(self, fileobj: Any, callback: Callback) -> None:

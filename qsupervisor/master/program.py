@@ -294,6 +294,7 @@ class ProgramRuntime:
                 self.error = f"new leader died during preload ({procutil.describe_status(status)})"
         elif proc is self.leader:
             self.leader = None
+            self._stats_requests.clear()  # asked of this leader; nobody will answer them
             self._on_leader_lost(proc, status)
         self._maybe_stopped()
         self.host.changed()
@@ -344,9 +345,6 @@ class ProgramRuntime:
             return False
         self._stats_requests[rid] = callback
         return True
-
-    def forget_queue_stats(self) -> None:
-        self._stats_requests.clear()
 
     def _maybe_stopped(self) -> None:
         if self.state is not P.STOPPING or self.live_workers():

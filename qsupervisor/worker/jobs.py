@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 import pika
@@ -30,7 +30,7 @@ log = logs.get("qsupervisor.worker")
 # are whole milliseconds, hence the tolerance of one.
 EARLY_TOLERANCE = 0.001
 
-ACK, RETRY, DEAD, REDELAY, REQUEUE = "ack", "retry", "dead", "redelay", "requeue"
+ACK, RETRY, DEAD, REDELAY = "ack", "retry", "dead", "redelay"
 
 CrashLookup = Callable[[str], Tuple[int, str]]
 
@@ -43,7 +43,6 @@ class Outcome:
     properties: Optional[pika.BasicProperties] = None
     delay: float = 0.0
     stat: int = stats_mod.DONE
-    note: Dict[str, Any] = field(default_factory=dict)
 
 
 class JobRunner:
