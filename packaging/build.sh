@@ -84,9 +84,10 @@ stage() {
 }
 
 changelog() {
-    # A native Debian changelog with one entry per release; the project's history is git.
+    # One entry per release; the project's history is git. The version is the package's:
+    # nfpm gives the deb the Debian revision "-1" (nfpm.yaml's release), as the rpm.
     cat <<EOF
-qsupervisor ($version) unstable; urgency=medium
+qsupervisor ($version-1) unstable; urgency=medium
 
   * Release $version.
 

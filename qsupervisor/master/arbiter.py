@@ -171,7 +171,9 @@ class Master:
     def shutdown(self, fast: bool) -> None:
         if not self.stopping:
             log.info("shutting down", fast=fast)
-            systemd.notify("STOPPING=1")
+            # STATUS is what `systemctl status` shows while the jobs in hand finish.
+            systemd.notify("STOPPING=1\nSTATUS=stopping: "
+                           + ("killing the workers" if fast else "workers finish their jobs"))
         self.stopping = True
         for program in self.programs.values():
             program.stop("shutdown")

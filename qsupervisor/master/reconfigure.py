@@ -44,7 +44,7 @@ class UpdateResult:
 
 def apply_update(master: "Master", names: Optional[List[str]]) -> UpdateResult:
     """Raises ConfigError (nothing changes) or UnknownPrograms."""
-    systemd.notify("RELOADING=1")
+    systemd.notify("RELOADING=1\nSTATUS=applying the configuration")
     try:
         try:
             new = load_config(master.config.path)
@@ -54,7 +54,7 @@ def apply_update(master: "Master", names: Optional[List[str]]) -> UpdateResult:
             raise
         return _apply(master, new, None if not names or "all" in names else names)
     finally:
-        systemd.notify("READY=1")
+        systemd.notify("READY=1\nSTATUS=running")
 
 
 def _apply(master: "Master", new: Config, names: Optional[List[str]]) -> UpdateResult:

@@ -120,12 +120,15 @@ class Daemon:
 
     # -- starting and stopping ------------------------------------------------------------
 
-    def start(self, foreground: bool = True, wait: bool = True) -> None:
+    def start(self, foreground: bool = True, wait: bool = True,
+              env: Optional[Dict[str, str]] = None) -> None:
+        """`env`: variables added to the daemon's environment."""
         out = open(self.workdir / "qsupervisord.out", "ab")
         argv = [QSUPERVISORD, "-c", str(self.config_path), *(["-n"] if foreground else [])]
         # Its own process group: the teardown can kill the whole tree, orphans included.
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+                                stdin=subprocess.DEVNULL, start_new_session=True,
+                                env={**os.environ, **(env or {})})
         out.close()
         if foreground:
             self.proc = proc

@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import shutil
+import socket
 import subprocess
+import tempfile
 from pathlib import Path
 
 from .daemon import MakeDaemon
@@ -70,3 +73,40 @@ def test_check_accepts_a_good_file_and_names_file_line_and_key_in_a_bad_one(
     errors = result.stderr.splitlines()
     assert f"{bad}:4: programs.orders.workers: expected an integer >= 0, got 'four'" in errors
     assert any(e.startswith(f"{bad}:5: programs.orders.colour: unknown key") for e in errors)
+
+
+def test_systemd_notify_ready_reloading_stopping_and_no_child_inherits_the_socket(
+        daemons: MakeDaemon, broker: Broker, ledger: Ledger) -> None:
+    """What Type=notify relies on: READY=1 once the socket listens, RELOADING=1/READY=1
+    around `update` (what ExecReload runs), STOPPING=1 at a shutdown, each with a STATUS
+    line for `systemctl status`; leaders and workers never see $NOTIFY_SOCKET, so none can
+    speak for the service."""
+    directory = Path(tempfile.mkdtemp(prefix="qsv-notify-", dir="/tmp"))  # short: sun_path
+    path = directory / "notify"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(str(path))
+    listener.settimeout(DEADLINE)
+
+    def receive() -> str:
+        return listener.recv(4096).decode()
+
+    try:
+        queue = broker.declare("notified")
+        daemon = daemons({"notified": program(queue, ledger,
+                                              handler="e2eapp.handlers:print_notify_socket")})
+        daemon.start(env={"NOTIFY_SOCKET": str(path)}, wait=False)
+        assert receive() == "READY=1\nSTATUS=running"
+        assert daemon.ctl("pid").returncode == 0  # the socket listens once READY=1 is sent
+        daemon.wait_running()
+        ledger.wait_for_ids([broker.publish(queue)])
+        assert "NOTIFY_SOCKET=None" in daemon.program_log("notified")
+
+        assert daemon.ctl("update").returncode == 0
+        assert receive() == "RELOADING=1\nSTATUS=applying the configuration"
+        assert receive() == "READY=1\nSTATUS=running"
+
+        assert daemon.shutdown().returncode == 0
+        assert receive() == "STOPPING=1\nSTATUS=stopping: workers finish their jobs"
+    finally:
+        listener.close()
+        shutil.rmtree(directory, ignore_errors=True)

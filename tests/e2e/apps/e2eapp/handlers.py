@@ -39,3 +39,9 @@ def run_job(payload: Dict[str, Any], version: Optional[str] = None) -> None:
 
 def work(payload: Dict[str, Any]) -> None:
     run_job(payload)
+
+
+def print_notify_socket(payload: Dict[str, Any]) -> None:
+    """Prints what the worker sees of $NOTIFY_SOCKET (the systemd notification test)."""
+    print(f"NOTIFY_SOCKET={os.environ.get('NOTIFY_SOCKET')!r}", flush=True)
+    run_job(payload)
