@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -61,12 +62,75 @@ class QuietStream:
         except (BrokenPipeError, ValueError, OSError):
             pass
 
+    def fileno(self) -> int:
+        return self._stream.fileno()
+
+    def isatty(self) -> bool:
+        try:
+            return self._stream.isatty()
+        except (ValueError, OSError):
+            return False
+
+
+# syslog priorities, which journald reads from a "<N>" line prefix.
+PRIORITIES = {"debug": 7, "info": 6, "warning": 4, "error": 3, "critical": 2}
+
+
+def is_journal(stream: Any) -> bool:
+    """True when `stream` is the journal: systemd puts the device and inode of the stream it
+    connects to stdout/stderr in $JOURNAL_STREAM (systemd.exec(5)). Compared with the
+    stream itself, so that a redirected stderr or an inherited variable does not count."""
+    expected = os.environ.get("JOURNAL_STREAM")
+    if not expected:
+        return False
+    try:
+        st = os.fstat(stream.fileno())
+    except (AttributeError, OSError, ValueError):
+        return False
+    return expected == f"{st.st_dev}:{st.st_ino}"
+
+
+def _logfmt_value(value: Any) -> str:
+    """A string bare when that is unambiguous, else quoted; anything else as compact JSON."""
+    if not isinstance(value, str):
+        return json.dumps(value, default=str, separators=(",", ":"))
+    if value and not any(c in value for c in ' "=\\') and value.isprintable():
+        return value
+    return json.dumps(value)
+
+
+class JournalRenderer:
+    """`<N>event key=value ...`: journald takes the priority from the prefix (so
+    `journalctl -p warning` and the highlighting of `systemctl status` work) and stamps each
+    line itself, so there is no timestamp. A traceback keeps the priority on every line."""
+
+    def __call__(self, _logger: Any, _name: str, event: Dict[str, Any]) -> str:
+        prefix = f"<{PRIORITIES.get(event.pop('level', 'info'), 6)}>"
+        event.pop("timestamp", None)
+        text = str(event.pop("event", ""))
+        trace = event.pop("exception", None)
+        fields = " ".join(f"{key}={_logfmt_value(value)}" for key, value in event.items())
+        lines = [text + (" " + fields if fields else "")]
+        if trace:
+            lines.extend(str(trace).rstrip("\n").splitlines())
+        return "\n".join(prefix + line for line in lines)
+
+
+def resolve_format(fmt: str, stream: Any) -> str:
+    """`auto`: journal when the stream is the journal, console on a terminal, else json."""
+    if fmt != "auto":
+        return fmt
+    if is_journal(stream):
+        return "journal"
+    return "console" if getattr(stream, "isatty", lambda: False)() else "json"
+
 
 def _renderer(fmt: str, stream: Any) -> Any:
-    if fmt == "auto":
-        fmt = "console" if getattr(stream, "isatty", lambda: False)() else "json"
+    fmt = resolve_format(fmt, stream)
     if fmt == "console":
         return [structlog.dev.ConsoleRenderer(colors=False)]
+    if fmt == "journal":
+        return [structlog.processors.format_exc_info, JournalRenderer()]
     return [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
 
 

@@ -73,7 +73,7 @@ class DaemonConfig:
     pidfile: str = "/run/qsupervisor/qsupervisord.pid"  # absolute after loading
     logfile: str = "/var/log/qsupervisor/qsupervisord.log"  # "-" means stderr; else absolute
     log_dir: str = "/var/log/qsupervisor"  # absolute
-    log_format: str = "auto"  # auto | json | console
+    log_format: str = "auto"  # auto | json | console | journal
     log_level: str = "info"  # debug | info | warning | error
     log_max_size: int = 50 * 1024 * 1024  # bytes; rotation size of captured worker output
     log_backups: int = 5

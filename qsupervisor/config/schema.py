@@ -291,8 +291,9 @@ DAEMON = Section("qsupervisord", DaemonConfig, {
     "pidfile": KeySpec(fields.file_in_writable_dir, "where the daemon writes its pid"),
     "logfile": KeySpec(logfile, "the daemon's own log; '-' for stderr"),
     "log_dir": KeySpec(fields.writable_dir, "directory for captured worker output"),
-    "log_format": KeySpec(fields.choice("auto", "json", "console"),
-                          "auto picks console on a terminal and json otherwise"),
+    "log_format": KeySpec(fields.choice("auto", "json", "console", "journal"),
+                          "auto picks journal under systemd, console on a terminal, "
+                          "json otherwise"),
     "log_level": KeySpec(fields.choice("debug", "info", "warning", "error"), "daemon log level"),
     "log_max_size": KeySpec(fields.size(minimum=0),
                             "rotate a worker output file at this size; 0 = never (logrotate does)"),
