@@ -29,10 +29,11 @@ def program_status(program: ProgramRuntime, search_path: Sequence[str] = ()) -> 
     predecessors = {id(slot.predecessor) for slot in program.slots.values()
                     if slot.predecessor is not None}
     for worker in program.workers():
+        alive = worker.alive  # once per worker: the property is a measurable share at 256
         snapshot = worker.stats.read() if worker.stats is not None else None
-        if snapshot is not None and worker.alive:
+        if snapshot is not None and alive:
             snapshots.append(snapshot)
-        entry = worker_status(worker, worker in program.draining, snapshot)
+        entry = worker_status(worker, worker in program.draining, snapshot, alive)
         # Old code still consuming until its successor is RUNNING (a rolling reload).
         entry["superseded"] = id(worker) in predecessors
         workers.append(entry)
@@ -82,10 +83,10 @@ def _serving_slots(program: ProgramRuntime) -> int:
     return serving
 
 
-def _rss(worker: WorkerProc) -> Optional[int]:
+def _rss(worker: WorkerProc, alive: bool) -> Optional[int]:
     """RSS, read from /proc at most once a second per worker: at hundreds of workers the
     reads dominate a status request, and nobody needs it fresher."""
-    if worker.pid is None or not worker.alive:
+    if worker.pid is None or not alive:
         return None
     now = time.monotonic()
     if now - worker.rss_read_at >= RSS_MAX_AGE:
@@ -93,24 +94,24 @@ def _rss(worker: WorkerProc) -> Optional[int]:
     return worker.rss
 
 
-def worker_status(worker: WorkerProc, draining: bool,
-                  snapshot: Optional[Snapshot]) -> Dict[str, Any]:
+def worker_status(worker: WorkerProc, draining: bool, snapshot: Optional[Snapshot],
+                  alive: bool) -> Dict[str, Any]:
     job: Optional[Dict[str, Any]] = None
-    if snapshot is not None and snapshot.job_started is not None and worker.alive:
+    if snapshot is not None and snapshot.job_started is not None and alive:
         job = {"id": snapshot.job_id,
                "running_for": round(max(0.0, time.time() - snapshot.job_started), 3)}
     return {
         "slot": worker.slot,
         "pid": worker.pid,
         "state": worker.state.value,
-        "uptime": round(time.time() - worker.spawned, 3) if worker.alive else None,
+        "uptime": round(time.time() - worker.spawned, 3) if alive else None,
         "jobs": snapshot.done if snapshot else 0,
         "failed": snapshot.failed if snapshot else 0,
         "retried": snapshot.retried if snapshot else 0,
         "dead_lettered": snapshot.dead if snapshot else 0,
-        "held": snapshot.held if snapshot and worker.alive else 0,
+        "held": snapshot.held if snapshot and alive else 0,
         "job": job,
-        "rss": _rss(worker),
+        "rss": _rss(worker, alive),
         "max_jobs": worker.max_jobs,
         "draining": draining,
         "broker_error": worker.broker_error,

@@ -14,10 +14,14 @@ import os
 import struct
 import time
 from dataclasses import dataclass
-from typing import Optional
+from itertools import compress
+from typing import Optional, Tuple
 
 # done, failed, retried, dead-lettered, held (received, not settled), job start, id length
 _HEADER = struct.Struct("<QQQQIdH")
+# The newest bucket's second: a worker idle for a minute is answered without the ring.
+_NEWEST = struct.Struct("<I")
+_NEWEST_OFFSET = 56
 _ID_OFFSET = 64
 _ID_MAX = 200
 # One bucket per second of the last minute: (epoch second, done, failed, retried).
@@ -89,6 +93,7 @@ class Stats:
         second, done, failed, retried = _BUCKET.unpack_from(self._map, offset)
         if second != now:
             second, done, failed, retried = now, 0, 0, 0
+            _NEWEST.pack_into(self._map, _NEWEST_OFFSET, now)
         _BUCKET.pack_into(self._map, offset, second, done + 1,
                           failed + (outcome != DONE), retried + (outcome == RETRIED))
 
@@ -100,15 +105,24 @@ class Stats:
         if started:
             raw = bytes(self._map[_ID_OFFSET:_ID_OFFSET + min(length, _ID_MAX)])
             job_id = raw.decode("utf-8", "replace")
-        recent = [0, 0, 0]
+        return Snapshot(done, failed, retried, dead, held, job_id, started or None,
+                        *self._last_minute())
+
+    def _last_minute(self) -> Tuple[int, int, int]:
+        """Done, failed and retried over the buckets of the last minute. `status` reads this
+        for every worker (256 at a time), so the common cases stay in C: a worker idle for a
+        minute (every bucket stale) and a busy one (every bucket current)."""
         horizon = int(time.time()) - _BUCKETS
-        ring = _RING.unpack_from(self._map, _RING_OFFSET)  # one call: status reads 256 of these
-        for i in range(0, len(ring), 4):
-            if ring[i] > horizon:
-                recent[0] += ring[i + 1]
-                recent[1] += ring[i + 2]
-                recent[2] += ring[i + 3]
-        return Snapshot(done, failed, retried, dead, held, job_id, started or None, *recent)
+        if _NEWEST.unpack_from(self._map, _NEWEST_OFFSET)[0] <= horizon:
+            return 0, 0, 0
+        ring = _RING.unpack_from(self._map, _RING_OFFSET)
+        seconds = ring[0::4]
+        done, failed, retried = ring[1::4], ring[2::4], ring[3::4]
+        if min(seconds) > horizon:
+            return sum(done), sum(failed), sum(retried)
+        fresh = [second > horizon for second in seconds]
+        return (sum(compress(done, fresh)), sum(compress(failed, fresh)),
+                sum(compress(retried, fresh)))
 
     def close(self) -> None:
         self._map.close()
