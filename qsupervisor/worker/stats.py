@@ -22,6 +22,7 @@ _HEADER = struct.Struct("<QQQQIdH")
 # The newest bucket's second: a worker idle for a minute is answered without the ring.
 _NEWEST = struct.Struct("<I")
 _NEWEST_OFFSET = 56
+assert _HEADER.size <= _NEWEST_OFFSET
 _ID_OFFSET = 64
 _ID_MAX = 200
 # One bucket per second of the last minute: (epoch second, done, failed, retried).
