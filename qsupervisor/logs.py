@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 import threading
-from typing import IO, Any, Dict, List, Optional
+from typing import IO, Any, Dict, List, Optional, TextIO, cast
 
 import structlog
 
@@ -148,7 +148,8 @@ def configure(fmt: str = "auto", level: str = "info", stream: Optional[Any] = No
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(LEVELS.get(level, logging.INFO)),
-        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        # Any object with write() and flush() will do (QuietStream, ReopenableFile).
+        logger_factory=structlog.PrintLoggerFactory(file=cast(TextIO, stream)),
         cache_logger_on_first_use=False,
     )
     _process_context.clear()

@@ -9,7 +9,7 @@ master, and `transition()` raises instead of silently corrupting the picture tha
 from __future__ import annotations
 
 import enum
-from typing import Callable, Dict, FrozenSet, Optional, Protocol
+from typing import Callable, Dict, FrozenSet, Optional, Protocol, TypeVar
 
 
 class WorkerState(str, enum.Enum):
@@ -61,14 +61,17 @@ class InvalidTransition(RuntimeError):
     pass
 
 
-class HasState(Protocol):
-    state: enum.Enum
+S = TypeVar("S", bound=enum.Enum)
+
+
+class HasState(Protocol[S]):
+    state: S
 
 
 Logger = Callable[..., object]
 
 
-def transition(obj: HasState, new: enum.Enum, log: Optional[Logger] = None, **context: object) -> None:
+def transition(obj: HasState[S], new: S, log: Optional[Logger] = None, **context: object) -> None:
     """Move `obj` to `new`, checking the table and logging the change.
 
     A transition to the same state is a no-op, so callers need not guard against events

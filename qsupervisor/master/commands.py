@@ -7,7 +7,7 @@ the operation is complete (`wait` defaults to true for the commands that change 
 from __future__ import annotations
 
 import signal
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Type
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Type
 
 from qsupervisor import __version__
 from qsupervisor.config import ConfigError
@@ -95,19 +95,25 @@ class Status(Command):
         answers: Dict[str, Dict[str, Any]] = {}
         asked: List[str] = []
         if self.flag("queues", True):
-            asked = [n for n in names if self.master.programs[n].request_queue_stats(
-                lambda answer, n=n: self._answered(n, answer, answers, asked))]
+            # Answers come later, from the loop: each callback sees the whole list.
+            for n in names:
+                if self.master.programs[n].request_queue_stats(self._on_answer(n, answers, asked)):
+                    asked.append(n)
         self._names, self._done = names, False
         if not asked:
             self._finish(answers)
         else:  # leaders read the broker; a slow broker costs at most this long
             self.master.loop.call_later(QUEUE_STATS_WAIT, lambda: self._finish(answers))
 
-    def _answered(self, name: str, answer: Dict[str, Any], answers: Dict[str, Dict[str, Any]],
-                  asked: List[str]) -> None:
-        answers[name] = answer
-        if set(answers) >= set(asked):
-            self._finish(answers)
+    def _on_answer(self, name: str, answers: Dict[str, Dict[str, Any]],
+                   asked: List[str]) -> Callable[[Dict[str, Any]], None]:
+        """The callback for program `name`'s queue depths: the reply goes out once every
+        program asked has answered (or QUEUE_STATS_WAIT has passed)."""
+        def answered(answer: Dict[str, Any]) -> None:
+            answers[name] = answer
+            if set(answers) >= set(asked):
+                self._finish(answers)
+        return answered
 
     def _finish(self, answers: Dict[str, Dict[str, Any]]) -> None:
         if self._done:

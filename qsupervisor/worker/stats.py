@@ -13,9 +13,8 @@ import mmap
 import os
 import struct
 import time
-from dataclasses import dataclass
 from itertools import compress
-from typing import Optional, Tuple
+from typing import NamedTuple, Optional, Tuple
 
 # done, failed, retried, dead-lettered, held (received, not settled), job start, id length
 _HEADER = struct.Struct("<QQQQIdH")
@@ -35,8 +34,11 @@ SIZE = 4096
 DONE, FAILED, RETRIED, DEAD = range(4)
 
 
-@dataclass(frozen=True)
-class Snapshot:
+class Snapshot(NamedTuple):
+    """One reading of a worker's counters. A named tuple rather than a frozen dataclass:
+    `status` makes one per worker (256 at a time), and a frozen dataclass's __init__ costs
+    a setattr call per field."""
+
     done: int
     failed: int
     retried: int
