@@ -46,8 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
                                help="return as soon as the daemon has accepted the request")
         return p
 
-    command("status", "show the master, programs and workers").add_argument(
-        "names", nargs="*", metavar="PROGRAM")
+    p = command("status", "show the master, programs and workers")
+    p.add_argument("names", nargs="*", metavar="PROGRAM")
+    p.add_argument("-b", "--brief", action="store_true",
+                   help="totals per program instead of a line per worker")
     for name, text in (("start", "start programs"), ("stop", "stop programs gracefully"),
                        ("restart", "stop programs, then start them")):
         command(name, text, wait=True).add_argument("names", nargs="+", metavar="PROGRAM|all")
@@ -86,7 +88,9 @@ def request_for(args: argparse.Namespace) -> Tuple[str, Dict[str, Any]]:
         req["names"] = [args.name]
     if hasattr(args, "wait"):
         req["wait"] = args.wait
-    if cmd == "reload":
+    if cmd == "status" and args.brief:
+        req["workers"] = False
+    elif cmd == "reload":
         req["preload"] = args.preload
     elif cmd == "scale":
         req["workers"] = args.workers

@@ -42,9 +42,19 @@ def _program_lines(name: str, program: Dict[str, Any]) -> List[str]:
         lines.append(f"  error: {program['error']}")
     if program["preload"].get("message"):
         lines.append(f"  {program['preload']['message']}")
-    for worker in program["workers"]:
-        lines.append("  " + _worker_line(worker))
+    if program["workers"]:
+        lines.extend("  " + _worker_line(worker) for worker in program["workers"])
+    elif program.get("summary", {}).get("states"):  # status --brief
+        lines.append("  " + _summary_line(program["summary"]))
     return lines
+
+
+def _summary_line(summary: Dict[str, Any]) -> str:
+    states = ", ".join(f"{count} {state}" for state, count in sorted(summary["states"].items()))
+    parts = [f"workers: {states}", f"{summary['busy']} busy"]
+    if summary.get("rss"):
+        parts.append(f"rss {format_size(summary['rss'])}")
+    return "; ".join(parts)
 
 
 def _queue_line(program: Dict[str, Any]) -> str:

@@ -85,13 +85,14 @@ def _outcome(program: Any) -> Dict[str, Any]:
 
 
 class Status(Command):
-    """Master pid and uptime; per program its state, queue depths, leader, workers and
-    preload freshness."""
+    """Master pid and uptime; per program its state, queue depths, leader, worker totals,
+    the workers themselves (unless `workers: false`) and preload freshness."""
 
     name = "status"
 
     def run(self) -> None:
         names = self.programs(allow_empty=True)
+        self._with_workers = self.flag("workers", True)
         answers: Dict[str, Dict[str, Any]] = {}
         asked: List[str] = []
         if self.flag("queues", True):
@@ -124,9 +125,11 @@ class Status(Command):
             program = self.master.programs.get(name)
             if program is None:
                 continue
-            entry = status_view.program_status(program, self.master.daemon.path)
+            entry = status_view.program_status(program, self.master.daemon.path,
+                                               with_workers=self._with_workers)
             if name in answers:
-                entry["queue_stats"] = status_view.queue_view(answers[name], entry["workers"])
+                entry["queue_stats"] = status_view.queue_view(answers[name],
+                                                              entry["summary"]["held"])
             programs[name] = entry
         self.reply({
             "master": status_view.master_status(self.master.started, self.master.config.path),

@@ -20,10 +20,14 @@ def master_status(started: float, config_path: str) -> Dict[str, Any]:
             "config": config_path, "version": __version__}
 
 
-def program_status(program: ProgramRuntime, search_path: Sequence[str] = ()) -> Dict[str, Any]:
+def program_status(program: ProgramRuntime, search_path: Sequence[str] = (),
+                   with_workers: bool = True) -> Dict[str, Any]:
+    """The program's status; `with_workers=False` leaves out the entry per worker (a
+    large program's summary costs a fraction of the request and the reply)."""
     leader = program.leader
     workers = []
     snapshots: List[Snapshot] = []
+    summary = _Summary()
     # Identities, computed once: asking every slot about every worker is quadratic
     # (65,536 comparisons per status at 256 workers).
     predecessors = {id(slot.predecessor) for slot in program.slots.values()
@@ -33,6 +37,9 @@ def program_status(program: ProgramRuntime, search_path: Sequence[str] = ()) -> 
         snapshot = worker.stats.read() if worker.stats is not None else None
         if snapshot is not None and alive:
             snapshots.append(snapshot)
+        summary.add(worker, snapshot, alive)
+        if not with_workers:
+            continue
         entry = worker_status(worker, worker in program.draining, snapshot, alive)
         # Old code still consuming until its successor is RUNNING (a rolling reload).
         entry["superseded"] = id(worker) in predecessors
@@ -48,10 +55,30 @@ def program_status(program: ProgramRuntime, search_path: Sequence[str] = ()) -> 
         "preload": preload_status(program.name, leader, search_path),
         "last_minute": last_minute(snapshots + program.pool.recent_exits()),
         "queue_stats": None,  # filled from the leader's answer, if it comes in time
+        "summary": summary.view(),
         "workers": workers,
     }
     add_slot_details(status, program)
     return status
+
+
+class _Summary:
+    """Totals over a program's workers, for `status` with or without worker entries."""
+
+    def __init__(self) -> None:
+        self.states: Dict[str, int] = {}
+        self.busy = self.held = self.rss = 0
+
+    def add(self, worker: WorkerProc, snapshot: Optional[Snapshot], alive: bool) -> None:
+        state = worker.state.value
+        self.states[state] = self.states.get(state, 0) + 1
+        if snapshot is not None and alive:
+            self.busy += snapshot.job_started is not None
+            self.held += snapshot.held
+        self.rss += _rss(worker, alive) or 0
+
+    def view(self) -> Dict[str, Any]:
+        return {"states": self.states, "busy": self.busy, "held": self.held, "rss": self.rss}
 
 
 def last_minute(snapshots: List[Snapshot]) -> Dict[str, int]:
@@ -62,13 +89,13 @@ def last_minute(snapshots: List[Snapshot]) -> Dict[str, int]:
             "retried": sum(s.retried_last_minute for s in snapshots)}
 
 
-def queue_view(answer: Dict[str, Any], workers: List[Dict[str, Any]]) -> Dict[str, Any]:
+def queue_view(answer: Dict[str, Any], held: int) -> Dict[str, Any]:
     """The leader's reading of the broker, plus what our workers hold unacked (the broker's
     own unacked count needs the management plugin, which a stock broker lacks)."""
     if answer.get("error"):
         return {"error": answer["error"]}
     return {"ready": answer.get("ready"), "consumers": answer.get("consumers"),
-            "unacked": sum(w.get("held", 0) for w in workers),
+            "unacked": held,
             "dead_letter_ready": answer.get("dead_letter_ready")}
 
 

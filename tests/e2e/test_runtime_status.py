@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict
 
-from .daemon import MakeDaemon
+from .daemon import MakeDaemon, RawClient
 from .harness import Ledger, runtime_program, wait_for
 from .rabbit import Broker
 
@@ -68,3 +68,57 @@ def test_status_shows_queue_depths_last_minute_counts_and_the_running_job(
                                                "dead_letter_ready": 2})
 
     wait_for(idle_again, what=lambda: f"status of an idle worker: {program()}")
+
+
+def test_status_brief_gives_totals_per_program_without_a_line_per_worker(
+        tmp_path: Path, daemons: MakeDaemon, broker: Broker, ledger: Ledger) -> None:
+    queue = broker.declare("brief")
+    daemon = daemons({"brief": runtime_program(queue, ledger, workers=3, prefetch=1)})
+    daemon.start()
+    blocker = tmp_path / "blocker"
+    blocker.touch()
+    long_job = broker.publish(queue, {"block_while": str(blocker)})
+    try:
+        def one_busy() -> Any:
+            program = daemon.status("brief")["programs"]["brief"]
+            return program if program["summary"]["busy"] == 1 else None
+
+        full = wait_for(one_busy, what=lambda: f"one busy worker: {daemon.status('brief')}")
+        # The totals agree with the entries they sum.
+        workers = full["workers"]
+        assert full["summary"]["states"] == {"RUNNING": 3}
+        assert full["summary"]["held"] == sum(w["held"] for w in workers) == 1
+        assert full["summary"]["rss"] == sum(w["rss"] for w in workers) > 0
+        assert full["queue_stats"]["unacked"] == 1
+
+        brief = daemon.ctl("status", "--brief", "brief")
+        assert brief.returncode == 0, str(brief)
+        program = brief.json()["programs"]["brief"]
+        assert program["workers"] == []
+        assert program["summary"]["states"] == {"RUNNING": 3}
+        assert program["summary"]["busy"] == 1 and program["summary"]["held"] == 1
+        assert program["queue_stats"]["unacked"] == 1
+
+        text = daemon.ctl("status", "-b", as_json=False)
+        assert text.returncode == 0, str(text)
+        assert "workers: 3 RUNNING; 1 busy; rss " in text.stdout, text.stdout
+        assert "worker 0" not in text.stdout, text.stdout
+        assert "worker 0" in daemon.ctl("status", as_json=False).stdout
+    finally:
+        blocker.unlink()
+    ledger.wait_for_ids([long_job])
+
+
+def test_status_refuses_a_workers_argument_that_is_not_a_boolean(
+        daemons: MakeDaemon, broker: Broker, ledger: Ledger) -> None:
+    daemon = daemons({"flag": runtime_program(broker.declare("flag"), ledger)})
+    daemon.start()
+    client = RawClient(daemon.socket)
+    try:
+        client.send(b'{"v": 1, "id": 1, "cmd": "status", "args": {"workers": "no"}}\n')
+        reply = client.reply()
+    finally:
+        client.close()
+    assert reply["ok"] is False
+    assert reply["error"] == {"code": "bad_request", "message": "'workers' must be true or false"}
+    assert daemon.ctl("pid").returncode == 0  # the daemon carries on
