@@ -103,6 +103,11 @@ def measure(workers: int, runs: int) -> Dict[str, Any]:
                 "rt_status_no_queues": time_calls(
                     lambda: daemon.client.call("status", {"names": [], "queues": False}),
                     runs * 5),
+                # `qsupervisorctl status --brief`: totals, no entry per worker.
+                "rt_status_brief": time_calls(
+                    lambda: daemon.client.call("status", {"names": [], "workers": False}),
+                    runs * 2),
+                "ctl_status_brief": time_command([*status, "--brief"], runs),
                 "status_reply_bytes": len(json.dumps(daemon.client.call("status", {"names": []}))),
             }
             return result

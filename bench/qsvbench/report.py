@@ -95,7 +95,8 @@ def targets(parts: Dict[str, Any]) -> List[List[str]]:
         rows.append(["protocol round trip ≤ 2 ms",
                      f"status request {big['rt_status']['median_ms']:.2f} ms at "
                      f"{big['workers']} workers (with queue depths, as qsupervisorctl asks), "
-                     f"{big['rt_status_no_queues']['median_ms']:.2f} ms without; "
+                     f"{big['rt_status_no_queues']['median_ms']:.2f} ms without, "
+                     f"`status --brief` {_brief(big).split(' / ')[0]} ms; "
                      f"`version` {big['rt_version']['median_ms']:.3f} ms",
                      _ok(big["rt_status"]["median_ms"] <= 2)])
     rl = result("reload")
@@ -198,6 +199,13 @@ Ratio: **{s['ratio']:.2f}** ({s['ratio_with_master']:.2f} if the master is count
 """
 
 
+def _brief(size: Dict[str, Any]) -> str:
+    if "rt_status_brief" not in size:  # results from before --brief existed
+        return "not measured"
+    return (f"{size['rt_status_brief']['median_ms']:.2f} / "
+            f"{size['ctl_status_brief']['median_ms']:.1f}")
+
+
 def section_control(result: Dict[str, Any]) -> str:
     rows = []
     for s in result["sizes"]:
@@ -209,6 +217,7 @@ def section_control(result: Dict[str, Any]) -> str:
                      f"{s['ctl_version']['median_ms']:.1f}",
                      f"{s['rt_status']['median_ms']:.2f}",
                      f"{s['rt_status_no_queues']['median_ms']:.2f}",
+                     _brief(s),
                      f"{s['rt_version']['median_ms']:.3f}",
                      f"{s['status_reply_bytes']:,}"])
     imp = result["imports"]
@@ -224,10 +233,12 @@ SOCKET status` (and `--json status`, `version`) run with `subprocess.run`, timed
 the fork to after the exit, repeated; also with hyperfine (`-N`, 3 warm-ups) when installed.
 Round trip: `qsupervisor.control.client.Client.call(...)` in the benchmark process (connect,
 request, reply, close) — `status` as qsupervisorctl sends it (the leader then reads the queue
-depths from the broker), `status` with `queues: false`, and `version` (no work in the master).
+depths from the broker), `status` with `queues: false`, `status` with `workers: false` (what
+`qsupervisorctl status --brief` sends: totals without an entry per worker; also timed as a
+whole process), and `version` (no work in the master).
 Medians in ms.
 
-{_table(["workers", "`qsupervisorctl status`", "`--json status`", "hyperfine `status`", "`version`", "round trip `status`", "round trip `status` no queues", "round trip `version`", "status reply bytes"], rows)}
+{_table(["workers", "`qsupervisorctl status`", "`--json status`", "hyperfine `status`", "`version`", "round trip `status`", "round trip `status` no queues", "`status --brief`: round trip / whole process", "round trip `version`", "status reply bytes"], rows)}
 
 Where the whole-process time goes: the bare interpreter (`python -c pass`) takes
 {imp['python_bare_ms']:.1f} ms and `python -c "import qsupervisor.ctl.main"`
