@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, AbstractSet, List, Optional, Tuple
 
 import pika
+import pika.exceptions
 
 from qsupervisor.broker import messages
 from qsupervisor.broker.messages import FailedMessage
@@ -23,18 +24,26 @@ def peek(channel_factory: ChannelFactory, queue: str, limit: int) -> List[Failed
     """Up to `limit` messages from the head of `queue`, left in the queue."""
     channel = channel_factory()
     found: List[FailedMessage] = []
+    last_tag = 0
     try:
         while len(found) < limit:
             method, properties, body = channel.basic_get(queue, auto_ack=False)
             if method is None:
                 break
+            last_tag = method.delivery_tag
             found.append(FailedMessage.read(properties, body))
     finally:
-        # Closing the channel without acking hands every message back. A classic queue
-        # puts them back where they were, so the order is preserved; a quorum queue counts
-        # it as a delivery (x-delivery-count goes up by one), harmless on a dead-letter
-        # queue, which has no delivery limit.
+        # Hand every message back where it was (the order is preserved) with one
+        # basic.nack, not by closing the channel: RabbitMQ 4 quorum queues drop a message
+        # returned more times than their delivery limit (20 by default), and from 4.3 a
+        # nack is not counted as a failed delivery, so looking at dead letters never uses
+        # them up. Closing the channel still returns them if the nack cannot be sent.
         if channel.is_open:
+            if last_tag:
+                try:
+                    channel.basic_nack(delivery_tag=last_tag, multiple=True, requeue=True)
+                except (pika.exceptions.AMQPError, OSError):
+                    pass
             channel.close()
     return found
 

@@ -323,6 +323,14 @@ def truncate_head(text: str, limit: int) -> str:
 # -- reading a dead-lettered message ----------------------------------------------------------
 
 
+def _latest_death(headers: Mapping[str, Any]) -> Optional[Mapping[str, Any]]:
+    """The newest x-death entry (RabbitMQ puts it first), or None."""
+    deaths = headers.get("x-death")
+    if isinstance(deaths, list) and deaths and isinstance(deaths[0], Mapping):
+        return deaths[0]
+    return None
+
+
 @dataclass(frozen=True)
 class FailedMessage:
     """What `qsupervisorctl failed` shows of a dead-lettered message."""
@@ -342,13 +350,20 @@ class FailedMessage:
     def read(cls, properties: Any, body: bytes) -> FailedMessage:
         headers = getattr(properties, "headers", None) or {}
         attempts = int_header(headers, ATTEMPTS)
+        reason, queue = text_header(headers, REASON), text_header(headers, QUEUE)
+        if not reason:
+            # Dead-lettered by the broker, not by a worker (a queue policy's delivery limit
+            # or TTL): its x-death entry says why and from where.
+            death = _latest_death(headers)
+            reason = f"broker: {text_header(death, 'reason')}" if death else ""
+            queue = queue or text_header(death, "queue")
         return cls(
             id=message_id_of(properties, body),
-            reason=text_header(headers, REASON),
+            reason=reason,
             error_type=text_header(headers, ERROR_TYPE),
             error=text_header(headers, ERROR),
             attempts=attempts if attempts is not None else attempt_of(headers),
-            queue=text_header(headers, QUEUE),
+            queue=queue,
             first_failed_at=int_header(headers, FIRST_FAILED_AT),
             last_failed_at=int_header(headers, LAST_FAILED_AT),
             enqueued_at=enqueued_at_of(headers),

@@ -194,7 +194,7 @@ class Consumer:
                 self._lock.notify_all()
                 self._runner.held(len(self._pending) + (self._in_flight is not None))
                 return
-        channel.basic_reject(delivery.tag, requeue=True)  # arrived while we cancel
+        _hand_back(channel, delivery.tag)  # arrived while we cancel
 
     def _begin_stop(self) -> None:
         channel = self._channel
@@ -207,7 +207,7 @@ class Consumer:
             if self._consumer_tag in channel.consumer_tags:
                 channel.basic_cancel(self._consumer_tag)
             for delivery in handed_back:
-                channel.basic_reject(delivery.tag, requeue=True)
+                _hand_back(channel, delivery.tag)
         except (pika.exceptions.AMQPError, OSError) as exc:
             log.warning("could not hand back prefetched messages; the broker will "
                         "redeliver them", error=repr(exc))
@@ -333,6 +333,15 @@ class Consumer:
                 conn = self._conn
             if not settle_queued:
                 _call_soon(conn, self._settle_results)
+
+
+def _hand_back(channel: Any, tag: int) -> None:
+    """Return a message this worker never started to the queue: basic.nack with requeue,
+    not basic.reject. Since RabbitMQ 4.3 a basic.reject counts as a failed delivery attempt
+    (x-delivery-count, and a quorum queue drops a message past its delivery limit, 20 by
+    default) while basic.nack does not: workers that stop or recycle must not use up the
+    attempts of messages they never ran. Before 4.3 the two requeue alike."""
+    channel.basic_nack(tag, multiple=False, requeue=True)
 
 
 def _ack_unflushed(channel: Any, tag: int) -> None:

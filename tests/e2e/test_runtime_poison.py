@@ -5,12 +5,17 @@ dead-letter queue with the error; `failed` shows it, `retry-failed` brings it ba
 from __future__ import annotations
 
 import collections
+import json
+import re
 from pathlib import Path
 from typing import Any, Dict, List
 
+import pika
+import pika.exceptions
+
 from .daemon import MakeDaemon
 from .harness import Ledger, runtime_program, wait_for
-from .rabbit import Broker
+from .rabbit import Broker, rabbitmqctl
 
 ATTEMPTS = 4
 INITIAL, FACTOR = 0.3, 2  # backoff without jitter: retries after 0.3, 0.6 and 1.2 s
@@ -107,3 +112,52 @@ def test_poison_messages_are_retried_with_growing_delays_then_dead_lettered_with
     assert broker.counts(dead_letters).messages == 0
     wait_for(lambda: broker.counts(queue).messages == 0, what="the queue to be empty")
     assert collections.Counter(e["id"] for e in ledger.entries())[left] == ATTEMPTS
+
+
+def test_what_the_broker_dead_letters_by_policy_shows_in_failed_and_can_be_retried(
+        daemons: MakeDaemon, broker: Broker, ledger: Ledger) -> None:
+    """The policy docs/operations.md gives against RabbitMQ 4's delivery limit: a dead-letter
+    target on the program's queue. Exercised here with a message that expires (RabbitMQ 3.10
+    has no default delivery limit): the broker moves it to `<queue>.failed`, `failed` names
+    the broker's reason, and `retry-failed` brings it back to a worker."""
+    queue = broker.declare("policy")
+    dead_letters = f"{queue}.failed"
+    policy = f"qsv-e2e-{queue}"
+    rabbitmqctl("set_policy", "--apply-to", "queues", policy, f"^{re.escape(queue)}$",
+                json.dumps({"dead-letter-exchange": "", "dead-letter-routing-key": dead_letters}))
+    try:
+        daemon = daemons({"policy": runtime_program(queue, ledger, workers=0)})
+        daemon.start()
+        wait_for(lambda: _exists(broker, dead_letters), what=f"{dead_letters} to be declared")
+
+        expired = "expires-1"
+        broker.channel.basic_publish(
+            "", queue, json.dumps({}).encode(),
+            pika.BasicProperties(message_id=expired, content_type="application/json",
+                                 delivery_mode=2, expiration="1"))
+        wait_for(lambda: broker.counts(dead_letters).messages == 1,
+                 what=lambda: f"the broker to dead-letter {expired} into {dead_letters}")
+
+        listing = daemon.ctl("failed", "policy")
+        assert listing.returncode == 0, str(listing)
+        [shown] = listing.json()["messages"]
+        assert (shown["id"], shown["reason"], shown["queue"]) == (
+            expired, "broker: expired", queue)
+        text = daemon.ctl("failed", "policy", as_json=False)
+        assert "broker: expired" in text.stdout, text.stdout
+
+        assert daemon.ctl("scale", "policy", "1").returncode == 0
+        moved = daemon.ctl("retry-failed", "policy", "--all", as_json=False)
+        assert moved.returncode == 0, str(moved)
+        ledger.wait_for_ids([expired])
+        assert broker.counts(dead_letters).messages == 0
+    finally:
+        rabbitmqctl("clear_policy", policy)
+
+
+def _exists(broker: Broker, queue: str) -> bool:
+    try:
+        broker.counts(queue)
+        return True
+    except pika.exceptions.ChannelClosedByBroker:  # 404; the channel reopens on next use
+        return False

@@ -186,3 +186,20 @@ def test_failed_message_reads_what_failed_shows() -> None:
     assert (info.queue, info.last_failed_at, info.size) == ("orders", 2000, 2)
     bare = m.FailedMessage.read(pika.BasicProperties(), b"x")
     assert bare.id.startswith("sha1:") and bare.attempts == 1 and bare.reason == ""
+
+
+def test_a_message_the_broker_dead_lettered_shows_the_brokers_reason_and_queue() -> None:
+    # x-death as RabbitMQ writes it, newest first (a delivery limit on RabbitMQ 4, after
+    # an earlier pass through a delay level).
+    headers = {"x-death": [
+        {"reason": "delivery_limit", "queue": "orders", "count": 1, "exchange": "",
+         "routing-keys": ["orders"]},
+        {"reason": "expired", "queue": "orders.delay.3", "count": 1, "exchange": "",
+         "routing-keys": ["orders"]},
+    ]}
+    info = m.FailedMessage.read(pika.BasicProperties(message_id="id2", headers=headers), b"{}")
+    assert (info.reason, info.queue, info.error) == ("broker: delivery_limit", "orders", "")
+    # A worker's own record wins over the chain's x-death entries.
+    ours = m.dead_letter_headers(headers, m.Failure("exception", "KeyError", "'sku'"),
+                                 queue="orders", now=2000)
+    assert m.FailedMessage.read(pika.BasicProperties(headers=ours), b"{}").reason == "exception"
