@@ -149,7 +149,8 @@ class _Leader:
         delay = 0.5
         while True:
             try:
-                leader_broker.declare_topology(self.spec.program, self.spec.daemon)
+                leader_broker.declare_topology(self.spec.program, self.spec.daemon,
+                                               kept=self._queue_kept)
                 return True
             except TopologyError as exc:
                 log.error("the broker refused the program's queues", error=str(exc))
@@ -162,6 +163,10 @@ class _Leader:
             if self._master_said_stop(delay):
                 return False
             delay = min(delay * 2, 30.0)
+
+    def _queue_kept(self, queue: str, why: str) -> None:
+        # The master logs it: the daemon's log (the journal) is where operators look.
+        self._send({"ev": "queue_kept", "queue": queue, "why": why})
 
     def _master_said_stop(self, timeout: float) -> bool:
         """Wait up to `timeout` for the master; True if it is gone or retires us."""

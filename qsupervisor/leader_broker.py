@@ -19,11 +19,13 @@ from qsupervisor.config import DaemonConfig, ProgramConfig
 STATS_TIMEOUT = 2.0  # seconds; `status` must answer even when the broker does not
 
 
-def declare_topology(program: ProgramConfig, daemon: DaemonConfig) -> None:
-    """Raises TopologyConflict (final) or BrokerUnreachable / AMQPError (retry later)."""
+def declare_topology(program: ProgramConfig, daemon: DaemonConfig,
+                     kept: Optional[topology.KeptQueue] = None) -> None:
+    """Raises TopologyConflict (final) or BrokerUnreachable / AMQPError (retry later);
+    `kept` is told of a queue used as an earlier qsupervisor declared it."""
     conn = connection.connect(daemon.broker, name=f"qsupervisor {program.name} leader")
     try:
-        topology.declare(conn.channel, program, daemon.delay)
+        topology.declare(conn.channel, program, daemon.delay, kept=kept)
     finally:
         _close(conn)
 

@@ -8,7 +8,7 @@ reported against the exact object that caused it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Union
+from typing import Any, Mapping, Optional, Union
 
 # What an object is for; a conflict's hint depends on it (a program queue and a delay
 # level queue are fixed in different ways).
@@ -33,6 +33,9 @@ class QueueDecl:
     arguments: Mapping[str, Any] = field(default_factory=dict)
     durable: bool = True
     role: str = ROLE_DELAY
+    # The arguments an earlier release of qsupervisor declared this queue with: a queue
+    # that exists with these is used as it is (arguments cannot change once declared).
+    earlier: Optional[Mapping[str, Any]] = None
 
     kind = "queue"
 

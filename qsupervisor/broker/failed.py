@@ -3,49 +3,83 @@
 These work with basic.get and manual acks, on a channel of their own, so they are safe
 next to running workers: a message is only ever removed from the dead-letter queue after
 its copy in the program's queue has been confirmed.
+
+Looking must not use a dead letter up. A quorum queue counts every return towards its
+delivery limit (RabbitMQ 4.0 - 4.2 count a nack too; see returns.py), so what was looked at
+goes back with one basic.nack only where that count cannot reach a limit: the dead-letter
+queue qsupervisor declares has none. On one declared by an earlier release (`refresh`),
+a message already returned REFRESH_AT times goes back as a fresh copy instead.
 """
 
 from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any, AbstractSet, List, Optional, Tuple
+from typing import Any, AbstractSet, List, NamedTuple, Optional, Tuple
 
 import pika
 import pika.exceptions
 
-from qsupervisor.broker import messages
+from qsupervisor.broker import messages, returns
 from qsupervisor.broker.messages import FailedMessage
 from qsupervisor.broker.publisher import PublishError, publish_to_queue
 from qsupervisor.broker.topology import ChannelFactory, queue_depth
 
 
-def peek(channel_factory: ChannelFactory, queue: str, limit: int) -> List[FailedMessage]:
-    """Up to `limit` messages from the head of `queue`, left in the queue."""
+class Held(NamedTuple):
+    """A message taken with basic.get and not yet settled."""
+
+    tag: int
+    properties: Any
+    body: bytes
+
+
+def peek(channel_factory: ChannelFactory, queue: str, limit: int,
+         refresh: bool = False) -> List[FailedMessage]:
+    """Up to `limit` messages from the head of `queue`, left in the queue (see the module's
+    docstring for `refresh`)."""
+    depth = queue_depth(channel_factory, queue)
+    # No more than were there: a refreshed copy joins the tail and must not be seen twice.
+    limit = min(limit, depth[0] if depth else 0)
     channel = channel_factory()
     found: List[FailedMessage] = []
-    last_tag = 0
+    held: List[Held] = []
     try:
+        if refresh:
+            channel.confirm_delivery()
         while len(found) < limit:
             method, properties, body = channel.basic_get(queue, auto_ack=False)
             if method is None:
                 break
-            last_tag = method.delivery_tag
+            held.append(Held(method.delivery_tag, properties, body))
             found.append(FailedMessage.read(properties, body))
+        give_back(channel, queue, held, refresh)
     finally:
-        # Hand every message back where it was (the order is preserved) with one
-        # basic.nack, not by closing the channel: RabbitMQ 4 quorum queues drop a message
-        # returned more times than their delivery limit (20 by default), and from 4.3 a
-        # nack is not counted as a failed delivery, so looking at dead letters never uses
-        # them up. Closing the channel still returns them if the nack cannot be sent.
+        # Closing the channel returns whatever give_back could not (counted, but kept).
         if channel.is_open:
-            if last_tag:
-                try:
-                    channel.basic_nack(delivery_tag=last_tag, multiple=True, requeue=True)
-                except (pika.exceptions.AMQPError, OSError):
-                    pass
             channel.close()
     return found
+
+
+def give_back(channel: Any, queue: str, held: List[Held], refresh: bool) -> None:
+    """Return messages looked at and not moved, in their order, with one basic.nack; with
+    `refresh` (the channel then in confirm mode), those near a delivery limit as copies."""
+    last_tag = 0
+    try:
+        for message in held:
+            if refresh and returns.delivery_count(message.properties) >= returns.REFRESH_AT:
+                try:
+                    returns.return_as_copy(channel, channel, queue, message.tag,
+                                           message.properties, message.body)
+                    continue
+                except PublishError:
+                    if not channel.is_open:
+                        return
+            last_tag = max(last_tag, message.tag)
+        if last_tag:
+            channel.basic_nack(delivery_tag=last_tag, multiple=True, requeue=True)
+    except (pika.exceptions.AMQPError, OSError):
+        pass  # the channel is going: closing it returns the rest
 
 
 @dataclass(frozen=True)
@@ -56,35 +90,41 @@ class RetryResult:
 
 
 def retry(channel: Any, dead_letter_queue: str, queue: str,
-          ids: Optional[AbstractSet[str]], limit: int) -> RetryResult:
+          ids: Optional[AbstractSet[str]], limit: int, refresh: bool = False) -> RetryResult:
     """Move messages from `dead_letter_queue` back to `queue`, attempts reset.
 
     `ids` None moves every message; otherwise the first message with each id. At most
     `limit` messages are looked at (the depth when the command started), so messages
     dead-lettered meanwhile do not keep it going. `channel` must be in confirm mode: each
     copy is confirmed by the broker before its original is acked, so a crash in between
-    leaves a duplicate, never a loss. The caller closes the channel, which hands back
-    the messages that were looked at and not moved.
+    leaves a duplicate, never a loss. The messages looked at and not moved are given
+    back as `peek` gives them back.
     """
     moved: List[str] = []
+    skipped: List[Held] = []
     wanted = set(ids) if ids is not None else None
-    for _ in range(limit):
-        if wanted is not None and not wanted:
-            break
-        method, properties, body = channel.basic_get(dead_letter_queue, auto_ack=False)
-        if method is None:
-            break
-        message_id = messages.message_id_of(properties, body)
-        if wanted is not None and message_id not in wanted:
-            continue  # stays unacked until the channel closes, then goes back
-        try:
-            publish_to_queue(channel, queue, body, retry_properties(properties))
-        except PublishError as exc:  # the original stays in the dead-letter queue
-            return RetryResult(tuple(moved), (), str(exc))
-        channel.basic_ack(method.delivery_tag)
-        moved.append(message_id)
-        if wanted is not None:
-            wanted.discard(message_id)
+    try:
+        for _ in range(limit):
+            if wanted is not None and not wanted:
+                break
+            method, properties, body = channel.basic_get(dead_letter_queue, auto_ack=False)
+            if method is None:
+                break
+            message_id = messages.message_id_of(properties, body)
+            if wanted is not None and message_id not in wanted:
+                skipped.append(Held(method.delivery_tag, properties, body))
+                continue
+            try:
+                publish_to_queue(channel, queue, body, retry_properties(properties))
+            except PublishError as exc:  # the original stays in the dead-letter queue
+                return RetryResult(tuple(moved), (), str(exc))
+            channel.basic_ack(method.delivery_tag)
+            moved.append(message_id)
+            if wanted is not None:
+                wanted.discard(message_id)
+    finally:
+        if channel.is_open:
+            give_back(channel, dead_letter_queue, skipped, refresh)
     not_found = tuple(sorted(wanted)) if wanted else ()
     return RetryResult(tuple(moved), not_found)
 

@@ -68,7 +68,8 @@ _TRUNCATED = "[...truncated...]\n"
 #   and DROPS it, silently, so a retry carrying them would vanish in the chain;
 # - x-delivery-count, set by quorum queues: a stale copy would look like redeliveries to
 #   the worker's crash detection.
-_BROKER_HEADER_PREFIXES = ("x-death", "x-first-death-", "x-last-death-", "x-delivery-count")
+DELIVERY_COUNT = "x-delivery-count"
+_BROKER_HEADER_PREFIXES = ("x-death", "x-first-death-", "x-last-death-", DELIVERY_COUNT)
 
 
 class Undecodable(Exception):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, List, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple, Union
 
 import pika.exceptions
 
@@ -26,6 +26,15 @@ ChannelFactory = Callable[[], Any]  # returns a fresh pika BlockingChannel
 
 PRECONDITION_FAILED = 406
 NOT_FOUND = 404
+
+# The dead-letter queue's delivery limit: none, in effect. Its messages are only looked at
+# and moved, never failed, so no return there may count towards a limit (RabbitMQ 4 sets
+# 20 on every quorum queue). Not -1, which 4.x reads as "no limit" but 3.x as "drop at the
+# first return": this value means the same to both, so a cluster can be upgraded under it.
+DELIVERY_LIMIT = "x-delivery-limit"
+UNLIMITED_DELIVERIES = 2**31 - 1
+
+KeptQueue = Callable[[str, str], None]  # (queue, why): told when an earlier queue is kept
 
 # "inequivalent arg 'x-queue-type' for queue 'orders' in vhost '/': received 'quorum' but
 # current is 'classic'". A value is 'text', none, or "the value 'text' of type 'longstr'".
@@ -76,21 +85,33 @@ class Topology:
                    chain=DelayChain.for_program(program, delay))
 
     def declarations(self) -> List[Declaration]:
-        # Only x-queue-type: we dead-letter by publishing ourselves (with confirms), so the
-        # program queue needs no broker-side dead-lettering arguments, and every argument
-        # we add is one more that an existing queue can conflict with.
+        # The program queue gets only x-queue-type: we dead-letter by publishing ourselves
+        # (with confirms), so it needs no broker-side dead-lettering arguments, and its
+        # producers (other applications, other frameworks) may declare it too: every
+        # argument we add is one they would have to repeat exactly.
         arguments = {"x-queue-type": self.queue_type}
         return [QueueDecl(self.queue, arguments, role=ROLE_QUEUE),
-                QueueDecl(self.dead_letter_queue, arguments, role=ROLE_DEAD_LETTER),
+                self.dead_letter_declaration(),
                 *self.chain.declarations()]
+
+    def dead_letter_declaration(self) -> QueueDecl:
+        """The dead-letter queue is qsupervisor's alone; as a quorum queue it has no
+        delivery limit. One made before qsupervisor set that is kept as it is."""
+        arguments: Dict[str, Any] = {"x-queue-type": self.queue_type}
+        if self.queue_type != "quorum":
+            return QueueDecl(self.dead_letter_queue, arguments, role=ROLE_DEAD_LETTER)
+        return QueueDecl(self.dead_letter_queue,
+                         {**arguments, DELIVERY_LIMIT: UNLIMITED_DELIVERIES},
+                         role=ROLE_DEAD_LETTER, earlier=arguments)
 
 
 def declare(channel_factory: ChannelFactory, program: ProgramConfig,
-            delay_config: DelayConfig) -> Topology:
+            delay_config: DelayConfig, kept: Optional[KeptQueue] = None) -> Topology:
     """Declare the program's queues and delay chain; raise TopologyConflict on a mismatch.
 
     Idempotent: declaring what exists with the same settings changes nothing. Stops at
-    the first refusal, since the broker closes the channel with it.
+    the first refusal, since the broker closes the channel with it; except a queue that
+    exists as an earlier qsupervisor declared it, which is kept (and `kept` told why).
     """
     topology = Topology.for_program(program, delay_config)
     channel = channel_factory()
@@ -99,11 +120,58 @@ def declare(channel_factory: ChannelFactory, program: ProgramConfig,
             try:
                 _apply(channel, declaration)
             except pika.exceptions.ChannelClosedByBroker as exc:
-                raise _refusal(topology, declaration, exc) from None
+                channel = channel_factory()
+                if not _keep_earlier(channel, declaration, exc):
+                    raise _refusal(topology, declaration, exc) from None
+                if kept is not None and isinstance(declaration, QueueDecl):
+                    kept(declaration.name, earlier_queue_note(declaration.name))
     finally:
         if channel.is_open:
             channel.close()
     return topology
+
+
+def _keep_earlier(channel: Any, declaration: Declaration,
+                  exc: pika.exceptions.ChannelClosedByBroker) -> bool:
+    """True if the refused queue exists with the arguments of an earlier qsupervisor;
+    declared with those, so the caller can go on."""
+    if not isinstance(declaration, QueueDecl) or declaration.earlier is None:
+        return False
+    if exc.reply_code != PRECONDITION_FAILED:
+        return False
+    argument, current, _ = parse_inequivalent(str(exc.reply_text))
+    if argument is None or current is not None or argument in declaration.earlier:
+        return False  # not an argument added since: a real conflict
+    try:
+        _apply(channel, QueueDecl(declaration.name, declaration.earlier, declaration.durable,
+                                  declaration.role))
+    except pika.exceptions.ChannelClosedByBroker:
+        return False
+    return True
+
+
+def earlier_queue_note(queue: str) -> str:
+    return (f"dead-letter queue '{queue}' was created by an earlier qsupervisor, without "
+            f"{DELIVERY_LIMIT}; it is used as it is, and qsupervisorctl failed refreshes its "
+            "messages so that looking never uses them up (docs/operations.md, RabbitMQ 4)")
+
+
+def delivery_limited(channel_factory: ChannelFactory, topology: Topology) -> bool:
+    """True if the program's dead-letter queue is a quorum queue made without the
+    unlimited delivery limit (by an earlier qsupervisor, or by hand): returns to it count
+    towards whatever limit the broker applies. Declares it, so call it when it exists."""
+    declaration = topology.dead_letter_declaration()
+    if declaration.earlier is None:
+        return False
+    channel = channel_factory()
+    try:
+        _apply(channel, declaration)
+        return False
+    except pika.exceptions.ChannelClosedByBroker:
+        return True
+    finally:
+        if channel.is_open:
+            channel.close()
 
 
 def _apply(channel: Any, declaration: Declaration) -> None:

@@ -170,10 +170,14 @@ def _headers(pairs: List[str]) -> Dict[str, str]:
 def cmd_failed(args: argparse.Namespace, target: Target) -> int:
     from qsupervisor.broker import failed, topology
 
-    queue = target.topology().dead_letter_queue
+    layout = target.topology()
+    queue = layout.dead_letter_queue
     with _broker(target, "failed") as connection:
         depth = topology.queue_depth(connection.channel, queue)
-        shown = failed.peek(connection.channel, queue, args.limit) if depth and depth[0] else []
+        shown: List[FailedMessage] = []
+        if depth and depth[0]:
+            refresh = topology.delivery_limited(connection.channel, layout)
+            shown = failed.peek(connection.channel, queue, args.limit, refresh)
     total = depth[0] if depth else 0
     if args.json:
         print(json.dumps({"queue": queue, "exists": depth is not None, "total": total,
@@ -230,8 +234,10 @@ def cmd_retry_failed(args: argparse.Namespace, target: Target) -> int:
             channel = connection.channel()
             channel.confirm_delivery()
             ids = None if args.all else set(args.ids)
-            result = failed.retry(channel, layout.dead_letter_queue, layout.queue, ids, depth[0])
-            channel.close()  # hands back what was looked at and not moved
+            refresh = topology.delivery_limited(connection.channel, layout)
+            result = failed.retry(channel, layout.dead_letter_queue, layout.queue, ids,
+                                  depth[0], refresh)
+            channel.close()
     count = len(result.moved)
     print(f"moved {count} message{'s' if count != 1 else ''} from "
           f"{layout.dead_letter_queue} to {layout.queue}")

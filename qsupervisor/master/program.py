@@ -225,6 +225,9 @@ class ProgramRuntime:
             self._on_leader_failed(proc, event.split("_")[0], str(msg.get("error")))
         elif event == "waiting":
             self.error = f"waiting for the broker: {msg.get('error')}"
+        elif event == "queue_kept":
+            log.warning("queue kept as an earlier qsupervisor declared it", program=self.name,
+                        queue=msg.get("queue"), why=msg.get("why"))
         elif event == "queue_stats":
             callback = self._stats_requests.pop(int(msg.get("rid") or 0), None)
             if callback is not None:

@@ -13,13 +13,13 @@ import collections
 import random
 import threading
 from dataclasses import dataclass
-from typing import Any, Callable, Deque, Optional, Tuple
+from typing import Any, Callable, Deque, List, Optional, Tuple
 
 import pika
 import pika.exceptions
 
 from qsupervisor import logs
-from qsupervisor.broker import connection, publisher
+from qsupervisor.broker import connection, publisher, returns
 from qsupervisor.broker.delays import DelayChain
 from qsupervisor.config import ProgramConfig
 from qsupervisor.worker import jobs
@@ -33,7 +33,11 @@ RECONNECT_MAX = 30.0
 # pika does not raise when the broker closes just the channel (consumer_timeout, a deleted
 # queue): the I/O loop wakes this often to notice, and reconnects.
 LIVENESS_CHECK = 5.0
-PUBLISH_FAILURE_PAUSE = 1.0  # seconds before a message whose retry could not be published returns
+# A message whose retry or dead letter the broker refused is held (unacked) and its publish
+# tried again after this pause, doubling up to the maximum. Not given back: every return
+# counts towards a quorum queue's delivery limit, and the job would run again for nothing.
+PUBLISH_RETRY_INITIAL = 1.0
+PUBLISH_RETRY_MAX = 30.0
 
 
 class ChannelLost(pika.exceptions.AMQPError):
@@ -84,6 +88,8 @@ class Consumer:
         self._channel: Any = None
         self._confirms: Any = None  # a channel in confirm mode, for retries and dead letters
         self._consumer_tag = ""
+        self._prefetch = 0  # the prefetch window in force on the consuming channel
+        self._nack_is_free = False  # see returns.nack_is_free; set per connection
         self._generation = 0
         self._jobs_started = 0
         self._announced = False
@@ -143,7 +149,10 @@ class Consumer:
         conn = pika.BlockingConnection(self._params)
         try:
             channel = conn.channel()
-            channel.basic_qos(prefetch_count=self._program.prefetch)
+            self._prefetch = self._prefetch_window()
+            channel.basic_qos(prefetch_count=self._prefetch)
+            self._nack_is_free = returns.nack_is_free(self._program.queue_type,
+                                                      returns.broker_version(conn))
             confirms = conn.channel()
             confirms.confirm_delivery()
             with self._lock:
@@ -194,7 +203,7 @@ class Consumer:
                 self._lock.notify_all()
                 self._runner.held(len(self._pending) + (self._in_flight is not None))
                 return
-        _hand_back(channel, delivery.tag)  # arrived while we cancel
+        self._hand_back(channel, [delivery])  # arrived while we cancel
 
     def _begin_stop(self) -> None:
         channel = self._channel
@@ -206,8 +215,30 @@ class Consumer:
         try:
             if self._consumer_tag in channel.consumer_tags:
                 channel.basic_cancel(self._consumer_tag)
-            for delivery in handed_back:
-                _hand_back(channel, delivery.tag)
+        except (pika.exceptions.AMQPError, OSError) as exc:
+            log.warning("could not cancel the consumer; the broker will redeliver what "
+                        "this worker holds", error=repr(exc))
+            return
+        self._hand_back(channel, handed_back)
+
+    def _hand_back(self, channel: Any, deliveries: List[Delivery]) -> None:
+        """Give back messages this worker holds but never started, without using up their
+        delivery limit (see broker/returns.py): a nack where that is free, otherwise a
+        confirmed copy, then an ack. A copy the broker refuses falls back to the nack:
+        counted, but the message stays in the queue."""
+        try:
+            for delivery in deliveries:
+                if not self._nack_is_free and self._confirms_open():
+                    try:
+                        returns.return_as_copy(self._confirms, channel, self._program.queue,
+                                               delivery.tag, delivery.properties,
+                                               delivery.body)
+                        continue
+                    except publisher.PublishError as exc:
+                        log.warning("could not return a prefetched message as a copy; "
+                                    "returning it with a nack", error=str(exc))
+                        self._reopen_confirms()
+                channel.basic_nack(delivery.tag, multiple=False, requeue=True)
         except (pika.exceptions.AMQPError, OSError) as exc:
             log.warning("could not hand back prefetched messages; the broker will "
                         "redeliver them", error=repr(exc))
@@ -228,17 +259,45 @@ class Consumer:
         with self._lock:
             results, self._results = list(self._results), collections.deque()
             generation, channel = self._generation, self._channel
+        if self._stop_reason is not None:
+            # Cancel before the acks: an ack frees a prefetch slot, which the broker would
+            # fill with a message this worker then has to give back.
+            self._begin_stop()
+        else:
+            self._narrow_prefetch(channel)
         for delivery, outcome in results:
             if delivery.generation != generation or channel is None or not channel.is_open:
                 continue  # its channel is gone: the broker redelivers it
             self._settle(channel, delivery, outcome)
-        if self._stop_reason is not None:
-            self._begin_stop()
 
-    def _settle(self, channel: Any, delivery: Delivery, outcome: Outcome) -> bool:
+    def _prefetch_window(self) -> int:
+        """The program's prefetch, but never more messages than this worker will still
+        start before max_jobs recycles it: a recycle then has nothing to give back, and
+        the messages go to workers that will run them."""
+        prefetch = self._program.prefetch
+        if not self._max_jobs:
+            return prefetch
+        with self._lock:
+            left = self._max_jobs - self._jobs_started
+        return max(1, min(prefetch, left))
+
+    def _narrow_prefetch(self, channel: Any) -> None:
+        """Lower the window as max_jobs nears; called before the acks that free slots, so
+        the broker applies the new window to the deliveries those acks allow."""
+        window = self._prefetch_window()
+        if window >= self._prefetch or channel is None or not channel.is_open:
+            return
+        try:
+            channel.basic_qos(prefetch_count=window)
+            self._prefetch = window
+        except (pika.exceptions.AMQPError, OSError) as exc:
+            log.warning("could not narrow the prefetch window", error=repr(exc))
+
+    def _settle(self, channel: Any, delivery: Delivery, outcome: Outcome,
+                pause: float = PUBLISH_RETRY_INITIAL) -> bool:
         """Publish what the outcome asks for, confirmed, then ack the original; if the
-        publish fails the original goes back to the queue: never both lost. True once
-        the original is acked."""
+        publish fails the original stays unacked and the publish is tried again after
+        `pause`: never both lost. True once the original is acked."""
         try:
             if outcome.kind == jobs.ACK:
                 _ack_unflushed(channel, delivery.tag)
@@ -246,14 +305,11 @@ class Consumer:
             try:
                 self._publish(outcome)
             except publisher.PublishError as exc:
-                log.error("could not publish the retry or dead letter; returning the message "
-                          "to the queue in a moment", message_id=outcome.message_id,
-                          error=str(exc))
+                log.error("could not publish the retry or dead letter; holding the message "
+                          "and trying again", message_id=outcome.message_id,
+                          error=str(exc), retry_in=pause)
                 self._reopen_confirms()
-                # Not at once: a broken topology would otherwise spin the message through
-                # the handler as fast as the broker can redeliver it.
-                self._conn_call_later(PUBLISH_FAILURE_PAUSE,
-                                      lambda: self._nack(channel, delivery))
+                self._settle_later(channel, delivery, outcome, pause)
                 return False
             channel.basic_ack(delivery.tag)
             return True
@@ -270,10 +326,15 @@ class Consumer:
             publisher.publish_to_queue(self._confirms, self._program.dead_letter_queue,
                                        outcome.body, outcome.properties)
 
+    def _confirms_open(self) -> bool:
+        self._reopen_confirms()
+        return self._confirms is not None and self._confirms.is_open
+
     def _reopen_confirms(self) -> None:
         """A refused publish can close the confirm channel (404 on a missing exchange)."""
         conn = self._conn
-        if conn is not None and conn.is_open and not self._confirms.is_open:
+        if conn is not None and conn.is_open and self._confirms is not None \
+                and not self._confirms.is_open:
             self._confirms = conn.channel()
             self._confirms.confirm_delivery()
 
@@ -282,12 +343,15 @@ class Consumer:
         if conn is not None and conn.is_open:
             conn.call_later(delay, callback)
 
-    def _nack(self, channel: Any, delivery: Delivery) -> None:
-        if channel.is_open and delivery.generation == self._generation:
-            try:
-                channel.basic_nack(delivery.tag, requeue=True)
-            except (pika.exceptions.AMQPError, OSError):
-                pass  # the channel went: the broker redelivers it anyway
+    def _settle_later(self, channel: Any, delivery: Delivery, outcome: Outcome,
+                      pause: float) -> None:
+        """Try a refused settle again after `pause`, for as long as the channel lives. A
+        stopping worker does not wait for it: its channel closes, and the broker gives the
+        message to the next worker (one counted return, the only way left)."""
+        def again() -> None:
+            if channel.is_open and delivery.generation == self._generation:
+                self._settle(channel, delivery, outcome, min(PUBLISH_RETRY_MAX, pause * 2))
+        self._conn_call_later(pause, again)
 
     def _settle_abandoned(self, delivery: Delivery, reason: str, error: str) -> None:
         try:
@@ -333,15 +397,6 @@ class Consumer:
                 conn = self._conn
             if not settle_queued:
                 _call_soon(conn, self._settle_results)
-
-
-def _hand_back(channel: Any, tag: int) -> None:
-    """Return a message this worker never started to the queue: basic.nack with requeue,
-    not basic.reject. Since RabbitMQ 4.3 a basic.reject counts as a failed delivery attempt
-    (x-delivery-count, and a quorum queue drops a message past its delivery limit, 20 by
-    default) while basic.nack does not: workers that stop or recycle must not use up the
-    attempts of messages they never ran. Before 4.3 the two requeue alike."""
-    channel.basic_nack(tag, multiple=False, requeue=True)
 
 
 def _ack_unflushed(channel: Any, tag: int) -> None:

@@ -8,6 +8,8 @@ import pytest
 
 from brokerkit import MakeProgram
 from qsupervisor.broker import topology
+from qsupervisor.broker.returns import broker_version
+from qsupervisor.broker.topology import Topology
 from qsupervisor.broker.declarations import BindingDecl, ExchangeDecl, QueueDecl
 from qsupervisor.config.model import DelayConfig
 
@@ -67,15 +69,72 @@ def test_a_delay_chain_declared_with_another_resolution_is_a_conflict_with_a_hin
     assert "delay_exchange" in conflict.hint
 
 
-def test_an_unset_argument_on_the_existing_queue_is_reported_as_unset(
+def test_a_queue_declared_without_a_type_is_reported_as_the_broker_records_it(
         connection: pika.BlockingConnection, make_program: MakeProgram) -> None:
+    """3.x keeps no x-queue-type on an untyped (classic) queue; 4.x records 'classic'."""
     program = make_program(queue_type="quorum")
     connection.channel().queue_declare(program.queue, durable=True)  # classic, no arguments
     with pytest.raises(topology.TopologyConflict) as info:
         topology.declare(connection.channel, program, DelayConfig())
-    assert (info.value.current, info.value.wanted) == (None, "quorum")
-    assert "x-queue-type unset" in str(info.value)
+    if broker_version(connection) >= (4,):
+        assert (info.value.current, info.value.wanted) == ("classic", "quorum")
+        assert "x-queue-type 'classic'" in str(info.value)
+    else:
+        assert (info.value.current, info.value.wanted) == (None, "quorum")
+        assert "x-queue-type unset" in str(info.value)
     assert "queue_type: classic" in info.value.hint
+
+
+def test_a_quorum_dead_letter_queue_is_declared_without_a_delivery_limit(
+        connection: pika.BlockingConnection, make_program: MakeProgram) -> None:
+    """Returns to it never count against a limit: redeclaring it with RabbitMQ 4's default
+    of 20 is refused as inequivalent, naming the value it has."""
+    program = make_program(queue_type="quorum")
+    topology.declare(connection.channel, program, DelayConfig())
+    channel = connection.channel()
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as info:
+        channel.queue_declare(program.dead_letter_queue, durable=True,
+                              arguments={"x-queue-type": "quorum", "x-delivery-limit": 20})
+    # (3.x and 4.x word the values differently; the parser reads both.)
+    assert topology.parse_inequivalent(str(info.value.reply_text)) == (
+        "x-delivery-limit", str(topology.UNLIMITED_DELIVERIES), "20")
+    assert not topology.delivery_limited(connection.channel, Topology.for_program(
+        program, DelayConfig()))
+
+
+def test_a_dead_letter_queue_an_earlier_release_declared_is_kept_as_it_is(
+        connection: pika.BlockingConnection, make_program: MakeProgram) -> None:
+    program = make_program(queue_type="quorum")
+    connection.channel().queue_declare(program.dead_letter_queue, durable=True,
+                                       arguments={"x-queue-type": "quorum"})
+    kept = []
+    layout = topology.declare(connection.channel, program, DelayConfig(),
+                              kept=lambda queue, why: kept.append((queue, why)))
+    [(queue, why)] = kept
+    assert queue == program.dead_letter_queue and "x-delivery-limit" in why
+    assert topology.delivery_limited(connection.channel, layout)
+    # Everything after it was declared too.
+    assert topology.queue_depth(connection.channel, layout.chain.level_queue(0)) == (0, 0)
+
+
+def test_a_dead_letter_queue_with_a_limit_of_its_own_is_a_conflict_naming_it(
+        connection: pika.BlockingConnection, make_program: MakeProgram) -> None:
+    program = make_program(queue_type="quorum")
+    connection.channel().queue_declare(
+        program.dead_letter_queue, durable=True,
+        arguments={"x-queue-type": "quorum", "x-delivery-limit": 5})
+    with pytest.raises(topology.TopologyConflict) as info:
+        topology.declare(connection.channel, program, DelayConfig())
+    assert (info.value.name, info.value.argument, info.value.current) == (
+        program.dead_letter_queue, "x-delivery-limit", "5")
+
+
+def test_a_classic_dead_letter_queue_has_no_delivery_limit_argument(
+        connection: pika.BlockingConnection, make_program: MakeProgram) -> None:
+    program = make_program(queue_type="classic")
+    layout = topology.declare(connection.channel, program, DelayConfig())
+    assert dict(layout.dead_letter_declaration().arguments) == {"x-queue-type": "classic"}
+    assert not topology.delivery_limited(connection.channel, layout)
 
 
 def test_queue_depth_counts_ready_messages_and_is_none_for_a_missing_queue(

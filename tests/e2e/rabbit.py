@@ -3,16 +3,19 @@ sampler that runs beside a reload."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import re
 import subprocess
 import threading
 import uuid
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
 
 import pika
 import pika.exceptions
 
+from qsupervisor.broker import returns
 from qsupervisor.broker.delays import DelayChain
 
 from .harness import BROKER_URL, DEADLINE, wait_for
@@ -133,6 +136,13 @@ class Broker:
         ok = self.channel.queue_declare(queue, passive=True).method
         return QueueCounts(messages=ok.message_count, consumers=ok.consumer_count)
 
+    def exists(self, queue: str) -> bool:
+        try:
+            self.counts(queue)
+            return True
+        except pika.exceptions.ChannelClosedByBroker:  # 404; the channel reopens on next use
+            return False
+
     def wait_consumers(self, queue: str, count: int) -> None:
         wait_for(lambda: self.counts(queue).consumers == count,
                  what=lambda: f"{count} consumers on {queue} (now {self.counts(queue)})")
@@ -152,11 +162,54 @@ class Broker:
             self._conn.close()
 
 
-def rabbitmqctl(*args: str, timeout: float = 120.0) -> None:
+def rabbitmqctl(*args: str, timeout: float = 120.0) -> str:
     proc = subprocess.run(["rabbitmqctl", *args], capture_output=True, text=True,
                           timeout=timeout)
     assert proc.returncode == 0, (f"rabbitmqctl {' '.join(args)} -> exit {proc.returncode}: "
                                   f"{proc.stdout} {proc.stderr}")
+    return proc.stdout
+
+
+def broker_version() -> Tuple[int, ...]:
+    """The version of the RabbitMQ the tests run against, e.g. (3, 10, 8) or (4, 0, 5)."""
+    connection = _connect()
+    try:
+        version = returns.broker_version(connection)
+    finally:
+        connection.close()
+    assert version is not None, "the broker did not say its version"
+    return version
+
+
+# RabbitMQ 4's default delivery limit on quorum queues. The delivery-limit tests set it by
+# policy on every version, so that what they prove on 4.x is proven on 3.x (no default
+# limit) too.
+DEFAULT_DELIVERY_LIMIT = 20
+
+
+@contextlib.contextmanager
+def delivery_limit(*queues: str, limit: int = DEFAULT_DELIVERY_LIMIT) -> Iterator[None]:
+    """A policy giving `queues` a delivery limit (and no dead-letter target: a message past
+    the limit is dropped, as on RabbitMQ 4 by default), in force once this is entered."""
+    name = f"qsv-e2e-limit-{uuid.uuid4().hex[:12]}"
+    pattern = "^(" + "|".join(re.escape(queue) for queue in queues) + ")$"
+    rabbitmqctl("set_policy", "--apply-to", "queues", name, pattern,
+                json.dumps({"delivery-limit": limit}))
+    try:
+        wait_for(lambda: _policy_of(queues) == {name}, what=f"policy {name} on {queues}")
+        yield
+    finally:
+        rabbitmqctl("clear_policy", name)
+
+
+def _policy_of(queues: Iterable[str]) -> set:
+    """The policies in force on `queues` (one entry, "", for a queue without); empty while
+    one of them does not exist."""
+    wanted = set(queues)
+    listing = json.loads(rabbitmqctl("-q", "list_queues", "name", "policy",
+                                     "--formatter", "json") or "[]")
+    found = {q["name"]: q.get("policy") or "" for q in listing if q.get("name") in wanted}
+    return set(found.values()) if len(found) == len(wanted) else set()
 
 
 def connection_heartbeats() -> Dict[str, int]:

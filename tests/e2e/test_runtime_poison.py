@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any, Dict, List
 
 import pika
-import pika.exceptions
 
 from .daemon import MakeDaemon
 from .harness import Ledger, runtime_program, wait_for
@@ -128,7 +127,7 @@ def test_what_the_broker_dead_letters_by_policy_shows_in_failed_and_can_be_retri
     try:
         daemon = daemons({"policy": runtime_program(queue, ledger, workers=0)})
         daemon.start()
-        wait_for(lambda: _exists(broker, dead_letters), what=f"{dead_letters} to be declared")
+        wait_for(lambda: broker.exists(dead_letters), what=f"{dead_letters} to be declared")
 
         expired = "expires-1"
         broker.channel.basic_publish(
@@ -154,10 +153,3 @@ def test_what_the_broker_dead_letters_by_policy_shows_in_failed_and_can_be_retri
     finally:
         rabbitmqctl("clear_policy", policy)
 
-
-def _exists(broker: Broker, queue: str) -> bool:
-    try:
-        broker.counts(queue)
-        return True
-    except pika.exceptions.ChannelClosedByBroker:  # 404; the channel reopens on next use
-        return False
