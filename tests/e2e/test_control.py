@@ -148,8 +148,11 @@ def test_tail_shows_captured_worker_output_and_follows_new_lines(
     result = daemon.ctl("tail", "out", "-n", "20")
     assert result.returncode == 0 and first in result.json()["data"], str(result)
 
+    # Ctrl-C's default action even when the suite runs as a background job, whose shell
+    # starts it with SIGINT ignored (and Python then leaves it ignored).
     follower = subprocess.Popen([QSUPERVISORCTL, "-c", str(daemon.config_path), "tail", "out",
-                                 "-f", "-n", "1"], stdout=subprocess.PIPE, text=True)
+                                 "-f", "-n", "1"], stdout=subprocess.PIPE, text=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     seen: List[str] = []
 
     def read_lines() -> None:
