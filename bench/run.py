@@ -6,7 +6,7 @@
                                               # the other parts' results in --out are kept
     python bench/run.py --quick --out /tmp/b.md   # tiny sizes: checks that it all works
 
-Parts: throughput, memory, control, reload, startup, delay, idle. See bench/README.md.
+Parts: throughput, memory, control, reload, startup, delay, idle, handback. See bench/README.md.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from typing import Any, Callable, Dict, List, Optional
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))
 
-from qsvbench import (control, delay, idle, machine, memory, reload, report,  # noqa: E402
-                      startup, throughput)
+from qsvbench import (control, delay, handback, idle, machine, memory, reload,  # noqa: E402
+                      report, startup, throughput)
 from qsvbench.common import BrokerRestarted, BrokerWatch, Settings  # noqa: E402
 
 DEFAULT_OUT = BENCH_DIR.parent / "docs" / "benchmarks.md"
@@ -56,6 +56,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         help="throughput queue types (default quorum,classic)")
     parser.add_argument("--jobs", type=_csv, default=None,
                         help="throughput jobs (default noop,1ms,10ms; noop,10ms with --quick)")
+    parser.add_argument("--handback-sizes", type=lambda t: [int(x) for x in _csv(t)],
+                        default=None, help="handback: messages held when giving back "
+                        "(default 10,50,200; 2,5 with --quick)")
     args = parser.parse_args(argv)
     unknown = set(args.only) - set(report.PARTS)
     if unknown:
@@ -66,6 +69,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         args.workers = [1, 2] if args.quick else [1, 2, 4, 8]
     if args.jobs is None:
         args.jobs = ["noop", "10ms"] if args.quick else ["noop", "1ms", "10ms"]
+    if args.handback_sizes is None:
+        args.handback_sizes = list(handback.QUICK_SIZES if args.quick else handback.DEFAULT_SIZES)
     if args.plot is None:
         args.plot = args.out.with_name(args.out.stem + "-throughput.png")
     return args
@@ -104,6 +109,7 @@ def run_parts(args: argparse.Namespace, settings: Settings) -> Dict[str, Any]:
         "startup": lambda: startup.run(settings),
         "delay": lambda: delay.run(settings),
         "idle": lambda: idle.run(settings),
+        "handback": lambda: handback.run(settings, sizes=args.handback_sizes),
     }
     parts: Dict[str, Any] = {}
     for name in report.PARTS:

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
 from .common import BENCH_DIR
 
 MARKER = "bench-results-json"
-PARTS = ("throughput", "memory", "control", "reload", "startup", "delay", "idle")
+PARTS = ("throughput", "memory", "control", "reload", "startup", "delay", "idle", "handback")
 COMMAND = "python bench/run.py"
 
 
@@ -343,9 +344,94 @@ daemon. CPU time from `/proc/PID/task/*/schedstat` (ns, all threads); utime+stim
 """
 
 
+def _ms_per_msg(method: Optional[Dict[str, Any]]) -> str:
+    if method is None:
+        return "–"
+    return f"{_n(method['median_ms'], 2)} ({_n(method['us_per_msg'], 0)})"
+
+
+def _stop_cost(result: Dict[str, Any]) -> str:
+    """The sentence on what the copy costs a stop, at N = 50 if measured."""
+    quorum = [r for r in result["summary"] if r["queue_type"] == "quorum" and "copy" in r["methods"]]
+    if not quorum:
+        return ""
+    row = next((r for r in quorum if r["n"] == 50), max(quorum, key=lambda r: r["n"]))
+    copy, nack = row["methods"]["copy"], row["methods"]["nack"]
+    way = result.get("worker_way", {}).get("quorum")
+    where = ("the copy is what qsupervisor does on a quorum queue on this broker"
+             if way == "copy" else "the copy is what qsupervisor does where "
+             "`returns.nack_is_free` is false")
+    return (f"**For a stop.** A worker with `prefetch: {row['n']}` on a quorum queue that stops\n"
+            f"(or is recycled) holding {row['n']} unstarted messages spends "
+            f"**{row['extra_ms_copy']:.1f} ms more**\ngiving them back as copies than with nacks "
+            f"({copy['median_ms']:.1f} ms against {nack['median_ms']:.1f} ms,\n"
+            f"{copy['us_per_msg']:,.0f} against {nack['us_per_msg']:,.0f} µs per message); "
+            f"{where}.\nIt is paid once per stop, in proportion to what the worker holds (at most "
+            f"its prefetch\nwindow), and nowhere else: a nack where that is free (classic queues, "
+            f"RabbitMQ 4.3+)\ncosts what it always did.")
+
+
+def section_handback(result: Dict[str, Any]) -> str:
+    timing, checks = [], []
+    for r in result["summary"]:
+        m = r["methods"]
+        copy = m.get("copy")
+        timing.append([r["queue_type"], str(r["n"]), _ms_per_msg(m.get("nack")),
+                       _ms_per_msg(m.get("close")), _ms_per_msg(copy),
+                       " ".join(f"{x:.1f}" for x in copy["all_ms"]) if copy else "–",
+                       _n(r.get("ratio_copy_nack"), 1), _n(r.get("ratio_copy_close"), 1),
+                       _n(r.get("extra_ms_copy"), 1)])
+        for name, v in m.items():
+            counts = (str(v["delivery_count_min"]) if v["delivery_count_min"] == v["delivery_count_max"]
+                      else f"{v['delivery_count_min']}–{v['delivery_count_max']}")
+            checks.append([r["queue_type"], str(r["n"]), name,
+                           " ".join(str(c) for c in v["counts"]), str(v["lost"]),
+                           str(v["duplicated"]), counts])
+    ways = result.get("worker_way", {})
+    worker = ", ".join(f"by {way} on a {qt} queue" for qt, way in ways.items())
+    copies = [r for r in result["summary"] if "copy_ok" in r]
+    verdict = ("every copy came back with x-delivery-count 0, none lost or duplicated"
+               if copies and all(r["copy_ok"] for r in copies)
+               else "**a copied return was lost, duplicated or counted**: see the table")
+    return f"""## 8. Handing back prefetched messages
+
+**How.** What a stopping consumer spends giving back the N messages it holds unacked but
+never started. For each queue type and N, the queue is filled with N small persistent
+messages and a consumer on its own connection (`basic_qos(prefetch_count=N)`,
+`basic_consume`) waits until it holds all N, then cancels its consumer (as a stopping
+worker does first). Timed from there until all N are given back, one of three ways, which
+alternate which goes first: **nack**, one `basic_nack(tag, requeue=True)` per message (a
+plain pika consumer that hands back; qsupervisor where `returns.nack_is_free`); **close**,
+closing the channel (a plain pika consumer that just stops); **copy**,
+`qsupervisor.broker.returns.return_as_copy` per message as the worker's `_hand_back` calls
+it, on a confirm-mode channel opened beforehand on the same connection: the copy
+published and confirmed, then the original acked. nack and copy end with one synchronous
+round trip on the consuming channel (`basic_qos`), so the time covers the broker taking
+every frame, not pika writing it; close is such a round trip itself. The classic queue is
+the reference (no delivery limit: qsupervisor nacks there). After each hand-back the
+consuming channel is closed (an original whose ack never arrived would come back now), the
+queue counted by passive declare and emptied with `basic_get`, reading every message's id
+and x-delivery-count. {result['repeats']} repeat(s); medians, ms per stop with µs per
+message in brackets. On this broker, {result.get('broker', '?')}, qsupervisor
+gives back {worker} (`returns.nack_is_free`).
+
+{_table(["queue", "N", "nack ms (µs/msg)", "close ms (µs/msg)", "copy ms (µs/msg)", "copy each repeat ms", "copy / nack", "copy / close", "copy − nack ms"], timing)}
+
+{_stop_cost(result)}
+
+Afterwards: the queue's count by passive declare after each repeat (N expected), the
+messages missing and the extra ones among those read back, and the x-delivery-count they
+carried (a counted return shows 1: it used up one delivery of the limit). In this run
+{verdict}.
+
+{_table(["queue", "N", "way", "messages in the queue", "lost", "duplicated", "x-delivery-count"], checks)}
+"""
+
+
 SECTIONS: Dict[str, Callable[..., str]] = {
     "memory": section_memory, "control": section_control, "reload": section_reload,
     "startup": section_startup, "delay": section_delay, "idle": section_idle,
+    "handback": section_handback,
 }
 
 
@@ -397,10 +483,21 @@ def plot_throughput(result: Dict[str, Any], path: Path) -> bool:
 # -- the document -------------------------------------------------------------------------------
 
 
+def _plot_still_current(part: Dict[str, Any], path: Path) -> bool:
+    """Without matplotlib, the plot an earlier run drew stays linked (`--only PART` must not
+    drop it) as long as it is not older than the throughput results it shows."""
+    try:
+        measured = time.mktime(time.strptime(part.get("date", ""), "%Y-%m-%d %H:%M"))
+        return path.stat().st_mtime >= measured
+    except (OSError, ValueError, OverflowError):
+        return False
+
+
 def render(data: Dict[str, Any], out: Path, plot_path: Path) -> str:
     machine, parts = data["machine"], data["parts"]
     plot_rel: Optional[str] = None
-    if "throughput" in parts and plot_throughput(parts["throughput"]["result"], plot_path):
+    if "throughput" in parts and (plot_throughput(parts["throughput"]["result"], plot_path)
+                                  or _plot_still_current(parts["throughput"], plot_path)):
         try:
             plot_rel = str(plot_path.resolve().relative_to(out.resolve().parent))
         except ValueError:

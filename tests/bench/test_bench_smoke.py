@@ -19,8 +19,8 @@ from qsupervisor.broker.delays import DelayChain
 BENCH_DIR = Path(__file__).resolve().parents[2] / "bench"
 sys.path.insert(0, str(BENCH_DIR))
 
-from qsvbench import (control, delay, idle, memory, reload, report,  # noqa: E402
-                      startup, throughput)
+from qsvbench import (control, delay, handback, idle, memory, reload,  # noqa: E402
+                      report, startup, throughput)
 from qsvbench.common import DECLARED, Broker, Settings  # noqa: E402
 
 import run as bench_run  # noqa: E402  (bench/run.py)
@@ -46,6 +46,7 @@ def test_every_part_runs_and_the_report_shows_it(settings: Settings, tmp_path: P
         "startup": _part(startup.run(settings, sizes=(2,), separate=False)),
         "delay": _part(delay.run(settings, count=5, longest=0.5)),
         "idle": _part(idle.run(settings, workers=2, window=0.5)),
+        "handback": _part(handback.run(settings, sizes=(2,))),
     }
     tp = parts["throughput"]["result"]["summary"]
     assert [(r["queue_type"], r["job"], r["workers"]) for r in tp] == [("classic", "noop", 1)]
@@ -56,12 +57,17 @@ def test_every_part_runs_and_the_report_shows_it(settings: Settings, tmp_path: P
     assert parts["startup"]["result"]["sizes"][0]["all_s"] > 0
     assert parts["delay"]["result"]["summary"]["runs"] >= 5
     assert parts["idle"]["result"]["summary"]["window_s"] > 0
+    hb = parts["handback"]["result"]["summary"]
+    assert [(r["queue_type"], r["n"]) for r in hb] == [("quorum", 2), ("classic", 2)]
+    assert set(hb[0]["methods"]) == {"nack", "close", "copy"}
+    assert hb[0]["copy_ok"]  # a copy starts at x-delivery-count 0; none lost or duplicated
 
     out = tmp_path / "benchmarks.md"
     data = {"machine": {"cpu": "smoke"}, "bytecode": "smoke", "parts": parts}
     text = report.render(data, out, tmp_path / "plot.png")
     for heading in ("## Targets", "## 1. Throughput", "## 2. Memory", "## 3. Control latency",
-                    "## 4. Reload", "## 5. Start-up", "## 6. Delay lateness", "## 7. Idle master"):
+                    "## 4. Reload", "## 5. Start-up", "## 6. Delay lateness", "## 7. Idle master",
+                    "## 8. Handing back prefetched messages"):
         assert heading in text
     out.write_text(text)
     assert report.load_previous(out)["parts"].keys() == parts.keys()
