@@ -190,20 +190,25 @@ class Consumer:
     def _finished(self) -> bool:
         with self._lock:
             if self._abandoned is not None:
-                return self.abandon_done.is_set()
+                return self.abandon_done.is_set() and not self._pending
             return (self._stop_reason is not None and self._in_flight is None
-                    and not self._results)
+                    and not self._results and not self._pending)
 
     def _on_message(self, channel: Any, method: Any, properties: Any, body: bytes) -> None:
         delivery = Delivery(self._generation, method.delivery_tag, properties, body,
                             bool(method.redelivered))
         with self._lock:
-            if self._stop_reason is None:
-                self._pending.append(delivery)
+            self._pending.append(delivery)
+            stopping = self._stop_reason is not None
+            if not stopping:
                 self._lock.notify_all()
                 self._runner.held(len(self._pending) + (self._in_flight is not None))
-                return
-        self._hand_back(channel, [delivery])  # arrived while we cancel
+        if stopping:
+            # Arrived while we cancel: the job thread takes nothing more, and it is given
+            # back with the rest once the consumer is cancelled, not from inside this
+            # dispatch: a copy published here would come straight back to this consumer,
+            # which would copy it again, and so on without end.
+            self._conn_call_later(0, self._begin_stop)
 
     def _begin_stop(self) -> None:
         channel = self._channel
@@ -364,6 +369,7 @@ class Consumer:
                 self._runner.job_finished(outcome.stat)
         finally:
             self.abandon_done.set()
+        self._begin_stop()  # what was prefetched goes back uncounted, not with the channel
 
     # -- job thread -------------------------------------------------------------------
 

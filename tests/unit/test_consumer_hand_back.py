@@ -114,7 +114,10 @@ def test_a_copy_the_broker_refuses_falls_back_to_a_nack_so_the_message_stays() -
     assert calls == [("cancel", "ctag"), ("nack", 7, False, True)]
 
 
-def test_a_delivery_that_arrives_while_stopping_is_given_back_the_same_way() -> None:
+def test_a_delivery_that_arrives_while_stopping_is_given_back_once_the_consumer_is_cancelled(
+) -> None:
+    # Not from inside the delivery's dispatch: the consumer is still active there, so a
+    # copy published then would be delivered straight back to it, and copied again.
     consumer, calls = _consumer(nack_is_free=False)
     consumer.request_stop("stop")
 
@@ -124,9 +127,13 @@ def test_a_delivery_that_arrives_while_stopping_is_given_back_the_same_way() -> 
 
     delivery = _delivery(12)
     consumer._on_message(consumer._channel, Method(), delivery.properties, delivery.body)
-    assert calls == [("publish", "", "orders", b"body 12", {"x-qsupervisor-attempt": 1}),
+    assert calls == [] and len(consumer._pending) == 1
+    assert not consumer._finished()  # the worker does not leave holding it
+    consumer._begin_stop()  # what the I/O loop runs next
+    assert calls == [("cancel", "ctag"),
+                     ("publish", "", "orders", b"body 12", {"x-qsupervisor-attempt": 1}),
                      ("ack", 12)]
-    assert not consumer._pending
+    assert not consumer._pending and consumer._finished()
 
 
 def test_a_worker_that_stops_cancels_its_consumer_before_acking_its_last_job() -> None:
