@@ -17,10 +17,11 @@ from typing import TYPE_CHECKING, Any, Deque, Dict, Iterator, List, Optional, Tu
 
 from qsupervisor import ipc, logs, procutil
 from qsupervisor.master.crashes import CrashLedger
+from qsupervisor.master.exits import KILLED_FOR_TIMEOUT, Exit, ExitFacts, classify_exit
 from qsupervisor.master.process import Slot, WorkerProc
 from qsupervisor.states import ProgramState, WorkerState, transition
 from qsupervisor.worker import stats as worker_stats
-from qsupervisor.worker.main import ABANDON_GRACE, EXIT_HANDLER_IMPORT, EXIT_JOB_TIMEOUT
+from qsupervisor.worker.main import ABANDON_GRACE
 from qsupervisor.worker.stats import Snapshot
 
 if TYPE_CHECKING:
@@ -254,11 +255,14 @@ class WorkerPool:
             worker.kill_timer.cancel()
         self._read_last_words(worker)
         self._close_channel(worker)
-        code = os.WEXITSTATUS(status) if status is not None and os.WIFEXITED(status) else None
-        timed_out = code == EXIT_JOB_TIMEOUT or worker.killed == "timeout"
-        clean = code == 0 or code == EXIT_JOB_TIMEOUT  # a timeout replaces, never backs off
-        self._account(worker, clean and code == 0, how)
-        worker.last_exit = _exit_summary(worker, code == 0, how, timed_out)
+        snapshot = worker.stats.read() if worker.stats is not None else None
+        meaning = classify_exit(ExitFacts(
+            status=status, how=how, stop_reason=worker.stop_reason, killed=worker.killed,
+            exit_reason=worker.exit_reason, exit_error=worker.exit_error,
+            exit_settled=worker.exit_settled, was_ready=worker.ready_at is not None,
+            job_in_hand=snapshot is not None and snapshot.job_id is not None))
+        self._account(snapshot, meaning)
+        worker.last_exit = meaning.summary
         transition(worker, W.EXITED, log.info, program=self.name, slot=worker.slot,
                    pid=worker.pid, exit=worker.last_exit)
         if worker in self.draining:
@@ -268,28 +272,22 @@ class WorkerPool:
             slot.predecessor = None
         if slot is not None and slot.worker is worker:
             slot.last_exit = worker.last_exit
-            self._after_slot_exit(slot, worker, clean, code, timed_out)
+            self._after_slot_exit(slot, worker, meaning)
         self.program.workers_changed()
 
-    def _account(self, worker: WorkerProc, clean: bool, how: str) -> None:
+    def _account(self, snapshot: Optional[Snapshot], meaning: Exit) -> None:
         """Keep the dead worker's counters for a minute, and remember the message it died
-        holding (unless it settled that message itself, as after a job timeout)."""
-        if worker.stats is None:
+        holding when that counts as a failed attempt."""
+        if snapshot is None:
             return
-        snapshot = worker.stats.read()
         self.recent.append((time.time(), snapshot))
-        settled = worker.exit_reason == "timeout" and worker.exit_settled
-        if snapshot.job_id is not None and not clean and not settled:
-            cause = "killed: timeout" if worker.killed == "timeout" else how
-            self.crashes.record(snapshot.job_id, cause)
+        if meaning.crash_cause is not None and snapshot.job_id is not None:
+            self.crashes.record(snapshot.job_id, meaning.crash_cause)
 
-    def _after_slot_exit(self, slot: Slot, worker: WorkerProc, clean: bool,
-                         code: Optional[int], timed_out: bool) -> None:
+    def _after_slot_exit(self, slot: Slot, worker: WorkerProc, meaning: Exit) -> None:
         if self.program.state is not ProgramState.RUNNING or slot.index >= self.program.desired:
             return  # the leader's "ready" (or a later start) fills the slot
-        if worker.stop_reason or timed_out or (clean and worker.exit_reason):
-            # Recycled on purpose, stopped for a reason that has passed (its leader died),
-            # or replaced after a job timeout: start a new one now, never a failure.
+        if meaning.replace_now:
             slot.restarts += 1
             self.spawn(slot)
             return
@@ -297,7 +295,7 @@ class WorkerPool:
             slot.failures = 0
         slot.failures += 1
         slot.restarts += 1
-        if worker.ready_at is None or code == EXIT_HANDLER_IMPORT:
+        if meaning.start_failure:
             slot.start_failures += 1
         if slot.start_failures >= self.program.config.start_retries:
             transition(worker, W.FATAL, log.error, program=self.name, slot=slot.index,
@@ -344,7 +342,7 @@ class WorkerPool:
                 continue
             started = worker.stats.read().job_started
             if started is not None and now - started > limit:
-                self._kill(worker, "timeout")
+                self._kill(worker, KILLED_FOR_TIMEOUT)
         if self.live():
             self._arm_watchdog()
 
@@ -367,20 +365,6 @@ class WorkerPool:
             self.host.loop.remove_reader(worker.channel)
             worker.channel.close()
             worker.channel = None
-
-
-def _exit_summary(worker: WorkerProc, clean: bool, how: str, timed_out: bool) -> str:
-    if timed_out:
-        return f"killed: timeout ({worker.exit_error or how})"
-    if worker.killed:
-        return f"killed: {worker.killed} ({worker.stop_reason or how})"
-    if worker.stop_reason:
-        return f"stopped: {worker.stop_reason}" if clean else f"stopped: {worker.stop_reason} ({how})"
-    if clean and worker.exit_reason:
-        return f"recycled: {worker.exit_reason}"
-    if worker.exit_error:
-        return f"failed: {worker.exit_error}"
-    return f"crashed: {how}"
 
 
 def _kill(pid: int, sig: int) -> None:
