@@ -17,12 +17,9 @@ from qsupervisor.worker.stats import Stats
 class LeaderProc:
     pid: int
     sock: socket.socket
-    generation: int  # bumps on every leader replacement of the program
     started: float = field(default_factory=time.time)
     ready: bool = False
-    retiring: bool = False
     files: Dict[str, float] = field(default_factory=dict)  # preloaded file -> mtime
-    status: Optional[int] = None  # waitpid status once it has exited
 
 
 @dataclass(eq=False)

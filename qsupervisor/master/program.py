@@ -49,7 +49,6 @@ class ProgramRuntime:
         self.pending_leader: Optional[LeaderProc] = None  # a replacement importing its preload
         self.pool = WorkerPool(self, host)
         self.desired = config.workers
-        self.generation = 0
         self.error: Optional[str] = None  # last leader/preload failure, for status
         self.leader_failures = 0
         self._leader_timer: Any = None
@@ -153,7 +152,6 @@ class ProgramRuntime:
         if self.state is not P.RUNNING:
             self.start()
             return
-        self.generation += 1
         if preload or self.leader is None:
             if self.pending_leader is not None:  # a reload --preload during another one
                 self._retire(self.pending_leader)
@@ -202,7 +200,7 @@ class ProgramRuntime:
             leader.run(spec, leader_end, output_fd)
         leader_end.close()
         master_end.settimeout(5.0)  # a wedged leader cannot block the master forever
-        proc = LeaderProc(pid=pid, sock=master_end, generation=self.generation)
+        proc = LeaderProc(pid=pid, sock=master_end)
         self.host.track_pid(pid, self)
         self.host.loop.add_reader(master_end, lambda: self._on_leader_message(proc))
         if replacing:
@@ -271,7 +269,6 @@ class ProgramRuntime:
 
     def _retire(self, proc: LeaderProc) -> None:
         """The leader exits once its last worker has: it alone can reap them."""
-        proc.retiring = True
         if proc not in self.old_leaders:
             self.old_leaders.append(proc)
         try:
@@ -286,7 +283,6 @@ class ProgramRuntime:
         if proc is None:
             self.pool.on_exit(pid, status)  # an orphaned worker we adopted
             return
-        proc.status = status
         self.host.loop.remove_reader(proc.sock)
         proc.sock.close()
         if proc in self.old_leaders:

@@ -119,10 +119,6 @@ class Consumer:
         _call_soon(conn, lambda: self._settle_abandoned(delivery, reason, error))
         return True
 
-    @property
-    def stop_reason(self) -> Optional[str]:
-        return self._stop_reason
-
     # -- I/O thread --------------------------------------------------------------------
 
     def run(self) -> str:
