@@ -14,15 +14,16 @@ from typing import Any, Callable, Dict, List, Optional
 from setproctitle import setproctitle
 
 from qsupervisor import logs, procutil
-from qsupervisor.config import Config, ConfigError, load_config
+from qsupervisor.config import Config, ConfigError, DaemonConfig, load_config
 from qsupervisor.config.diff import ConfigDiff, diff_configs
 from qsupervisor.control import protocol
-from qsupervisor.control.server import Connection, ControlServer
+from qsupervisor.control.server import Connection, ControlServer, PeerPolicy
 from qsupervisor.daemon import systemd
 from qsupervisor.master.loop import EventLoop
 from qsupervisor.master.output import ProgramOutput
 from qsupervisor.master.program import ProgramRuntime
-from qsupervisor.master.reconfigure import UpdateResult, apply_update
+from qsupervisor.master.reconfigure import (UpdatePlan, UpdateResult, daemon_setting_warnings,
+                                            plan_update)
 from qsupervisor.states import ProgramState
 
 log = logs.get("qsupervisor.master")
@@ -192,7 +193,49 @@ class Master:
         return diff_configs(self.config, load_config(self.config.path))
 
     def update(self, names: Optional[List[str]]) -> UpdateResult:
-        return apply_update(self, names)
+        """Apply the edited file (`names`: only those programs). Raises ConfigError
+        (nothing changes) or UnknownPrograms."""
+        systemd.notify("RELOADING=1\nSTATUS=applying the configuration")
+        try:
+            try:
+                new = load_config(self.config.path)
+            except ConfigError as exc:
+                log.error("configuration not applied; the daemon runs on as it was",
+                          errors=[str(problem) for problem in exc.problems])
+                raise
+            plan = plan_update(self.config, new, names or None)
+            self._apply(plan)
+            return plan.result
+        finally:
+            systemd.notify("READY=1\nSTATUS=running")
+
+    def _apply(self, plan: UpdatePlan) -> None:
+        old_daemon, self.config = self.daemon, plan.config
+        if plan.daemon is not None:
+            self._apply_daemon_settings(old_daemon, plan.daemon)
+            self.daemon = plan.daemon
+        for name in plan.removed:
+            self.retire_program(name)
+        for name in plan.added:
+            self.add_program(name, autostart=plan.config.programs[name].autostart)
+        for name in plan.changed:
+            self.programs[name].apply_config(plan.config.programs[name])
+        for name in plan.scaled:
+            self.programs[name].config = plan.config.programs[name]
+            self.programs[name].scale(plan.config.programs[name].workers)
+        log.info("configuration applied", changes=list(plan.result.changes),
+                 warnings=list(plan.result.warnings))
+        self.changed()
+
+    def _apply_daemon_settings(self, old: DaemonConfig, new: DaemonConfig) -> None:
+        if (old.allow_users, old.allow_groups) != (new.allow_users, new.allow_groups):
+            self.server.policy = PeerPolicy.from_names(new.allow_users, new.allow_groups)
+        if old.socket_mode != new.socket_mode:
+            os.chmod(self.server.path, new.socket_mode)
+        if old.log_level != new.log_level:
+            logs.set_level(new.log_level)  # programs get it through their new leaders
+        for warning in daemon_setting_warnings(old, new):
+            log.warning("setting not applied in place", detail=warning)
 
     def retire_program(self, name: str) -> None:
         """Stop a program removed from the file, then forget it (unless a program of the

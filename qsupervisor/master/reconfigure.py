@@ -1,28 +1,21 @@
-"""`update` (and SIGHUP): apply an edited configuration file to the running daemon.
+"""`update` (and SIGHUP): what applying an edited configuration file changes.
 
 Only what changed is touched: programs are added, removed, rolled (settings changed: a
 new leader, then a rolling reload) or scaled (only `workers` changed). Daemon settings
 that can change in place do; the others are reported as waiting for a restart.
+
+`plan_update` is pure: from the running configuration, the new one and the programs named,
+it says what to do. The master carries the plan out itself (`Master.update`), so only the
+master assigns its own state.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
-import os
-
-from qsupervisor import logs
-from qsupervisor.config import (Config, ConfigDiff, ConfigError, DaemonConfig, diff_configs,
-                                load_config)
-from qsupervisor.control.server import PeerPolicy
-from qsupervisor.daemon import systemd
-
-if TYPE_CHECKING:
-    from qsupervisor.master.arbiter import Master
-
-log = logs.get("qsupervisor.master")
+from qsupervisor.config import Config, ConfigDiff, DaemonConfig, diff_configs
 
 # Cannot change under a running master: its socket, pidfile and own log are open already.
 RESTART_ONLY = ("socket", "pidfile", "logfile", "log_format")
@@ -42,23 +35,24 @@ class UpdateResult:
     warnings: Tuple[str, ...] = field(default=())
 
 
-def apply_update(master: "Master", names: Optional[List[str]]) -> UpdateResult:
-    """Raises ConfigError (nothing changes) or UnknownPrograms."""
-    systemd.notify("RELOADING=1\nSTATUS=applying the configuration")
-    try:
-        try:
-            new = load_config(master.config.path)
-        except ConfigError as exc:
-            log.error("configuration not applied; the daemon runs on as it was",
-                      errors=[str(problem) for problem in exc.problems])
-            raise
-        return _apply(master, new, None if not names or "all" in names else names)
-    finally:
-        systemd.notify("READY=1\nSTATUS=running")
+@dataclass(frozen=True)
+class UpdatePlan:
+    """What an update does, in the order the master does it."""
+
+    config: Config  # what the master runs once the plan is applied
+    daemon: Optional[DaemonConfig]  # daemon settings to apply; None: they stay (update NAME)
+    removed: Tuple[str, ...]
+    added: Tuple[str, ...]
+    changed: Tuple[str, ...]  # new settings: a new leader, then a rolling reload
+    scaled: Tuple[str, ...]  # only `workers` changed
+    result: UpdateResult
 
 
-def _apply(master: "Master", new: Config, names: Optional[List[str]]) -> UpdateResult:
-    old = master.config
+def plan_update(old: Config, new: Config, names: Optional[List[str]]) -> UpdatePlan:
+    """`names` None (or containing "all") is a full update; raises UnknownPrograms for a
+    name in neither configuration."""
+    if names is not None and "all" in names:
+        names = None
     if names is not None:
         unknown = [n for n in names if n not in old.programs and n not in new.programs]
         if unknown:
@@ -67,38 +61,26 @@ def _apply(master: "Master", new: Config, names: Optional[List[str]]) -> UpdateR
     # `update NAME` leaves the daemon section alone, so the named programs are compared
     # (and rolled) with the daemon settings they will actually get: the current ones.
     diff = diff_configs(old, new if names is None else dataclasses.replace(new, daemon=old.daemon))
-    selected = (lambda n: True) if names is None else (lambda n: n in names)
-    master.config = _merge(old, new, names)
-    warnings: List[str] = []
-    if names is None:  # daemon settings come with a full update only
-        warnings = _apply_daemon_settings(master, old.daemon, new.daemon)
-        master.daemon = new.daemon
-    for name in filter(selected, diff.removed):
-        master.retire_program(name)
-    for name in filter(selected, diff.added):
-        master.add_program(name, autostart=new.programs[name].autostart)
-    for name in filter(selected, diff.changed):
-        master.programs[name].apply_config(new.programs[name])
-    for name in filter(selected, diff.scaled):
-        master.programs[name].config = new.programs[name]
-        master.programs[name].scale(new.programs[name].workers)
-    touched = tuple(n for n in (*diff.added, *diff.removed, *diff.changed, *diff.scaled)
-                    if selected(n))
+
+    def selected(group: Tuple[str, ...]) -> Tuple[str, ...]:
+        return group if names is None else tuple(n for n in group if n in names)
+
+    removed, added = selected(diff.removed), selected(diff.added)
+    changed, scaled = selected(diff.changed), selected(diff.scaled)
+    touched = (*added, *removed, *changed, *scaled)
     changes = tuple(line for line in diff.describe()
                     if line.split(":", 1)[0] in touched
                     or (names is None and line.startswith("qsupervisord:")))
-    log.info("configuration applied", changes=list(changes), warnings=warnings)
-    master.changed()
-    return UpdateResult(diff, touched, changes, tuple(warnings))
+    # Daemon settings come with a full update only.
+    warnings = tuple(daemon_setting_warnings(old.daemon, new.daemon)) if names is None else ()
+    return UpdatePlan(config=_merge(old, new, names),
+                      daemon=new.daemon if names is None else None,
+                      removed=removed, added=added, changed=changed, scaled=scaled,
+                      result=UpdateResult(diff, touched, changes, warnings))
 
 
-def _apply_daemon_settings(master: "Master", old: DaemonConfig, new: DaemonConfig) -> List[str]:
-    if (old.allow_users, old.allow_groups) != (new.allow_users, new.allow_groups):
-        master.server.policy = PeerPolicy.from_names(new.allow_users, new.allow_groups)
-    if old.socket_mode != new.socket_mode:
-        os.chmod(master.server.path, new.socket_mode)
-    if old.log_level != new.log_level:
-        logs.set_level(new.log_level)  # programs get it through their new leaders
+def daemon_setting_warnings(old: DaemonConfig, new: DaemonConfig) -> List[str]:
+    """The changed daemon settings that cannot take effect in place."""
     warnings = []
     restart = [key for key in RESTART_ONLY if getattr(old, key) != getattr(new, key)]
     if restart:
@@ -107,8 +89,6 @@ def _apply_daemon_settings(master: "Master", old: DaemonConfig, new: DaemonConfi
     if later:
         warnings.append(f"{', '.join(later)}: applies to programs added from now on; "
                         "running programs keep their output files until qsupervisord restarts")
-    for warning in warnings:
-        log.warning("setting not applied in place", detail=warning)
     return warnings
 
 
