@@ -48,7 +48,7 @@ class LeaderSpec:
 
 def run(spec: LeaderSpec, sock: socket.socket, output_fd: int) -> NoReturn:
     """Called in the master's child right after fork; never returns."""
-    code = 70
+    code = procutil.EXIT_INTERNAL_ERROR
     try:
         code = _Leader(spec, sock, output_fd).main()
     except BaseException:
@@ -251,10 +251,7 @@ class _Leader:
 
     def _signal_children(self, sig: int) -> None:
         for pid in list(self.children):
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
+            procutil.signal_pid(pid, sig)
 
     def _spawn(self, msg: ipc.Message, channel_fd: int, stats_fd: int) -> None:
         from qsupervisor.worker import main as worker_main  # light; imported once anyway

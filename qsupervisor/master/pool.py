@@ -177,14 +177,14 @@ class WorkerPool:
         transition(worker, W.STOPPING, log.info, program=self.name, slot=worker.slot,
                    pid=worker.pid, reason=reason)
         if worker.pid is not None:
-            _kill(worker.pid, signal.SIGTERM)
+            procutil.signal_pid(worker.pid, signal.SIGTERM)
         worker.kill_timer = self.host.loop.call_later(
             self.program.config.stop_timeout, lambda: self._kill(worker, "stop_timeout"))
 
     def kill_all(self) -> None:
         for worker in self.live():
             if worker.pid is not None:
-                _kill(worker.pid, signal.SIGKILL)
+                procutil.signal_pid(worker.pid, signal.SIGKILL)
 
     # -- events -------------------------------------------------------------------------
 
@@ -196,7 +196,7 @@ class WorkerPool:
         self.host.track_pid(pid, self.program)
         log.info("worker started", program=self.name, slot=worker.slot, pid=pid)
         if worker.state is W.STOPPING:  # a stop arrived before the pid did
-            _kill(pid, signal.SIGTERM)
+            procutil.signal_pid(pid, signal.SIGTERM)
 
     def on_spawn_failed(self, wid: int, error: str) -> None:
         worker = self._pending_spawns.pop(wid, None)
@@ -320,7 +320,7 @@ class WorkerPool:
             log.warning(f"{why} passed; killing the worker", program=self.name,
                         slot=worker.slot, pid=worker.pid)
             worker.killed = why
-            _kill(worker.pid, signal.SIGKILL)
+            procutil.signal_pid(worker.pid, signal.SIGKILL)
 
     # -- job timeout watchdog -------------------------------------------------------------
 
@@ -365,10 +365,3 @@ class WorkerPool:
             self.host.loop.remove_reader(worker.channel)
             worker.channel.close()
             worker.channel = None
-
-
-def _kill(pid: int, sig: int) -> None:
-    try:
-        os.kill(pid, sig)
-    except ProcessLookupError:
-        pass

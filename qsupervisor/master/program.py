@@ -186,7 +186,7 @@ class ProgramRuntime:
     def signal_workers(self, sig: int) -> List[int]:
         pids = [w.pid for w in self.live_workers() if w.pid is not None]
         for pid in pids:
-            _kill(pid, sig)
+            procutil.signal_pid(pid, sig)
         return pids
 
     # -- leaders ------------------------------------------------------------------------
@@ -331,7 +331,7 @@ class ProgramRuntime:
         self.pool.kill_all()
         for proc in [self.leader, self.pending_leader, *self.old_leaders]:
             if proc is not None:
-                _kill(proc.pid, signal.SIGKILL)
+                procutil.signal_pid(proc.pid, signal.SIGKILL)
 
     def request_queue_stats(self, callback: Callable[[Dict[str, Any]], None]) -> bool:
         """Ask the leader for the queue depths; False if there is no leader to ask."""
@@ -358,10 +358,3 @@ class ProgramRuntime:
             if self.start_when_stopped:
                 self.start_when_stopped = False
                 self.start()
-
-
-def _kill(pid: int, sig: int) -> None:
-    try:
-        os.kill(pid, sig)
-    except ProcessLookupError:
-        pass

@@ -112,7 +112,7 @@ class MasterChannel(WorkerEvents):
 
 
 def run(spec: WorkerSpec, channel: socket.socket, stats_fd: int) -> NoReturn:
-    code = 70
+    code = procutil.EXIT_INTERNAL_ERROR
     try:
         code = _run(spec, channel, stats_fd)
     except BaseException:
