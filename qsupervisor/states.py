@@ -32,6 +32,8 @@ class ProgramState(str, enum.Enum):
 W = WorkerState
 P = ProgramState
 
+# A worker record never goes back to STARTING: every process the master asks for gets a
+# new record, which starts there; the slot points at the newest and keeps the history.
 WORKER_TRANSITIONS: Dict[WorkerState, FrozenSet[WorkerState]] = {
     # STARTING -> RUNNING: the worker reported its consumer attached.
     # STARTING -> STOPPING: stop requested before it was ready.
@@ -41,18 +43,19 @@ WORKER_TRANSITIONS: Dict[WorkerState, FrozenSet[WorkerState]] = {
     W.RUNNING: frozenset({W.STOPPING, W.EXITED}),
     W.STOPPING: frozenset({W.EXITED}),
     # EXITED -> BACKOFF: unexpected exit, restart later; EXITED -> FATAL: gave up.
-    W.EXITED: frozenset({W.BACKOFF, W.FATAL, W.STARTING}),
-    # BACKOFF -> EXITED: a stop arrived while waiting to restart.
-    W.BACKOFF: frozenset({W.STARTING, W.EXITED}),
-    # FATAL -> STARTING only on an explicit `start`/`restart`/`reload`.
-    W.FATAL: frozenset({W.STARTING, W.EXITED}),
+    W.EXITED: frozenset({W.BACKOFF, W.FATAL}),
+    # BACKOFF -> EXITED: the backoff passed (a new record is started), or a stop arrived.
+    W.BACKOFF: frozenset({W.EXITED}),
+    # FATAL -> EXITED: an explicit `start` (a new record is started) or a stop.
+    W.FATAL: frozenset({W.EXITED}),
 }
 
 PROGRAM_TRANSITIONS: Dict[ProgramState, FrozenSet[ProgramState]] = {
     P.STOPPED: frozenset({P.STARTING}),
     P.STARTING: frozenset({P.RUNNING, P.STOPPING, P.FATAL}),
     P.RUNNING: frozenset({P.STOPPING, P.STARTING}),  # RUNNING -> STARTING: leader replaced
-    P.STOPPING: frozenset({P.STOPPED, P.STARTING}),
+    # A `start` during a stop is remembered and carried out once STOPPED.
+    P.STOPPING: frozenset({P.STOPPED}),
     P.FATAL: frozenset({P.STARTING, P.STOPPED, P.STOPPING}),
 }
 

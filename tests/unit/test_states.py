@@ -27,8 +27,8 @@ def test_every_state_has_a_row_in_its_table() -> None:
 @pytest.mark.parametrize("path", [
     [W.STARTING, W.RUNNING, W.STOPPING, W.EXITED],  # graceful stop
     [W.STARTING, W.RUNNING, W.EXITED],  # recycled (max_jobs) or crashed
-    [W.STARTING, W.EXITED, W.BACKOFF, W.STARTING],  # crash before ready, retried
-    [W.STARTING, W.EXITED, W.FATAL, W.STARTING],  # gave up, then an explicit start
+    [W.STARTING, W.EXITED, W.BACKOFF, W.EXITED],  # crash before ready, retried (new record)
+    [W.STARTING, W.EXITED, W.FATAL, W.EXITED],  # gave up, then an explicit start or a stop
     [W.RUNNING, W.EXITED, W.BACKOFF, W.EXITED],  # stopped while waiting to restart
 ])
 def test_worker_lifecycles_the_master_uses_are_allowed(path: List[WorkerState]) -> None:
@@ -43,6 +43,10 @@ def test_worker_lifecycles_the_master_uses_are_allowed(path: List[WorkerState]) 
     (W.EXITED, W.RUNNING),
     (W.BACKOFF, W.RUNNING),
     (W.FATAL, W.RUNNING),
+    # A record never starts again: the slot's next process is a new record.
+    (W.EXITED, W.STARTING),
+    (W.BACKOFF, W.STARTING),
+    (W.FATAL, W.STARTING),
 ])
 def test_worker_transitions_outside_the_table_raise(old: WorkerState, new: WorkerState) -> None:
     thing = Thing(old)
