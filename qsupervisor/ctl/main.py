@@ -16,6 +16,7 @@ from qsupervisor.config.control import read_control_settings
 from qsupervisor.config.defaults import DEFAULT_CONFIG_PATH, DEFAULT_SOCKET
 from qsupervisor.control import protocol
 from qsupervisor.control.client import Client, CommandFailed, Unreachable
+from qsupervisor.control.help import COMMAND_HELP
 from qsupervisor.ctl import broker_parsers, render
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_RUNNING, EXIT_UNREACHABLE = 0, 1, 2, 3, 4
@@ -32,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="seconds to wait for a reply (default: no limit)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    def command(name: str, help_text: str, wait: bool = False) -> argparse.ArgumentParser:
+    def command(name: str, wait: bool = False) -> argparse.ArgumentParser:
+        help_text = COMMAND_HELP[name]
         p = sub.add_parser(name, help=help_text, description=help_text)
         # Also after the command (`status --json`), where people put it; SUPPRESS keeps
         # the subcommand from resetting a --json given before it.
@@ -46,35 +48,34 @@ def build_parser() -> argparse.ArgumentParser:
                                help="return as soon as the daemon has accepted the request")
         return p
 
-    p = command("status", "show the master, programs and workers")
+    p = command("status")
     p.add_argument("names", nargs="*", metavar="PROGRAM")
     p.add_argument("-b", "--brief", action="store_true",
                    help="totals per program instead of a line per worker")
-    for name, text in (("start", "start programs"), ("stop", "stop programs gracefully"),
-                       ("restart", "stop programs, then start them")):
-        command(name, text, wait=True).add_argument("names", nargs="+", metavar="PROGRAM|all")
-    p = command("reload", "replace workers (rolling) so they run fresh handler code", wait=True)
+    for name in ("start", "stop", "restart"):
+        command(name, wait=True).add_argument("names", nargs="+", metavar="PROGRAM|all")
+    p = command("reload", wait=True)
     p.add_argument("names", nargs="+", metavar="PROGRAM|all")
     p.add_argument("--preload", action="store_true",
                    help="replace the leader first, so preloaded modules are fresh too")
-    p = command("scale", "change a program's worker count", wait=True)
+    p = command("scale", wait=True)
     p.add_argument("name", metavar="PROGRAM")
     p.add_argument("workers", type=int, metavar="N")
-    command("reread", "validate the configuration file and show the changes")
-    command("update", "apply the configuration file", wait=True).add_argument(
+    command("reread")
+    command("update", wait=True).add_argument(
         "names", nargs="*", metavar="PROGRAM")
-    p = command("signal", "send a signal to every worker of a program")
+    p = command("signal")
     p.add_argument("name", metavar="PROGRAM")
     p.add_argument("signal", metavar="SIG")
-    command("pid", "print the master's pid, or a program's pids").add_argument(
+    command("pid").add_argument(
         "names", nargs="*", metavar="PROGRAM")
-    p = command("tail", "show a program's captured worker output")
+    p = command("tail")
     p.add_argument("name", metavar="PROGRAM")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing new output")
     p.add_argument("-n", "--lines", type=int, default=10, help="lines to show (default 10)")
-    command("reopen", "reopen log files (after logrotate)")
-    command("shutdown", "stop every program, then the daemon", wait=True)
-    command("version", "show the daemon's version")
+    command("reopen")
+    command("shutdown", wait=True)
+    command("version")
     broker_parsers.add_parsers(sub)
     return parser
 

@@ -1,4 +1,5 @@
-"""Control commands, one small class each; a command's docstring is its help.
+"""Control commands, one small class each. A class's docstring says what it does, for the
+people who change it; the one-line help users see is qsupervisorctl's, in control/help.py.
 
 A command either replies at once or registers a waiter on the master, which replies when
 the operation is complete (`wait` defaults to true for the commands that change things).
