@@ -1,14 +1,15 @@
-"""Writing small configuration files for the config tests, and reading their problems."""
+"""Writing small configuration files for the config tests, and reading their problems;
+building configurations in memory."""
 
 from __future__ import annotations
 
 import textwrap
 from pathlib import Path
-from typing import List
+from typing import Any, Dict, List
 
 import pytest
 
-from qsupervisor.config import ConfigError, load_config
+from qsupervisor.config import Config, ConfigError, DaemonConfig, ProgramConfig, load_config
 
 
 def write(path: Path, text: str) -> str:
@@ -40,3 +41,17 @@ def daemon_file(tmp_path: Path, extra: str) -> str:
         qsupervisord:
           {extra}
         """)
+
+
+def program(name: str, **settings: Any) -> ProgramConfig:
+    """A program's settings as the loader would make them, queue named after it."""
+    settings.setdefault("handler", "app.jobs:handle")
+    settings.setdefault("queue", name)
+    return ProgramConfig(name=name, **settings)
+
+
+def config(*programs: ProgramConfig, **daemon: Any) -> Config:
+    """A whole configuration of these programs, the daemon section made of `daemon`."""
+    by_name: Dict[str, ProgramConfig] = {p.name: p for p in programs}
+    return Config(path="/etc/qsupervisor/queues.yaml", daemon=DaemonConfig(**daemon),
+                  programs=by_name)

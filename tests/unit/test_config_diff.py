@@ -11,23 +11,12 @@ from qsupervisor.config import (
     Backoff,
     Config,
     ConfigDiff,
-    DaemonConfig,
     DelayConfig,
-    ProgramConfig,
     diff_configs,
     load_config,
 )
 
-
-def program(name: str, **settings: Any) -> ProgramConfig:
-    settings.setdefault("handler", "app.jobs:handle")
-    settings.setdefault("queue", name)
-    return ProgramConfig(name=name, **settings)
-
-
-def config(*programs: ProgramConfig, **daemon: Any) -> Config:
-    by_name: Dict[str, ProgramConfig] = {p.name: p for p in programs}
-    return Config(path="/etc/qsupervisor/queues.yaml", daemon=DaemonConfig(**daemon), programs=by_name)
+from .config_files import config, program
 
 
 def test_identical_configs_give_an_empty_diff() -> None:

@@ -3,25 +3,11 @@ decided without a master."""
 
 from __future__ import annotations
 
-from typing import Any, Dict
-
 import pytest
 
-from qsupervisor.config import Config, DaemonConfig, ProgramConfig
 from qsupervisor.master.reconfigure import UnknownPrograms, plan_update
 
-
-def program(name: str, **settings: Any) -> ProgramConfig:
-    settings.setdefault("handler", "app.jobs:handle")
-    settings.setdefault("queue", name)
-    return ProgramConfig(name=name, **settings)
-
-
-def config(*programs: ProgramConfig, **daemon: Any) -> Config:
-    by_name: Dict[str, ProgramConfig] = {p.name: p for p in programs}
-    return Config(path="/etc/qsupervisor/queues.yaml", daemon=DaemonConfig(**daemon),
-                  programs=by_name)
-
+from .config_files import config, program
 
 OLD = config(program("orders", workers=2), program("emails"), program("legacy"))
 NEW = config(program("orders", workers=4), program("emails", max_jobs=500),
