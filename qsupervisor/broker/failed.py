@@ -38,9 +38,10 @@ def peek(channel_factory: ChannelFactory, queue: str, limit: int,
          refresh: bool = False) -> List[FailedMessage]:
     """Up to `limit` messages from the head of `queue`, left in the queue (see the module's
     docstring for `refresh`)."""
-    depth = queue_depth(channel_factory, queue)
-    # No more than were there: a refreshed copy joins the tail and must not be seen twice.
-    limit = min(limit, depth[0] if depth else 0)
+    if refresh:
+        # No more than were there: a refreshed copy joins the tail and must not be seen twice.
+        depth = queue_depth(channel_factory, queue)
+        limit = min(limit, depth[0] if depth else 0)
     channel = channel_factory()
     found: List[FailedMessage] = []
     held: List[Held] = []

@@ -24,6 +24,7 @@ every header but the count, and it joins the tail of the queue instead of the he
 from __future__ import annotations
 
 import copy
+import re
 from typing import Any, Optional, Tuple
 
 from qsupervisor.broker import messages, publisher
@@ -33,6 +34,9 @@ QUORUM = "quorum"
 NACK_FREE_SINCE = (4, 3)
 
 Version = Tuple[int, ...]
+# The release number at the start of a version string: what follows ("-rc.1", "+5.g1234")
+# is not part of it.
+_RELEASE = re.compile(r"\d+(?:\.\d+)*")
 
 
 def broker_version(connection: Any) -> Optional[Version]:
@@ -47,21 +51,8 @@ def parse_version(value: Any) -> Optional[Version]:
     """(4, 0, 5) from "4.0.5" (or b"4.0.5", "4.1.0-rc.1", "3.13.7+5.g1234"); None if none."""
     if isinstance(value, bytes):
         value = value.decode("utf-8", "replace")
-    if not isinstance(value, str):
-        return None
-    numbers = []
-    for part in value.split("."):
-        digits = ""
-        for char in part:
-            if not char.isdigit():
-                break
-            digits += char
-        if not digits:
-            break
-        numbers.append(int(digits))
-        if len(digits) < len(part):
-            break  # "5-rc" or "7+5": the rest is not part of the release number
-    return tuple(numbers) or None
+    match = _RELEASE.match(value) if isinstance(value, str) else None
+    return tuple(int(n) for n in match.group().split(".")) if match else None
 
 
 def nack_is_free(queue_type: str, version: Optional[Version]) -> bool:

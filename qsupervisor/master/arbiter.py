@@ -22,8 +22,7 @@ from qsupervisor.daemon import systemd
 from qsupervisor.master.loop import EventLoop
 from qsupervisor.master.output import ProgramOutput
 from qsupervisor.master.program import ProgramRuntime
-from qsupervisor.master.reconfigure import (UpdatePlan, UpdateResult, daemon_setting_warnings,
-                                            plan_update)
+from qsupervisor.master.reconfigure import UpdatePlan, UpdateResult, plan_update
 from qsupervisor.states import ProgramState
 
 log = logs.get("qsupervisor.master")
@@ -214,6 +213,8 @@ class Master:
         if plan.daemon is not None:
             self._apply_daemon_settings(old_daemon, plan.daemon)
             self.daemon = plan.daemon
+        for warning in plan.result.warnings:
+            log.warning("setting not applied in place", detail=warning)
         for name in plan.removed:
             self.retire_program(name)
         for name in plan.added:
@@ -234,8 +235,6 @@ class Master:
             os.chmod(self.server.path, new.socket_mode)
         if old.log_level != new.log_level:
             logs.set_level(new.log_level)  # programs get it through their new leaders
-        for warning in daemon_setting_warnings(old, new):
-            log.warning("setting not applied in place", detail=warning)
 
     def retire_program(self, name: str) -> None:
         """Stop a program removed from the file, then forget it (unless a program of the

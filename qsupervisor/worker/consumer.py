@@ -238,7 +238,6 @@ class Consumer:
                     except publisher.PublishError as exc:
                         log.warning("could not return a prefetched message as a copy; "
                                     "returning it with a nack", error=str(exc))
-                        self._reopen_confirms()
                 channel.basic_nack(delivery.tag, multiple=False, requeue=True)
         except (pika.exceptions.AMQPError, OSError) as exc:
             log.warning("could not hand back prefetched messages; the broker will "

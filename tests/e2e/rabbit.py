@@ -15,7 +15,6 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
 import pika
 import pika.exceptions
 
-from qsupervisor.broker import returns
 from qsupervisor.broker.delays import DelayChain
 
 from .harness import BROKER_URL, DEADLINE, wait_for
@@ -168,17 +167,6 @@ def rabbitmqctl(*args: str, timeout: float = 120.0) -> str:
     assert proc.returncode == 0, (f"rabbitmqctl {' '.join(args)} -> exit {proc.returncode}: "
                                   f"{proc.stdout} {proc.stderr}")
     return proc.stdout
-
-
-def broker_version() -> Tuple[int, ...]:
-    """The version of the RabbitMQ the tests run against, e.g. (3, 10, 8) or (4, 0, 5)."""
-    connection = _connect()
-    try:
-        version = returns.broker_version(connection)
-    finally:
-        connection.close()
-    assert version is not None, "the broker did not say its version"
-    return version
 
 
 # RabbitMQ 4's default delivery limit on quorum queues. The delivery-limit tests set it by
