@@ -24,8 +24,18 @@ from typing import Any, Callable, Dict, List, Optional
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))
 
-from qsvbench import (control, delay, handback, idle, machine, memory, reload,  # noqa: E402
-                      report, startup, throughput)
+from qsvbench import (  # noqa: E402
+    control,
+    delay,
+    handback,
+    idle,
+    machine,
+    memory,
+    reload,
+    report,
+    startup,
+    throughput,
+)
 from qsvbench.common import BrokerRestarted, BrokerWatch, Settings  # noqa: E402
 
 DEFAULT_OUT = BENCH_DIR.parent / "docs" / "benchmarks.md"
@@ -92,7 +102,7 @@ def cache_bytecode() -> str:
                    check=False, capture_output=True)
     # Standard library and site-packages modules land in the prefix on first import.
     subprocess.run([sys.executable, "-c", "import qsupervisor.ctl.main, qsupervisor.daemon.main, "
-                    "qsupervisor.master.arbiter, qsupervisor.leader, qsupervisor.worker.main"],
+                    "qsupervisor.master.arbiter, qsupervisor.leader.forkserver, qsupervisor.worker.main"],
                    check=False, capture_output=True)
     return ("cached: PYTHONDONTWRITEBYTECODE was set in this environment, so the benchmark "
             "compiles everything into a PYTHONPYCACHEPREFIX first, as an installed package has it")

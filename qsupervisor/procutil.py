@@ -81,11 +81,6 @@ def read_rss(pid: int) -> Optional[int]:
         return None
 
 
-# The status of a child whose own code raised something it did not handle (sysexits.h's
-# EX_SOFTWARE): a leader or worker that dies this way is a crash, whatever it was doing.
-EXIT_INTERNAL_ERROR = 70
-
-
 def signal_pid(pid: int, sig: int) -> None:
     """Send `sig` to `pid`; a process that is gone already is not an error."""
     try:

@@ -15,9 +15,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import pika  # noqa: E402
-
 import bench_handlers  # noqa: E402
+import pika  # noqa: E402
 
 
 def main() -> None:

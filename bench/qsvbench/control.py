@@ -1,6 +1,6 @@
 """Control latency: `qsupervisorctl status` as a whole process (interpreter start, imports,
 request, reply, rendering), and the protocol round trip alone
-(qsupervisor.control.client.Client in this process), at 8 and 256 workers.
+(qsupervisor.ctl.client.Client in this process), at 8 and 256 workers.
 
 Whole-process timings come from our own repeated fork+exec+wait (time.perf_counter around
 subprocess.run), and also from hyperfine when it is installed.

@@ -14,9 +14,16 @@ from typing import Any, Dict, List, Optional, Set
 
 import yaml
 
-from qsupervisor.control.client import Client
+from qsupervisor.ctl.client import Client
 
-from .common import APPS_DIR, BROKER_URL, QSUPERVISORCTL, QSUPERVISORD, alive, wait_until
+from .common import (
+    APPS_DIR,
+    BROKER_URL,
+    QSUPERVISORCTL,
+    QSUPERVISORD,
+    alive,
+    wait_until,
+)
 
 
 def program(queue: str, handler: str = "bench_handlers:noop", workers: int = 1,

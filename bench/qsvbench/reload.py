@@ -10,7 +10,15 @@ import subprocess
 import time
 from typing import Any, Dict, List, Optional
 
-from .common import (QSUPERVISORCTL, Broker, DepthSampler, Settings, alive, median, wait_until)
+from .common import (
+    QSUPERVISORCTL,
+    Broker,
+    DepthSampler,
+    Settings,
+    alive,
+    median,
+    wait_until,
+)
 from .daemon import Daemon, program
 
 

@@ -238,7 +238,7 @@ def section_control(result: Dict[str, Any]) -> str:
 **How.** A daemon with one program of N idle workers. Whole process: `qsupervisorctl -s
 SOCKET status` (and `--json status`, `version`) run with `subprocess.run`, timed from before
 the fork to after the exit, repeated; also with hyperfine (`-N`, 3 warm-ups) when installed.
-Round trip: `qsupervisor.control.client.Client.call(...)` in the benchmark process (connect,
+Round trip: `qsupervisor.ctl.client.Client.call(...)` in the benchmark process (connect,
 request, reply, close) — `status` as qsupervisorctl sends it (the leader then reads the queue
 depths from the broker), `status` with `queues: false`, `status` with `workers: false` (what
 `qsupervisorctl status --brief` sends: totals without an entry per worker; also timed as a

@@ -10,8 +10,17 @@ import sys
 import time
 from typing import Any, Dict, List, Optional, Sequence
 
-from .common import (APPS_DIR, BROKER_URL, Broker, DepthSampler, Settings, cpu_seconds,
-                     cpu_seconds_precise, median, wait_until)
+from .common import (
+    APPS_DIR,
+    BROKER_URL,
+    Broker,
+    DepthSampler,
+    Settings,
+    cpu_seconds,
+    cpu_seconds_precise,
+    median,
+    wait_until,
+)
 from .daemon import Daemon, program
 from .plain import PlainConsumers
 from .throughput import broker_pid

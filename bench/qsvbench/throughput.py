@@ -14,9 +14,16 @@ from __future__ import annotations
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
-
-from .common import (Broker, DepthSampler, Settings, cpu_seconds, crossing, median, ratio,
-                     retrying)
+from .common import (
+    Broker,
+    DepthSampler,
+    Settings,
+    cpu_seconds,
+    crossing,
+    median,
+    ratio,
+    retrying,
+)
 from .daemon import Daemon, program
 from .plain import PlainConsumers
 

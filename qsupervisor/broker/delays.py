@@ -25,7 +25,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, List
 
 from qsupervisor.broker.declarations import (
-    ROLE_DELAY, BindingDecl, Declaration, ExchangeDecl, QueueDecl)
+    ROLE_DELAY,
+    BindingDecl,
+    Declaration,
+    ExchangeDecl,
+    QueueDecl,
+)
 from qsupervisor.units import format_duration
 
 if TYPE_CHECKING:

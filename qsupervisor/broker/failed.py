@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any, AbstractSet, List, NamedTuple, Optional, Tuple
+from typing import AbstractSet, Any, List, NamedTuple, Optional, Tuple
 
 import pika
 import pika.exceptions

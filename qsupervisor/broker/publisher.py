@@ -15,7 +15,12 @@ import pika
 import pika.exceptions
 
 from qsupervisor.broker import messages
-from qsupervisor.broker.connection import BrokerUnreachable, connect, default_broker, display_url
+from qsupervisor.broker.connection import (
+    BrokerUnreachable,
+    connect,
+    default_broker,
+    display_url,
+)
 from qsupervisor.broker.delays import DelayChain
 from qsupervisor.config.model import DelayConfig
 

@@ -16,7 +16,13 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple, Un
 import pika.exceptions
 
 from qsupervisor.broker.declarations import (
-    ROLE_DEAD_LETTER, ROLE_QUEUE, BindingDecl, Declaration, ExchangeDecl, QueueDecl)
+    ROLE_DEAD_LETTER,
+    ROLE_QUEUE,
+    BindingDecl,
+    Declaration,
+    ExchangeDecl,
+    QueueDecl,
+)
 from qsupervisor.broker.delays import DelayChain
 
 if TYPE_CHECKING:

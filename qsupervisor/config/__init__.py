@@ -14,8 +14,14 @@ if TYPE_CHECKING:
     from .control import read_control_settings
     from .diff import ConfigDiff, diff_configs
     from .loader import load_config
-    from .model import (DEFAULT_CONFIG_PATH, Backoff, Config, DaemonConfig, DelayConfig,
-                        ProgramConfig)
+    from .model import (
+        DEFAULT_CONFIG_PATH,
+        Backoff,
+        Config,
+        DaemonConfig,
+        DelayConfig,
+        ProgramConfig,
+    )
     from .problems import ConfigError, Problem
 
 _WHERE = {

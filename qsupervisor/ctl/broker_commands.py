@@ -21,7 +21,12 @@ import time
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Mapping, Optional
 
-from qsupervisor.config import DEFAULT_CONFIG_PATH, ConfigError, ProgramConfig, load_config
+from qsupervisor.config import (
+    DEFAULT_CONFIG_PATH,
+    ConfigError,
+    ProgramConfig,
+    load_config,
+)
 from qsupervisor.config.model import DaemonConfig
 
 if TYPE_CHECKING:

@@ -15,9 +15,9 @@ from typing import Any, Dict, List, Optional, Tuple
 from qsupervisor.config.control import read_control_settings
 from qsupervisor.config.defaults import DEFAULT_CONFIG_PATH, DEFAULT_SOCKET
 from qsupervisor.control import protocol
-from qsupervisor.control.client import Client, CommandFailed, Unreachable
 from qsupervisor.control.help import COMMAND_HELP
 from qsupervisor.ctl import broker_parsers, render
+from qsupervisor.ctl.client import Client, CommandFailed, Unreachable
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_RUNNING, EXIT_UNREACHABLE = 0, 1, 2, 3, 4
 
@@ -122,7 +122,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command in broker_parsers.COMMANDS:  # these talk to RabbitMQ, not the daemon
-        from qsupervisor.ctl import broker_commands  # pika and the loader: only when needed
+        from qsupervisor.ctl import (
+            broker_commands,  # pika and the loader: only when needed
+        )
 
         return broker_commands.run(args)
     try:

@@ -13,10 +13,10 @@ import socket
 import sys
 from typing import Any, List, NoReturn, Optional
 
-from qsupervisor import __version__, logs
+from qsupervisor import __version__, logs, systemd
 from qsupervisor.config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
-from qsupervisor.control.server import ControlServer, PeerPolicy
-from qsupervisor.daemon import pidfile, systemd
+from qsupervisor.daemon import pidfile
+from qsupervisor.master.control_server import ControlServer, PeerPolicy
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -109,7 +109,11 @@ def _daemonize(server: ControlServer) -> None:
 
 
 def _run(config: Config, server: ControlServer) -> NoReturn:
-    from qsupervisor.master.arbiter import Master  # after fork: keeps --check light
+    # After fork: keeps --check light. The launcher hands the master the leader's entry
+    # point, so the master's own modules never import the leader tier (or pika).
+    from qsupervisor.leader.forkserver import fork_leader
+    from qsupervisor.master.arbiter import Master
+    from qsupervisor.master.system import SystemProcesses
 
     daemon_cfg = config.daemon
     stream: Any
@@ -125,7 +129,7 @@ def _run(config: Config, server: ControlServer) -> NoReturn:
     pidfile.write(daemon_cfg.pidfile)
     # Children's output goes to files: JSON unless console was asked for explicitly.
     child_format = "console" if log_format == "console" else "json"
-    master = Master(config, child_format, server, reopen)
+    master = Master(config, child_format, server, reopen, SystemProcesses(fork_leader))
     try:
         code = master.run()
     finally:

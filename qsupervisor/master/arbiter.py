@@ -8,21 +8,22 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from typing import Any, Callable, Dict, List, Optional
 
 from setproctitle import setproctitle
 
-from qsupervisor import logs, procutil
+from qsupervisor import logs, procutil, systemd
 from qsupervisor.config import Config, ConfigError, DaemonConfig, load_config
 from qsupervisor.config.diff import ConfigDiff, diff_configs
 from qsupervisor.control import protocol
-from qsupervisor.control.server import Connection, ControlServer, PeerPolicy
-from qsupervisor.daemon import systemd
+from qsupervisor.master.commands import dispatch
+from qsupervisor.master.control_server import Connection, ControlServer, PeerPolicy
+from qsupervisor.master.host import ChildOwner
 from qsupervisor.master.loop import EventLoop
 from qsupervisor.master.output import ProgramOutput
 from qsupervisor.master.program import ProgramRuntime
 from qsupervisor.master.reconfigure import UpdatePlan, UpdateResult, plan_update
+from qsupervisor.master.system import Clock, Processes
 from qsupervisor.states import ProgramState
 
 log = logs.get("qsupervisor.master")
@@ -42,24 +43,26 @@ class Waiter:
 
 class Master:
     def __init__(self, config: Config, log_format: str, server: ControlServer,
-                 reopen_logs: Callable[[], None]) -> None:
+                 reopen_logs: Callable[[], None], processes: Processes,
+                 clock: Optional[Clock] = None) -> None:
         self.config = config
         self.daemon = config.daemon
         self.log_format = log_format
         self.server = server
         self.reopen_logs = reopen_logs
-        self.loop = EventLoop()
+        self.processes = processes
+        self.loop = EventLoop(clock)
         self.programs: Dict[str, ProgramRuntime] = {}
         self.outputs: Dict[str, ProgramOutput] = {}
-        self.pids: Dict[int, ProgramRuntime] = {}
+        self.pids: Dict[int, ChildOwner] = {}
         self.waiters: List[Waiter] = []
-        self.started = time.time()
+        self.started = self.loop.clock.time()
         self.stopping = False
         self.exit_code = 0
 
     # -- Host interface for programs ------------------------------------------------------
 
-    def track_pid(self, pid: int, owner: ProgramRuntime) -> None:
+    def track_pid(self, pid: int, owner: ChildOwner) -> None:
         self.pids[pid] = owner
 
     def forget_pid(self, pid: int) -> None:
@@ -78,8 +81,6 @@ class Master:
         setproctitle(f"qsupervisord: master [{self.config.path}]")
         procutil.become_subreaper()
         self.loop.handle_signals(SIGNAL_NAMES, self._on_signal)
-        from qsupervisor.master.commands import dispatch  # commands need the Master type
-
         self.server.start(self.loop, lambda conn, req: dispatch(self, conn, req))
         for program in self.config.programs.values():
             self.add_program(program.name, autostart=program.autostart)
@@ -93,9 +94,9 @@ class Master:
 
     def _finish(self) -> None:
         self._check_waiters()
-        deadline = time.monotonic() + 2.0  # let final replies reach their clients
+        deadline = self.loop.clock.monotonic() + 2.0  # let final replies reach their clients
         while (any(c.pending_output for c in self.server.connections.values())
-               and time.monotonic() < deadline):
+               and self.loop.clock.monotonic() < deadline):
             self.loop.run_once()
         # Client connections stay open until the process exits: a `shutdown --wait` reads
         # to EOF, which then means the daemon is really gone.
@@ -155,15 +156,13 @@ class Master:
 
     def handle_chld(self) -> None:
         while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
+            exited = self.processes.reap()
+            if exited is None:
                 return
-            if pid == 0:
-                return
+            pid, status = exited
             owner = self.pids.pop(pid, None)
             if owner is not None:
-                owner.leader_exited(pid, status)
+                owner.child_exited(pid, status)
             self.changed()
 
     # -- operations used by commands ----------------------------------------------------

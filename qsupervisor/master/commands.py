@@ -7,29 +7,50 @@ the operation is complete (`wait` defaults to true for the commands that change 
 
 from __future__ import annotations
 
+import os
 import signal
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Type
+from typing import Any, Callable, Dict, List, Optional, Protocol, Type
 
 from qsupervisor import __version__
-from qsupervisor.config import ConfigError
+from qsupervisor.config import Config, ConfigError, DaemonConfig
+from qsupervisor.config.diff import ConfigDiff
 from qsupervisor.control import protocol
 from qsupervisor.control.protocol import ProtocolError
-from qsupervisor.control.server import Connection
 from qsupervisor.master import status as status_view
-from qsupervisor.master.reconfigure import UnknownPrograms
+from qsupervisor.master.control_server import Connection
+from qsupervisor.master.loop import EventLoop
+from qsupervisor.master.output import ProgramOutput
+from qsupervisor.master.program import ProgramRuntime
+from qsupervisor.master.reconfigure import UnknownPrograms, UpdateResult
 from qsupervisor.states import ProgramState
-
-if TYPE_CHECKING:
-    from qsupervisor.master.arbiter import Master
 
 Args = Dict[str, Any]
 QUEUE_STATS_WAIT = 1.0  # seconds status waits for the leaders' broker readings
+Check = Callable[[], Optional[Dict[str, Any]]]
+
+
+class Supervisor(Protocol):
+    """What the commands see of the master (arbiter.py's Master is the one there is)."""
+
+    programs: Dict[str, ProgramRuntime]
+    outputs: Dict[str, ProgramOutput]
+    loop: EventLoop
+    config: Config
+    daemon: DaemonConfig
+    started: float
+    stopping: bool
+
+    def reread(self) -> ConfigDiff: ...
+    def update(self, names: Optional[List[str]]) -> UpdateResult: ...
+    def reopen(self) -> None: ...
+    def shutdown(self, fast: bool) -> None: ...
+    def reply_later(self, conn: Connection, req_id: Any, check: Check) -> None: ...
 
 
 class Command:
     name = ""
 
-    def __init__(self, master: "Master", conn: Connection, req_id: Any, args: Args) -> None:
+    def __init__(self, master: Supervisor, conn: Connection, req_id: Any, args: Args) -> None:
         self.master = master
         self.conn = conn
         self.req_id = req_id
@@ -126,14 +147,17 @@ class Status(Command):
             program = self.master.programs.get(name)
             if program is None:
                 continue
-            entry = status_view.program_status(program, self.master.daemon.path,
+            entry = status_view.program_status(program, self.master.loop.clock,
+                                               self.master.daemon.path,
                                                with_workers=self._with_workers)
             if name in answers:
                 entry["queue_stats"] = status_view.queue_view(answers[name],
                                                               entry["summary"]["held"])
             programs[name] = entry
         self.reply({
-            "master": status_view.master_status(self.master.started, self.master.config.path),
+            "master": status_view.master_status(self.master.started,
+                                                self.master.loop.clock.time(),
+                                                self.master.config.path),
             "programs": programs,
         })
 
@@ -273,8 +297,6 @@ class Pid(Command):
     name = "pid"
 
     def run(self) -> None:
-        import os
-
         names = self.programs(allow_empty=True) if self.args.get("names") else []
         programs: Dict[str, Any] = {}
         for name in names:
@@ -352,7 +374,7 @@ COMMANDS: Dict[str, Type[Command]] = {
 }
 
 
-def dispatch(master: "Master", conn: Connection, request: Dict[str, Any]) -> None:
+def dispatch(master: Supervisor, conn: Connection, request: Dict[str, Any]) -> None:
     req_id = request.get("id")
     cls = COMMANDS.get(request["cmd"])
     try:

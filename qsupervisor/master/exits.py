@@ -16,7 +16,7 @@ import os
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
-from qsupervisor.worker.main import EXIT_HANDLER_IMPORT, EXIT_JOB_TIMEOUT
+from qsupervisor.exit_codes import EXIT_HANDLER_IMPORT, EXIT_JOB_TIMEOUT
 
 # The master's reason when it SIGKILLs a worker whose job ran past `timeout`.
 KILLED_FOR_TIMEOUT = "timeout"

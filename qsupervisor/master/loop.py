@@ -12,10 +12,10 @@ import itertools
 import os
 import selectors
 import signal
-import time
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from qsupervisor import logs
+from qsupervisor.master.system import Clock, SystemClock
 
 log = logs.get("qsupervisor.master")
 
@@ -35,7 +35,8 @@ class Timer:
 
 
 class EventLoop:
-    def __init__(self) -> None:
+    def __init__(self, clock: Optional[Clock] = None) -> None:
+        self.clock: Clock = clock or SystemClock()
         self._selector = selectors.DefaultSelector()
         self._timers: List[Tuple[float, int, Timer]] = []
         self._seq = itertools.count()
@@ -94,7 +95,7 @@ class EventLoop:
             self._watched.pop(fd, None)
 
     def call_later(self, delay: float, callback: Callback) -> Timer:
-        timer = Timer(time.monotonic() + max(0.0, delay), callback)
+        timer = Timer(self.clock.monotonic() + max(0.0, delay), callback)
         heapq.heappush(self._timers, (timer.when, next(self._seq), timer))
         return timer
 
@@ -105,8 +106,13 @@ class EventLoop:
 
     # -- running ----------------------------------------------------------------------
 
-    def run_once(self) -> None:
-        for key, mask in self._selector.select(self._timeout()):
+    def run_once(self, max_wait: Optional[float] = None) -> None:
+        """One batch of events, waiting for the next at most `max_wait` seconds (None:
+        until the next timer, or forever)."""
+        timeout = self._timeout()
+        if max_wait is not None:
+            timeout = max_wait if timeout is None else min(timeout, max_wait)
+        for key, mask in self._selector.select(timeout):
             reader, writer = self._watched.get(key.fd, (None, None))
             if mask & selectors.EVENT_WRITE and writer is not None:
                 _guarded(writer)
@@ -126,10 +132,10 @@ class EventLoop:
             heapq.heappop(self._timers)
         if not self._timers:
             return None
-        return max(0.0, self._timers[0][0] - time.monotonic())
+        return max(0.0, self._timers[0][0] - self.clock.monotonic())
 
     def _run_timers(self) -> None:
-        now = time.monotonic()
+        now = self.clock.monotonic()
         while self._timers and self._timers[0][0] <= now:
             _, _, timer = heapq.heappop(self._timers)
             if not timer.cancelled:

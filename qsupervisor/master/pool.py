@@ -1,8 +1,10 @@
 """A program's workers as the master runs them: slots, spawning through the leader,
 rolling replacement, exits, backoff, and the job-timeout watchdog.
 
-The program (program.py) owns the leader and the program's state; the pool asks it for
-both and tells it when the last worker is gone.
+The pool owns its slots and how many there should be (`desired`). The program
+(program.py) owns the leader and the program's state; the pool sees it only through
+`PoolOwner`: the settings, the leader to spawn from (None while the program does not run),
+and a call when a worker is gone.
 """
 
 from __future__ import annotations
@@ -12,20 +14,29 @@ import os
 import random
 import select
 import signal
-import time
-from typing import TYPE_CHECKING, Any, Deque, Dict, Iterator, List, Optional, Tuple
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Deque,
+    Dict,
+    Iterator,
+    List,
+    Optional,
+    Protocol,
+    Set,
+    Tuple,
+)
 
 from qsupervisor import ipc, logs, procutil
+from qsupervisor import stats_segment as worker_stats
+from qsupervisor.config import ProgramConfig
+from qsupervisor.exit_codes import ABANDON_GRACE
 from qsupervisor.master.crashes import CrashLedger
 from qsupervisor.master.exits import KILLED_FOR_TIMEOUT, Exit, ExitFacts, classify_exit
-from qsupervisor.master.process import Slot, WorkerProc
-from qsupervisor.states import ProgramState, WorkerState, transition
-from qsupervisor.worker import stats as worker_stats
-from qsupervisor.worker.main import ABANDON_GRACE
-from qsupervisor.worker.stats import Snapshot
-
-if TYPE_CHECKING:
-    from qsupervisor.master.program import Host, ProgramRuntime
+from qsupervisor.master.host import Host
+from qsupervisor.master.process import LeaderProc, Slot, WorkerProc
+from qsupervisor.states import WorkerState, transition
+from qsupervisor.stats_segment import Snapshot
 
 log = logs.get("qsupervisor.master")
 
@@ -43,10 +54,29 @@ def backoff(failures: int) -> float:
     return min(BACKOFF_MAX, BACKOFF_INITIAL * 2 ** max(0, failures - 1))
 
 
+class PoolOwner(Protocol):
+    """What a pool needs from its program."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def config(self) -> ProgramConfig: ...
+    @property
+    def running(self) -> bool: ...  # the program is RUNNING: a slot that empties is refilled
+
+    def spawning_leader(self) -> Optional[LeaderProc]:
+        """The leader new workers are forked from; None while the program does not run
+        (its leader's "ready", or the next start, fills the pool again)."""
+
+    def workers_changed(self) -> None: ...
+    def child_exited(self, pid: int, status: int) -> None: ...  # adopted orphans' exits
+
+
 class WorkerPool:
-    def __init__(self, program: "ProgramRuntime", host: "Host") -> None:
-        self.program = program
+    def __init__(self, owner: PoolOwner, host: Host, desired: int) -> None:
+        self.program = owner
         self.host = host
+        self.desired = desired  # how many slots the program should have
         self.slots: Dict[int, Slot] = {}
         self.draining: List[WorkerProc] = []
         self.crashes = CrashLedger()
@@ -82,21 +112,61 @@ class WorkerPool:
         return [w for w in self.all_known() if w.alive]
 
     def recent_exits(self) -> List[Snapshot]:
-        horizon = time.time() - RECENT
+        horizon = self.host.loop.clock.time() - RECENT
         while self.recent and self.recent[0][0] < horizon:
             self.recent.popleft()
         return [snapshot for _, snapshot in self.recent]
+
+    def superseded(self) -> Set[int]:
+        """ids of the workers still consuming until their successor runs (a reload)."""
+        return {id(s.predecessor) for s in self.slots.values() if s.predecessor is not None}
+
+    def slot(self, index: int) -> Optional[Slot]:
+        return self.slots.get(index)
+
+    def serving(self) -> int:
+        """Slots with a RUNNING consumer: the current worker, or the one it is replacing."""
+        serving = 0
+        for index in range(self.desired):
+            slot = self.slots.get(index)
+            if slot is not None and any(w is not None and w.state is W.RUNNING
+                                        for w in (slot.worker, slot.predecessor)):
+                serving += 1
+        return serving
+
+    def settled(self) -> bool:
+        """Every slot decided: its worker RUNNING with nothing left to replace, or FATAL
+        (its predecessor, if any, runs on); nothing draining."""
+        if self.draining:
+            return False
+        for index in range(self.desired):
+            slot = self.slots.get(index)
+            if slot is None or slot.worker is None:
+                return False
+            if slot.worker.state is W.FATAL:
+                continue
+            if slot.worker.state is not W.RUNNING or slot.predecessor is not None:
+                return False
+        return True
+
+    def problems(self) -> List[str]:
+        found = []
+        for index in range(self.desired):
+            worker = self.slots[index].worker if index in self.slots else None
+            if worker is not None and worker.state is W.FATAL:
+                found.append(f"worker {index}: {worker.exit_error or worker.last_exit}")
+        return found
 
     # -- shaping the pool ---------------------------------------------------------------
 
     def fill(self) -> None:
         """Bring the slots in line with `desired`: start the missing, drain the extra."""
-        for index in range(self.program.desired):
+        for index in range(self.desired):
             slot = self.slots.setdefault(index, Slot(index))
             if slot.worker is None or slot.worker.state is W.EXITED:
                 self.spawn(slot)
         for index, slot in sorted(self.slots.items()):
-            if index >= self.program.desired:
+            if index >= self.desired:
                 self._cancel_backoff(slot)
                 for worker in (slot.worker, slot.predecessor):
                     self.drain(worker, "scale")
@@ -105,7 +175,7 @@ class WorkerPool:
 
     def roll(self) -> None:
         """Start a successor for every slot; each old worker stops once it runs."""
-        for index in range(self.program.desired):
+        for index in range(self.desired):
             slot = self.slots.setdefault(index, Slot(index))
             old = slot.worker
             self._cancel_backoff(slot)
@@ -119,6 +189,11 @@ class WorkerPool:
                 self.draining.append(old)  # stopping already; no longer the slot's
             self.spawn(slot)
         self.fill()
+
+    def reset_failures(self) -> None:
+        """A fresh start: earlier failures no longer count towards backoff or FATAL."""
+        for slot in self.slots.values():
+            slot.failures = slot.start_failures = 0
 
     def revive_fatal(self) -> None:
         for slot in self.slots.values():
@@ -135,14 +210,14 @@ class WorkerPool:
             self.stop_worker(worker, reason)
 
     def spawn(self, slot: Slot) -> None:
-        leader = self.program.leader
-        if leader is None or not leader.ready or self.program.state is not ProgramState.RUNNING:
-            return  # the leader's "ready" fills the pool again
+        leader = self.program.spawning_leader()
+        if leader is None:
+            return
         config = self.program.config
         self._next_wid += 1
         extra = random.randint(0, config.max_jobs_jitter) if config.max_jobs else 0
         worker = WorkerProc(wid=self._next_wid, slot=slot.index, leader=leader,
-                            max_jobs=config.max_jobs + extra)
+                            max_jobs=config.max_jobs + extra, spawned=self.host.loop.clock.time())
         master_end, worker_end = ipc.socketpair()
         stats_fd = worker_stats.create()
         try:
@@ -177,14 +252,14 @@ class WorkerPool:
         transition(worker, W.STOPPING, log.info, program=self.name, slot=worker.slot,
                    pid=worker.pid, reason=reason)
         if worker.pid is not None:
-            procutil.signal_pid(worker.pid, signal.SIGTERM)
+            self.host.processes.signal(worker.pid, signal.SIGTERM)
         worker.kill_timer = self.host.loop.call_later(
             self.program.config.stop_timeout, lambda: self._kill(worker, "stop_timeout"))
 
     def kill_all(self) -> None:
         for worker in self.live():
             if worker.pid is not None:
-                procutil.signal_pid(worker.pid, signal.SIGKILL)
+                self.host.processes.signal(worker.pid, signal.SIGKILL)
 
     # -- events -------------------------------------------------------------------------
 
@@ -196,7 +271,7 @@ class WorkerPool:
         self.host.track_pid(pid, self.program)
         log.info("worker started", program=self.name, slot=worker.slot, pid=pid)
         if worker.state is W.STOPPING:  # a stop arrived before the pid did
-            procutil.signal_pid(pid, signal.SIGTERM)
+            self.host.processes.signal(pid, signal.SIGTERM)
 
     def on_spawn_failed(self, wid: int, error: str) -> None:
         worker = self._pending_spawns.pop(wid, None)
@@ -223,7 +298,7 @@ class WorkerPool:
                 pass  # the worker that asked has died since
             return
         if event == "ready" and worker.state is W.STARTING:
-            worker.ready_at = time.monotonic()
+            worker.ready_at = self.host.loop.clock.monotonic()
             transition(worker, W.RUNNING, log.info, program=self.name, slot=worker.slot,
                        pid=worker.pid)
             self._on_running(worker)
@@ -280,18 +355,18 @@ class WorkerPool:
         holding when that counts as a failed attempt."""
         if snapshot is None:
             return
-        self.recent.append((time.time(), snapshot))
+        self.recent.append((self.host.loop.clock.time(), snapshot))
         if meaning.crash_cause is not None and snapshot.job_id is not None:
             self.crashes.record(snapshot.job_id, meaning.crash_cause)
 
     def _after_slot_exit(self, slot: Slot, worker: WorkerProc, meaning: Exit) -> None:
-        if self.program.state is not ProgramState.RUNNING or slot.index >= self.program.desired:
+        if not self.program.running or slot.index >= self.desired:
             return  # the leader's "ready" (or a later start) fills the slot
         if meaning.replace_now:
             slot.restarts += 1
             self.spawn(slot)
             return
-        if worker.ran_for() >= STABLE_AFTER:
+        if worker.ran_for(self.host.loop.clock.monotonic()) >= STABLE_AFTER:
             slot.failures = 0
         slot.failures += 1
         slot.restarts += 1
@@ -310,7 +385,7 @@ class WorkerPool:
     def _retry(self, slot: Slot, worker: WorkerProc) -> None:
         slot.backoff_timer = None
         if (slot.worker is worker and worker.state is W.BACKOFF
-                and self.program.state is ProgramState.RUNNING):
+                and self.program.running):
             transition(worker, W.EXITED)
             self.spawn(slot)
         self.host.changed()
@@ -320,7 +395,7 @@ class WorkerPool:
             log.warning(f"{why} passed; killing the worker", program=self.name,
                         slot=worker.slot, pid=worker.pid)
             worker.killed = why
-            procutil.signal_pid(worker.pid, signal.SIGKILL)
+            self.host.processes.signal(worker.pid, signal.SIGKILL)
 
     # -- job timeout watchdog -------------------------------------------------------------
 
@@ -336,7 +411,7 @@ class WorkerPool:
     def _watch(self) -> None:
         self._watchdog = None
         limit = self.program.config.timeout + WATCHDOG_MARGIN
-        now = time.time()
+        now = self.host.loop.clock.time()
         for worker in self.live():
             if worker.stats is None or worker.pid is None:
                 continue

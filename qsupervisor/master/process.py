@@ -4,20 +4,19 @@ beyond small derived values. The decisions live in `program.py`."""
 from __future__ import annotations
 
 import socket
-import time
 from dataclasses import dataclass, field
 from typing import Dict, Optional
 
 from qsupervisor.master.loop import Timer
 from qsupervisor.states import WorkerState
-from qsupervisor.worker.stats import Stats
+from qsupervisor.stats_segment import Stats
 
 
 @dataclass(eq=False)
 class LeaderProc:
     pid: int
     sock: socket.socket
-    started: float = field(default_factory=time.time)
+    started: float  # wall clock, for status's uptime
     ready: bool = False
     files: Dict[str, float] = field(default_factory=dict)  # preloaded file -> mtime
 
@@ -28,11 +27,11 @@ class WorkerProc:
     slot: int
     leader: LeaderProc
     max_jobs: int
+    spawned: float  # wall clock, for status's uptime
     state: WorkerState = WorkerState.STARTING
     pid: Optional[int] = None
     channel: Optional[socket.socket] = None
     stats: Optional[Stats] = None
-    spawned: float = field(default_factory=time.time)
     ready_at: Optional[float] = None  # monotonic
     stop_reason: Optional[str] = None  # why the master asked it to stop
     exit_reason: Optional[str] = None  # what the worker said on its way out
@@ -49,8 +48,9 @@ class WorkerProc:
     def alive(self) -> bool:
         return self.state in (WorkerState.STARTING, WorkerState.RUNNING, WorkerState.STOPPING)
 
-    def ran_for(self) -> float:
-        return time.monotonic() - self.ready_at if self.ready_at is not None else 0.0
+    def ran_for(self, now: float) -> float:
+        """Seconds RUNNING, by the master's monotonic clock."""
+        return now - self.ready_at if self.ready_at is not None else 0.0
 
 
 @dataclass(eq=False)

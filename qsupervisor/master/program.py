@@ -9,34 +9,21 @@ leader, a message or EOF from a worker, an exit status, a timer.
 from __future__ import annotations
 
 import itertools
-import os
 import signal
-from typing import Any, Callable, Dict, Iterator, List, Optional, Protocol
+from typing import Any, Callable, Dict, Iterator, List, Optional, Set
 
-from qsupervisor import ipc, leader, logs, procutil
+from qsupervisor import ipc, logs, procutil
 from qsupervisor.config import DaemonConfig, ProgramConfig
-from qsupervisor.master.loop import EventLoop
+from qsupervisor.master.host import Host
 from qsupervisor.master.pool import WorkerPool, backoff
 from qsupervisor.master.process import LeaderProc, Slot, WorkerProc
 from qsupervisor.states import ProgramState, WorkerState, transition
+from qsupervisor.stats_segment import Snapshot
 
 log = logs.get("qsupervisor.master")
 
 W = WorkerState
 P = ProgramState
-
-
-class Host(Protocol):
-    """What a program needs from the master."""
-
-    loop: EventLoop
-    daemon: DaemonConfig
-    log_format: str
-
-    def track_pid(self, pid: int, owner: "ProgramRuntime") -> None: ...
-    def forget_pid(self, pid: int) -> None: ...
-    def changed(self) -> None: ...
-    def output_fd(self, program: str) -> int: ...
 
 
 class ProgramRuntime:
@@ -47,8 +34,7 @@ class ProgramRuntime:
         self.leader: Optional[LeaderProc] = None
         self.old_leaders: List[LeaderProc] = []
         self.pending_leader: Optional[LeaderProc] = None  # a replacement importing its preload
-        self.pool = WorkerPool(self, host)
-        self.desired = config.workers
+        self.pool = WorkerPool(self, host, config.workers)
         self.error: Optional[str] = None  # last leader/preload failure, for status
         self.leader_failures = 0
         self._leader_timer: Any = None
@@ -64,15 +50,20 @@ class ProgramRuntime:
         kw.setdefault("program", self.name)
         log.info(event, **kw)
 
-    # -- queries ----------------------------------------------------------------------
+    # -- queries (the pool's answers, for status and the commands) ------------------------
 
     @property
-    def slots(self) -> Dict[int, Slot]:
-        return self.pool.slots
+    def desired(self) -> int:
+        return self.pool.desired
 
     @property
-    def draining(self) -> List[WorkerProc]:
-        return self.pool.draining
+    def running(self) -> bool:
+        return self.state is P.RUNNING
+
+    def spawning_leader(self) -> Optional[LeaderProc]:
+        if self.state is not P.RUNNING or self.leader is None or not self.leader.ready:
+            return None
+        return self.leader
 
     def workers(self) -> Iterator[WorkerProc]:
         return self.pool.workers()
@@ -80,31 +71,33 @@ class ProgramRuntime:
     def live_workers(self) -> List[WorkerProc]:
         return self.pool.live()
 
+    def draining(self) -> List[WorkerProc]:
+        return self.pool.draining
+
+    def superseded(self) -> Set[int]:
+        return self.pool.superseded()
+
+    def slot(self, index: int) -> Optional[Slot]:
+        return self.pool.slot(index)
+
+    def serving(self) -> int:
+        return self.pool.serving()
+
+    def recent_exits(self) -> List[Snapshot]:
+        return self.pool.recent_exits()
+
     def settled(self) -> bool:
         """Nothing starting or draining and every slot decided: the end of a reload,
-        start or scale. A FATAL slot is decided (its predecessor, if any, runs on)."""
-        if self.pending_leader is not None or self.draining:
+        start or scale."""
+        if self.pending_leader is not None:
             return False
         if self.state is not P.RUNNING:
-            return self.state in (P.STOPPED, P.FATAL)
-        for index in range(self.desired):
-            slot = self.slots.get(index)
-            if slot is None or slot.worker is None:
-                return False
-            if slot.worker.state is W.FATAL:
-                continue
-            if slot.worker.state is not W.RUNNING or slot.predecessor is not None:
-                return False
-        return True
+            return self.state in (P.STOPPED, P.FATAL) and not self.pool.draining
+        return self.pool.settled()
 
     def problems(self) -> List[str]:
         """What went wrong, for the reply to a command that waited."""
-        found = [self.error] if self.error else []
-        for index in range(self.desired):
-            worker = self.slots[index].worker if index in self.slots else None
-            if worker is not None and worker.state is W.FATAL:
-                found.append(f"worker {index}: {worker.exit_error or worker.last_exit}")
-        return found
+        return ([self.error] if self.error else []) + self.pool.problems()
 
     # -- program-level commands ---------------------------------------------------------
 
@@ -112,8 +105,7 @@ class ProgramRuntime:
         if self.state in (P.STOPPED, P.FATAL):
             self.error = None
             self.leader_failures = 0
-            for slot in self.slots.values():
-                slot.failures = slot.start_failures = 0
+            self.pool.reset_failures()
             transition(self, P.STARTING, self._log, program=self.name)
             self._spawn_leader()
         elif self.state is P.RUNNING:
@@ -161,14 +153,14 @@ class ProgramRuntime:
             self.pool.roll()
 
     def scale(self, workers: int) -> None:
-        self.desired = workers
+        self.pool.desired = workers
         if self.state is P.RUNNING:
             self.pool.fill()
 
     def apply_config(self, config: ProgramConfig) -> None:
         """A changed program: new settings reach a new leader, then a rolling reload."""
         self.config = config
-        self.desired = config.workers
+        self.pool.desired = config.workers
         if self.state is P.RUNNING:
             self.reload(preload=True)
         elif self.state is P.STARTING:
@@ -186,21 +178,24 @@ class ProgramRuntime:
     def signal_workers(self, sig: int) -> List[int]:
         pids = [w.pid for w in self.live_workers() if w.pid is not None]
         for pid in pids:
-            procutil.signal_pid(pid, sig)
+            self.host.processes.signal(pid, sig)
         return pids
 
     # -- leaders ------------------------------------------------------------------------
 
     def _spawn_leader(self, replacing: bool = False) -> None:
         master_end, leader_end = ipc.socketpair()
-        spec = leader.LeaderSpec(self.config, self.host.daemon, self.host.log_format)
-        output_fd = self.host.output_fd(self.name)
-        pid = os.fork()
-        if pid == 0:  # the leader
-            leader.run(spec, leader_end, output_fd)
-        leader_end.close()
+        try:
+            pid = self.host.processes.start_leader(self.config, self.host.daemon,
+                                                   self.host.log_format, leader_end,
+                                                   self.host.output_fd(self.name))
+        except OSError:
+            master_end.close()
+            raise
+        finally:
+            leader_end.close()
         master_end.settimeout(5.0)  # a wedged leader cannot block the master forever
-        proc = LeaderProc(pid=pid, sock=master_end)
+        proc = LeaderProc(pid=pid, sock=master_end, started=self.host.loop.clock.time())
         self.host.track_pid(pid, self)
         self.host.loop.add_reader(master_end, lambda: self._on_leader_message(proc))
         if replacing:
@@ -276,8 +271,9 @@ class ProgramRuntime:
         except OSError:
             pass
 
-    def leader_exited(self, pid: int, status: int) -> None:
-        """Called by the master's reaper: leaders are the master's own children."""
+    def child_exited(self, pid: int, status: int) -> None:
+        """Called by the master's reaper: leaders are the master's own children (and so
+        are orphaned workers it adopted as subreaper)."""
         proc = next((p for p in [self.leader, self.pending_leader, *self.old_leaders]
                      if p is not None and p.pid == pid), None)
         if proc is None:
@@ -331,7 +327,7 @@ class ProgramRuntime:
         self.pool.kill_all()
         for proc in [self.leader, self.pending_leader, *self.old_leaders]:
             if proc is not None:
-                procutil.signal_pid(proc.pid, signal.SIGKILL)
+                self.host.processes.signal(proc.pid, signal.SIGKILL)
 
     def request_queue_stats(self, callback: Callable[[Dict[str, Any]], None]) -> bool:
         """Ask the leader for the queue depths; False if there is no leader to ask."""

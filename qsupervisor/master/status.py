@@ -3,35 +3,35 @@
 from __future__ import annotations
 
 import os
-import time
 from typing import Any, Dict, List, Optional, Sequence
 
 from qsupervisor import __version__, procutil
 from qsupervisor.master.process import LeaderProc, WorkerProc
 from qsupervisor.master.program import ProgramRuntime
-from qsupervisor.states import WorkerState
-from qsupervisor.worker.stats import Snapshot
+from qsupervisor.master.system import Clock
+from qsupervisor.stats_segment import Snapshot
 
 RSS_MAX_AGE = 1.0  # seconds
 
 
-def master_status(started: float, config_path: str) -> Dict[str, Any]:
-    return {"pid": os.getpid(), "uptime": round(time.time() - started, 3),
+def master_status(started: float, now: float, config_path: str) -> Dict[str, Any]:
+    return {"pid": os.getpid(), "uptime": round(now - started, 3),
             "config": config_path, "version": __version__}
 
 
-def program_status(program: ProgramRuntime, search_path: Sequence[str] = (),
+def program_status(program: ProgramRuntime, clock: Clock, search_path: Sequence[str] = (),
                    with_workers: bool = True) -> Dict[str, Any]:
     """The program's status; `with_workers=False` leaves out the entry per worker (a
     large program's summary costs a fraction of the request and the reply)."""
     leader = program.leader
     workers = []
     snapshots: List[Snapshot] = []
-    summary = _Summary()
+    now = clock.time()
+    summary = _Summary(clock.monotonic())
     # Identities, computed once: asking every slot about every worker is quadratic
     # (65,536 comparisons per status at 256 workers).
-    predecessors = {id(slot.predecessor) for slot in program.slots.values()
-                    if slot.predecessor is not None}
+    predecessors = program.superseded()
+    draining = {id(w) for w in program.draining()}
     for worker in program.workers():
         alive = worker.alive  # once per worker: the property is a measurable share at 256
         snapshot = worker.stats.read() if worker.stats is not None else None
@@ -40,7 +40,8 @@ def program_status(program: ProgramRuntime, search_path: Sequence[str] = (),
         summary.add(worker, snapshot, alive)
         if not with_workers:
             continue
-        entry = worker_status(worker, worker in program.draining, snapshot, alive)
+        entry = worker_status(worker, id(worker) in draining, snapshot, alive, now,
+                              summary.monotonic)
         # Old code still consuming until its successor is RUNNING (a rolling reload).
         entry["superseded"] = id(worker) in predecessors
         workers.append(entry)
@@ -48,12 +49,12 @@ def program_status(program: ProgramRuntime, search_path: Sequence[str] = (),
         "state": program.state.value,
         "queue": program.config.queue,
         "leader_pid": leader.pid if leader else None,
-        "leader_uptime": round(time.time() - leader.started, 3) if leader else None,
+        "leader_uptime": round(now - leader.started, 3) if leader else None,
         "desired": program.desired,
-        "running": _serving_slots(program),
+        "running": program.serving(),
         "error": program.error,
         "preload": preload_status(program.name, leader, search_path),
-        "last_minute": last_minute(snapshots + program.pool.recent_exits()),
+        "last_minute": last_minute(snapshots + program.recent_exits()),
         "queue_stats": None,  # filled from the leader's answer, if it comes in time
         "summary": summary.view(),
         "workers": workers,
@@ -65,7 +66,8 @@ def program_status(program: ProgramRuntime, search_path: Sequence[str] = (),
 class _Summary:
     """Totals over a program's workers, for `status` with or without worker entries."""
 
-    def __init__(self) -> None:
+    def __init__(self, monotonic: float) -> None:
+        self.monotonic = monotonic
         self.states: Dict[str, int] = {}
         self.busy = self.held = self.rss = 0
 
@@ -75,7 +77,7 @@ class _Summary:
         if snapshot is not None and alive:
             self.busy += snapshot.job_started is not None
             self.held += snapshot.held
-        self.rss += _rss(worker, alive) or 0
+        self.rss += _rss(worker, alive, self.monotonic) or 0
 
     def view(self) -> Dict[str, Any]:
         return {"states": self.states, "busy": self.busy, "held": self.held, "rss": self.rss}
@@ -99,46 +101,34 @@ def queue_view(answer: Dict[str, Any], held: int) -> Dict[str, Any]:
             "dead_letter_ready": answer.get("dead_letter_ready")}
 
 
-def _serving_slots(program: ProgramRuntime) -> int:
-    """Slots with a RUNNING consumer: the current worker, or the one it is replacing."""
-    serving = 0
-    for index in range(program.desired):
-        slot = program.slots.get(index)
-        if slot is not None and any(w is not None and w.state is WorkerState.RUNNING
-                                    for w in (slot.worker, slot.predecessor)):
-            serving += 1
-    return serving
-
-
-def _rss(worker: WorkerProc, alive: bool) -> Optional[int]:
+def _rss(worker: WorkerProc, alive: bool, now: float) -> Optional[int]:
     """RSS, read from /proc at most once a second per worker: at hundreds of workers the
     reads dominate a status request, and nobody needs it fresher."""
     if worker.pid is None or not alive:
         return None
-    now = time.monotonic()
     if now - worker.rss_read_at >= RSS_MAX_AGE:
         worker.rss, worker.rss_read_at = procutil.read_rss(worker.pid), now
     return worker.rss
 
 
 def worker_status(worker: WorkerProc, draining: bool, snapshot: Optional[Snapshot],
-                  alive: bool) -> Dict[str, Any]:
+                  alive: bool, now: float, monotonic: float) -> Dict[str, Any]:
     job: Optional[Dict[str, Any]] = None
     if snapshot is not None and snapshot.job_started is not None and alive:
         job = {"id": snapshot.job_id,
-               "running_for": round(max(0.0, time.time() - snapshot.job_started), 3)}
+               "running_for": round(max(0.0, now - snapshot.job_started), 3)}
     return {
         "slot": worker.slot,
         "pid": worker.pid,
         "state": worker.state.value,
-        "uptime": round(time.time() - worker.spawned, 3) if alive else None,
+        "uptime": round(now - worker.spawned, 3) if alive else None,
         "jobs": snapshot.done if snapshot else 0,
         "failed": snapshot.failed if snapshot else 0,
         "retried": snapshot.retried if snapshot else 0,
         "dead_lettered": snapshot.dead if snapshot else 0,
         "held": snapshot.held if snapshot and alive else 0,
         "job": job,
-        "rss": _rss(worker, alive),
+        "rss": _rss(worker, alive, monotonic),
         "max_jobs": worker.max_jobs,
         "draining": draining,
         "broker_error": worker.broker_error,
@@ -178,7 +168,7 @@ def _short(path: str, search_path: Sequence[str]) -> str:
 def add_slot_details(status: Dict[str, Any], program: ProgramRuntime) -> None:
     """Restarts and last exit belong to the slot, which outlives its workers."""
     for entry in status["workers"]:
-        slot = program.slots.get(entry["slot"])
+        slot = program.slot(entry["slot"])
         if slot is not None and not entry["draining"]:
             entry["restarts"] = slot.restarts
             entry["last_exit"] = entry["last_exit"] or slot.last_exit

@@ -17,11 +17,11 @@ import pika
 
 from qsupervisor import job as job_context
 from qsupervisor import logs
+from qsupervisor import stats_segment as stats_mod
 from qsupervisor.broker import messages
 from qsupervisor.config import ProgramConfig
 from qsupervisor.job import Job
-from qsupervisor.worker import stats as stats_mod
-from qsupervisor.worker.stats import Stats
+from qsupervisor.stats_segment import Stats
 
 log = logs.get("qsupervisor.worker")
 

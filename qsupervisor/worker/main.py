@@ -24,16 +24,19 @@ from setproctitle import setproctitle
 from qsupervisor import ipc, logs, procutil
 from qsupervisor.broker.delays import DelayChain
 from qsupervisor.config import DaemonConfig, ProgramConfig
+from qsupervisor.exit_codes import (
+    ABANDON_GRACE,
+    EXIT_HANDLER_IMPORT,
+    EXIT_INTERNAL_ERROR,
+    EXIT_JOB_TIMEOUT,
+    EXIT_STOP_TIMEOUT,
+)
+from qsupervisor.stats_segment import Stats
 from qsupervisor.worker.consumer import Consumer, WorkerEvents
 from qsupervisor.worker.jobs import JobRunner
-from qsupervisor.worker.stats import Stats
 
 log = logs.get("qsupervisor.worker")
 
-EXIT_HANDLER_IMPORT = 3  # the handler could not be imported: a start failure
-EXIT_STOP_TIMEOUT = 4  # had to leave with a job still running
-EXIT_JOB_TIMEOUT = 5  # a job ran past `timeout`; its message was retried or dead-lettered
-ABANDON_GRACE = 10.0  # seconds the I/O thread gets to settle a timed-out job's message
 CRASH_QUERY_TIMEOUT = 2.0
 
 
@@ -112,7 +115,7 @@ class MasterChannel(WorkerEvents):
 
 
 def run(spec: WorkerSpec, channel: socket.socket, stats_fd: int) -> NoReturn:
-    code = procutil.EXIT_INTERNAL_ERROR
+    code = EXIT_INTERNAL_ERROR
     try:
         code = _run(spec, channel, stats_fd)
     except BaseException:

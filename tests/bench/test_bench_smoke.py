@@ -19,11 +19,19 @@ from qsupervisor.broker.delays import DelayChain
 BENCH_DIR = Path(__file__).resolve().parents[2] / "bench"
 sys.path.insert(0, str(BENCH_DIR))
 
-from qsvbench import (control, delay, handback, idle, memory, reload,  # noqa: E402
-                      report, startup, throughput)
-from qsvbench.common import DECLARED, Broker, Settings  # noqa: E402
-
 import run as bench_run  # noqa: E402  (bench/run.py)
+from qsvbench import (  # noqa: E402
+    control,
+    delay,
+    handback,
+    idle,
+    memory,
+    reload,
+    report,
+    startup,
+    throughput,
+)
+from qsvbench.common import DECLARED, Broker, Settings  # noqa: E402
 
 
 def _part(result: Dict[str, Any]) -> Dict[str, Any]:

@@ -12,8 +12,8 @@ from typing import Callable, Iterator
 
 import pika
 import pytest
-
 from brokerkit import BROKER_URL, Cleanup, MakeProgram
+
 from qsupervisor.broker.topology import Topology
 from qsupervisor.config.model import DelayConfig, ProgramConfig
 

@@ -14,8 +14,8 @@ from typing import Any, Dict, List, Optional
 import pika
 import pytest
 import yaml
-
 from brokerkit import BROKER_URL, Cleanup
+
 from qsupervisor.broker import messages, topology
 from qsupervisor.config import ProgramConfig, load_config
 

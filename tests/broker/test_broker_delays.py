@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from typing import Any, Dict, List
 
 import pika
-
 from brokerkit import MakeProgram
+
 from qsupervisor.broker import messages, topology
 from qsupervisor.broker.delays import DelayChain
 from qsupervisor.broker.publisher import Publisher, publish_delayed

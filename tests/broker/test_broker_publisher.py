@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pika
 import pytest
+from brokerkit import MakeProgram
 
 import qsupervisor
-from brokerkit import MakeProgram
 from qsupervisor.broker import messages, topology
 from qsupervisor.broker.publisher import Publisher, PublishError
 from qsupervisor.config.model import DelayConfig

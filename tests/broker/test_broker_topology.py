@@ -5,12 +5,12 @@ from __future__ import annotations
 import pika
 import pika.exceptions
 import pytest
-
 from brokerkit import MakeProgram
+
 from qsupervisor.broker import topology
+from qsupervisor.broker.declarations import BindingDecl, ExchangeDecl, QueueDecl
 from qsupervisor.broker.returns import broker_version
 from qsupervisor.broker.topology import Topology
-from qsupervisor.broker.declarations import BindingDecl, ExchangeDecl, QueueDecl
 from qsupervisor.config.model import DelayConfig
 
 

@@ -17,8 +17,19 @@ from typing import Any, Callable, Dict, List, Optional, Set
 
 import pytest
 
-from .harness import (DEADLINE, PACKAGE_ROOT, QSUPERVISORCTL, QSUPERVISORD, STOP_TIMEOUT, alive,
-                      pid_alive, proc_title, process_group, wait_for, write_config)
+from .harness import (
+    DEADLINE,
+    PACKAGE_ROOT,
+    QSUPERVISORCTL,
+    QSUPERVISORD,
+    STOP_TIMEOUT,
+    alive,
+    pid_alive,
+    proc_title,
+    process_group,
+    wait_for,
+    write_config,
+)
 
 # -- qsupervisorctl and the socket --------------------------------------------------------------
 

@@ -16,7 +16,17 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Counter, Dict, Iterable, List, Optional, TypeVar, Union
+from typing import (
+    Any,
+    Callable,
+    Counter,
+    Dict,
+    Iterable,
+    List,
+    Optional,
+    TypeVar,
+    Union,
+)
 
 import pytest
 import yaml

@@ -10,8 +10,18 @@ import tempfile
 from pathlib import Path
 
 from .daemon import MakeDaemon
-from .harness import (DEADLINE, QSUPERVISORD, STOP_TIMEOUT, Ledger, alive, dead_pid,
-                      pid_alive, proc_title, program, wait_for)
+from .harness import (
+    DEADLINE,
+    QSUPERVISORD,
+    STOP_TIMEOUT,
+    Ledger,
+    alive,
+    dead_pid,
+    pid_alive,
+    proc_title,
+    program,
+    wait_for,
+)
 from .rabbit import Broker
 
 

@@ -6,7 +6,15 @@ import os
 import signal
 
 from .daemon import MakeDaemon, busy_worker, tree_pids, worker_pids
-from .harness import STOP_TIMEOUT, Ledger, alive, pid_alive, proc_title, program, wait_for
+from .harness import (
+    STOP_TIMEOUT,
+    Ledger,
+    alive,
+    pid_alive,
+    proc_title,
+    program,
+    wait_for,
+)
 from .rabbit import Broker
 
 

@@ -9,7 +9,13 @@ from typing import Any, Dict, List
 
 import pytest
 
-from qsupervisor.config import Config, ConfigError, DaemonConfig, ProgramConfig, load_config
+from qsupervisor.config import (
+    Config,
+    ConfigError,
+    DaemonConfig,
+    ProgramConfig,
+    load_config,
+)
 
 
 def write(path: Path, text: str) -> str:

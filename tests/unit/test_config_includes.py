@@ -7,12 +7,11 @@ import pytest
 from qsupervisor.config import (
     DaemonConfig,
     load_config,
+    loader,
     read_control_settings,
 )
-from qsupervisor.config import loader
 
 from .config_files import daemon_file, problems, write
-
 
 # -- includes ---------------------------------------------------------------------------
 

@@ -14,13 +14,13 @@ from qsupervisor.config import (
     DaemonConfig,
     DelayConfig,
     ProgramConfig,
+    fields,
     load_config,
+    schema,
 )
-from qsupervisor.config import fields, schema
 from qsupervisor.config.model import DELAY_HORIZON
 
 from .config_files import daemon_file, problems, program_file, write
-
 
 DURATION_HINT = "expected a duration such as 30, '500ms', '30s', '5m', '1h' or '2d'"
 TIMEOUT_ADVICE = (

@@ -9,12 +9,12 @@ import pytest
 from qsupervisor.config import (
     DaemonConfig,
     ProgramConfig,
+    fields,
     load_config,
+    schema,
 )
-from qsupervisor.config import fields, schema
 
 from .config_files import daemon_file, problems, program_file, write
-
 
 MISSING_USER = "qsv-no-such-user"
 MISSING_GROUP = "qsv-no-such-group"

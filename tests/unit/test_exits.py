@@ -6,8 +6,12 @@ from __future__ import annotations
 
 import signal
 
+from qsupervisor.exit_codes import (
+    EXIT_HANDLER_IMPORT,
+    EXIT_JOB_TIMEOUT,
+    EXIT_STOP_TIMEOUT,
+)
 from qsupervisor.master.exits import Exit, ExitFacts, ExitKind, classify_exit
-from qsupervisor.worker.main import EXIT_HANDLER_IMPORT, EXIT_JOB_TIMEOUT, EXIT_STOP_TIMEOUT
 
 
 def exited(code: int) -> int:

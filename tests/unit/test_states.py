@@ -7,8 +7,14 @@ from typing import Any, List, Tuple
 
 import pytest
 
-from qsupervisor.states import (PROGRAM_TRANSITIONS, WORKER_TRANSITIONS, InvalidTransition,
-                                ProgramState, WorkerState, transition)
+from qsupervisor.states import (
+    PROGRAM_TRANSITIONS,
+    WORKER_TRANSITIONS,
+    InvalidTransition,
+    ProgramState,
+    WorkerState,
+    transition,
+)
 
 W = WorkerState
 P = ProgramState

@@ -8,8 +8,8 @@ from typing import Iterator
 
 import pytest
 
-from qsupervisor.worker import stats
-from qsupervisor.worker.stats import DEAD, DONE, FAILED, RETRIED, Stats
+from qsupervisor import stats_segment as stats
+from qsupervisor.stats_segment import DEAD, DONE, FAILED, RETRIED, Stats
 
 
 @pytest.fixture

@@ -23,20 +23,20 @@ import traceback
 from dataclasses import dataclass
 from typing import Any, Dict, NoReturn, Optional, Set, Tuple
 
+import pika.exceptions
 from setproctitle import setproctitle
 
-import pika.exceptions
-
-from qsupervisor import ipc, leader_broker, logs, procutil
+from qsupervisor import ipc, logs, procutil
 from qsupervisor.broker.connection import BrokerUnreachable
 from qsupervisor.broker.topology import TopologyError
 from qsupervisor.config import DaemonConfig, ProgramConfig
+from qsupervisor.exit_codes import EXIT_INTERNAL_ERROR, EXIT_PRELOAD_FAILED
+from qsupervisor.leader import broker as leader_broker
 
 log = logs.get("qsupervisor.leader")
 
-EXIT_PRELOAD_FAILED = 3
-FILES_PER_MESSAGE = 400
-QUEUE_STATS_MAX_AGE = 1.0  # seconds  # keeps each preload report well under the socket's buffer
+FILES_PER_MESSAGE = 400  # keeps each preload report well under the socket's buffer
+QUEUE_STATS_MAX_AGE = 1.0  # seconds
 
 
 @dataclass(frozen=True)
@@ -46,9 +46,19 @@ class LeaderSpec:
     log_format: str
 
 
+def fork_leader(program: ProgramConfig, daemon: DaemonConfig, log_format: str,
+                sock: socket.socket, output_fd: int) -> int:
+    """Fork a leader for `program` and return its pid (the master's `start_leader`); the
+    child runs the leader on `sock` and never returns."""
+    pid = os.fork()
+    if pid == 0:
+        run(LeaderSpec(program, daemon, log_format), sock, output_fd)
+    return pid
+
+
 def run(spec: LeaderSpec, sock: socket.socket, output_fd: int) -> NoReturn:
     """Called in the master's child right after fork; never returns."""
-    code = procutil.EXIT_INTERNAL_ERROR
+    code = EXIT_INTERNAL_ERROR
     try:
         code = _Leader(spec, sock, output_fd).main()
     except BaseException:
@@ -254,7 +264,9 @@ class _Leader:
             procutil.signal_pid(pid, sig)
 
     def _spawn(self, msg: ipc.Message, channel_fd: int, stats_fd: int) -> None:
-        from qsupervisor.worker import main as worker_main  # light; imported once anyway
+        from qsupervisor.worker import (
+            main as worker_main,  # light; imported once anyway
+        )
 
         spec = worker_main.WorkerSpec(
             program=self.spec.program, daemon=self.spec.daemon, slot=int(msg["slot"]),
