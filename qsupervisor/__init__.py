@@ -15,8 +15,9 @@ PROTOCOL_VERSION = 1
 __all__ = ["Job", "current_job", "__version__", "PROTOCOL_VERSION",
            "publish", "Publisher", "PublishError"]
 
-# Imported on first use (PEP 562): the master and qsupervisorctl import this package and
-# must not pay for pika and the config loader unless they publish.
+# Imported on first use (PEP 562): qsupervisorctl, `qsupervisord --check` and the master's
+# modules import this package and must not pay for pika and the config loader unless they
+# publish (tests/unit/test_tiers.py checks it).
 _LAZY = {name: "qsupervisor.broker.publisher" for name in ("publish", "Publisher", "PublishError")}
 _LAZY.update(Job="qsupervisor.job", current_job="qsupervisor.job")
 

@@ -13,6 +13,8 @@ import os
 import socket
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from qsupervisor.channel import Ev
+
 Message = Dict[str, Any]
 
 # Leader/worker messages are small (a traceback at most); a generous cap still bounds memory.
@@ -52,5 +54,5 @@ def recv(sock: socket.socket) -> Tuple[Optional[Message], List[int]]:
     try:
         msg = json.loads(data)
     except ValueError:
-        return {"ev": "garbage"}, list(fds)
-    return (msg if isinstance(msg, dict) else {"ev": "garbage"}), list(fds)
+        return {"ev": Ev.GARBAGE}, list(fds)
+    return (msg if isinstance(msg, dict) else {"ev": Ev.GARBAGE}), list(fds)

@@ -32,52 +32,55 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--timeout", type=float, default=None,
                         help="seconds to wait for a reply (default: no limit)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_daemon_commands(sub)
+    broker_parsers.add_parsers(sub)
+    return parser
 
-    def command(name: str, wait: bool = False) -> argparse.ArgumentParser:
-        help_text = COMMAND_HELP[name]
-        p = sub.add_parser(name, help=help_text, description=help_text)
-        # Also after the command (`status --json`), where people put it; SUPPRESS keeps
-        # the subcommand from resetting a --json given before it.
-        p.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
-                       help="print the reply as JSON")
-        if wait:
-            group = p.add_mutually_exclusive_group()
-            group.add_argument("--wait", dest="wait", action="store_true", default=True,
-                               help="return when the operation is complete (default)")
-            group.add_argument("--no-wait", dest="wait", action="store_false",
-                               help="return as soon as the daemon has accepted the request")
-        return p
 
-    p = command("status")
+def _add_command(sub: Any, name: str, wait: bool = False) -> argparse.ArgumentParser:
+    help_text = COMMAND_HELP[name]
+    p: argparse.ArgumentParser = sub.add_parser(name, help=help_text, description=help_text)
+    # Also after the command (`status --json`), where people put it; SUPPRESS keeps
+    # the subcommand from resetting a --json given before it.
+    p.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                   help="print the reply as JSON")
+    if wait:
+        group = p.add_mutually_exclusive_group()
+        group.add_argument("--wait", dest="wait", action="store_true", default=True,
+                           help="return when the operation is complete (default)")
+        group.add_argument("--no-wait", dest="wait", action="store_false",
+                           help="return as soon as the daemon has accepted the request")
+    return p
+
+
+def _add_daemon_commands(sub: Any) -> None:
+    """The commands the daemon answers over its control socket."""
+    p = _add_command(sub, "status")
     p.add_argument("names", nargs="*", metavar="PROGRAM")
     p.add_argument("-b", "--brief", action="store_true",
                    help="totals per program instead of a line per worker")
     for name in ("start", "stop", "restart"):
-        command(name, wait=True).add_argument("names", nargs="+", metavar="PROGRAM|all")
-    p = command("reload", wait=True)
+        _add_command(sub, name, wait=True).add_argument("names", nargs="+", metavar="PROGRAM|all")
+    p = _add_command(sub, "reload", wait=True)
     p.add_argument("names", nargs="+", metavar="PROGRAM|all")
     p.add_argument("--preload", action="store_true",
                    help="replace the leader first, so preloaded modules are fresh too")
-    p = command("scale", wait=True)
+    p = _add_command(sub, "scale", wait=True)
     p.add_argument("name", metavar="PROGRAM")
     p.add_argument("workers", type=int, metavar="N")
-    command("reread")
-    command("update", wait=True).add_argument(
-        "names", nargs="*", metavar="PROGRAM")
-    p = command("signal")
+    _add_command(sub, "reread")
+    _add_command(sub, "update", wait=True).add_argument("names", nargs="*", metavar="PROGRAM")
+    p = _add_command(sub, "signal")
     p.add_argument("name", metavar="PROGRAM")
     p.add_argument("signal", metavar="SIG")
-    command("pid").add_argument(
-        "names", nargs="*", metavar="PROGRAM")
-    p = command("tail")
+    _add_command(sub, "pid").add_argument("names", nargs="*", metavar="PROGRAM")
+    p = _add_command(sub, "tail")
     p.add_argument("name", metavar="PROGRAM")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing new output")
     p.add_argument("-n", "--lines", type=int, default=10, help="lines to show (default 10)")
-    command("reopen")
-    command("shutdown", wait=True)
-    command("version")
-    broker_parsers.add_parsers(sub)
-    return parser
+    _add_command(sub, "reopen")
+    _add_command(sub, "shutdown", wait=True)
+    _add_command(sub, "version")
 
 
 def request_for(args: argparse.Namespace) -> Tuple[str, Dict[str, Any]]:

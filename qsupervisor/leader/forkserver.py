@@ -21,17 +21,20 @@ import sysconfig
 import time
 import traceback
 from dataclasses import dataclass
-from typing import Any, Dict, NoReturn, Optional, Set, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, NoReturn, Optional, Set, Tuple
 
 import pika.exceptions
 from setproctitle import setproctitle
 
 from qsupervisor import ipc, logs, procutil
 from qsupervisor.broker.connection import BrokerUnreachable
-from qsupervisor.broker.topology import TopologyError
+from qsupervisor.broker.topology import KeptQueue, TopologyError
 from qsupervisor.config import DaemonConfig, ProgramConfig
 from qsupervisor.exit_codes import EXIT_INTERNAL_ERROR, EXIT_PRELOAD_FAILED
 from qsupervisor.leader import broker as leader_broker
+
+if TYPE_CHECKING:
+    from qsupervisor.worker.main import WorkerSpec
 
 log = logs.get("qsupervisor.leader")
 
@@ -46,6 +49,24 @@ class LeaderSpec:
     log_format: str
 
 
+DeclareTopology = Callable[[ProgramConfig, DaemonConfig, Optional[KeptQueue]], None]
+QueueStats = Callable[[ProgramConfig, DaemonConfig], Dict[str, Any]]
+# (spec, channel fd, stats fd) -> the worker's pid; raises OSError if it cannot fork. The
+# worker's process must never return into the leader.
+ForkWorker = Callable[["WorkerSpec", int, int], int]
+
+
+@dataclass(frozen=True)
+class LeaderDeps:
+    """What a leader reaches beyond its own process: the broker and its workers' fork.
+    A seam for tests/unit/test_leader.py, which runs the leader's real loop with a fake
+    broker and stand-in workers; the defaults are the real ones."""
+
+    declare_topology: DeclareTopology = leader_broker.declare_topology
+    queue_stats: QueueStats = leader_broker.queue_stats
+    fork_worker: Optional[ForkWorker] = None  # None: fork and run worker/main.py's run
+
+
 def fork_leader(program: ProgramConfig, daemon: DaemonConfig, log_format: str,
                 sock: socket.socket, output_fd: int) -> int:
     """Fork a leader for `program` and return its pid (the master's `start_leader`); the
@@ -56,11 +77,12 @@ def fork_leader(program: ProgramConfig, daemon: DaemonConfig, log_format: str,
     return pid
 
 
-def run(spec: LeaderSpec, sock: socket.socket, output_fd: int) -> NoReturn:
+def run(spec: LeaderSpec, sock: socket.socket, output_fd: int,
+        deps: Optional[LeaderDeps] = None) -> NoReturn:
     """Called in the master's child right after fork; never returns."""
     code = EXIT_INTERNAL_ERROR
     try:
-        code = _Leader(spec, sock, output_fd).main()
+        code = _Leader(spec, sock, output_fd, deps).main()
     except BaseException:
         traceback.print_exc()
     finally:
@@ -97,15 +119,20 @@ def preloaded_files(before: Set[str]) -> Dict[str, float]:
 
 
 class _Leader:
-    def __init__(self, spec: LeaderSpec, sock: socket.socket, output_fd: int) -> None:
+    def __init__(self, spec: LeaderSpec, sock: socket.socket, output_fd: int,
+                 deps: Optional[LeaderDeps] = None) -> None:
         self.spec = spec
         self.sock = sock
+        self.deps = deps or LeaderDeps()
+        self._fork_worker: ForkWorker = self.deps.fork_worker or self._fork_real_worker
         self.children: Set[int] = set()
         self.retiring = False
         self.master_gone = False
         self.kill_at: Optional[float] = None
         self._stats_cache: Optional[Tuple[float, Dict[str, Any]]] = None
-        self._redirect_output(output_fd)
+        # Redirected when main() starts, not here: run() calls main() right away, and a
+        # unit test can build a leader in its own process to drive the loop's handlers.
+        self._output_fd = output_fd
 
     def _redirect_output(self, output_fd: int) -> None:
         procutil.close_fds_except({self.sock.fileno(), output_fd})
@@ -117,6 +144,7 @@ class _Leader:
         os.close(output_fd)
 
     def main(self) -> int:
+        self._redirect_output(self._output_fd)
         program = self.spec.program
         setproctitle(f"qsupervisord: {program.name} leader")
         procutil.reset_signals()
@@ -159,8 +187,8 @@ class _Leader:
         delay = 0.5
         while True:
             try:
-                leader_broker.declare_topology(self.spec.program, self.spec.daemon,
-                                               kept=self._queue_kept)
+                self.deps.declare_topology(self.spec.program, self.spec.daemon,
+                                           self._queue_kept)
                 return True
             except TopologyError as exc:
                 log.error("the broker refused the program's queues", error=str(exc))
@@ -240,8 +268,8 @@ class _Leader:
         monitoring agent) must not cost a broker connection each."""
         now = time.monotonic()
         if self._stats_cache is None or now - self._stats_cache[0] >= QUEUE_STATS_MAX_AGE:
-            self._stats_cache = (now, leader_broker.queue_stats(self.spec.program,
-                                                                self.spec.daemon))
+            self._stats_cache = (now, self.deps.queue_stats(self.spec.program,
+                                                            self.spec.daemon))
         return self._stats_cache[1]
 
     def _shutdown(self, why: str) -> None:
@@ -272,20 +300,26 @@ class _Leader:
             program=self.spec.program, daemon=self.spec.daemon, slot=int(msg["slot"]),
             max_jobs=int(msg.get("max_jobs", 0)), log_format=self.spec.log_format)
         try:
-            pid = os.fork()
+            pid = self._fork_worker(spec, channel_fd, stats_fd)
         except OSError as exc:
             os.close(channel_fd)
             os.close(stats_fd)
             self._send({"ev": "spawn_failed", "wid": msg["wid"], "error": str(exc)})
             return
-        if pid == 0:
-            self.sock.close()
-            procutil.close_fds_except({channel_fd, stats_fd})
-            worker_main.run(spec, socket.socket(fileno=channel_fd), stats_fd)
         os.close(channel_fd)
         os.close(stats_fd)
         self.children.add(pid)
         self._send({"ev": "spawned", "wid": msg["wid"], "pid": pid})
+
+    def _fork_real_worker(self, spec: WorkerSpec, channel_fd: int, stats_fd: int) -> int:
+        from qsupervisor.worker import main as worker_main
+
+        pid = os.fork()
+        if pid == 0:
+            self.sock.close()
+            procutil.close_fds_except({channel_fd, stats_fd})
+            worker_main.run(spec, socket.socket(fileno=channel_fd), stats_fd)
+        return pid
 
     def _reap(self) -> None:
         while self.children:

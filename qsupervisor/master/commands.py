@@ -85,11 +85,11 @@ class Command:
             raise ProtocolError(protocol.BAD_REQUEST, f"'{key}' must be true or false")
         return value
 
-    def finish_when_settled(self, names: List[str]) -> None:
-        """Reply now, or once every named program has settled (wait=true)."""
+    def finish_when_steady(self, names: List[str]) -> None:
+        """Reply now, or once every named program is steady (wait=true)."""
         def check() -> Optional[Dict[str, Any]]:
             programs = [self.master.programs.get(n) for n in names]
-            if not all(p is None or p.settled() for p in programs):
+            if not all(p is None or p.steady() for p in programs):
                 return None
             return {"programs": {n: _outcome(p) for n, p in zip(names, programs)}}
 
@@ -171,7 +171,7 @@ class Start(Command):
         names = self.programs()
         for name in names:
             self.master.programs[name].start()
-        self.finish_when_settled(names)
+        self.finish_when_steady(names)
 
 
 class Stop(Command):
@@ -183,7 +183,7 @@ class Stop(Command):
         names = self.programs()
         for name in names:
             self.master.programs[name].stop()
-        self.finish_when_settled(names)
+        self.finish_when_steady(names)
 
 
 class Restart(Command):
@@ -195,7 +195,7 @@ class Restart(Command):
         names = self.programs()
         for name in names:
             self.master.programs[name].restart()
-        self.finish_when_settled(names)
+        self.finish_when_steady(names)
 
 
 class Reload(Command):
@@ -209,7 +209,7 @@ class Reload(Command):
         preload = self.flag("preload", False)
         for name in names:
             self.master.programs[name].reload(preload)
-        self.finish_when_settled(names)
+        self.finish_when_steady(names)
 
 
 class Scale(Command):
@@ -224,7 +224,7 @@ class Scale(Command):
             raise ProtocolError(protocol.BAD_REQUEST, "'workers' must be an integer from 0 to 4096")
         for name in names:
             self.master.programs[name].scale(workers)
-        self.finish_when_settled(names)
+        self.finish_when_steady(names)
 
 
 class Reread(Command):
@@ -262,7 +262,7 @@ class Update(Command):
 
         def check() -> Optional[Dict[str, Any]]:
             programs = [self.master.programs.get(n) for n in update.touched]
-            if not all(p is None or p.settled() for p in programs):
+            if not all(p is None or p.steady() for p in programs):
                 return None
             return {"changes": list(update.changes), "warnings": list(update.warnings),
                     "programs": {n: _outcome(p) for n, p in zip(update.touched, programs)}}

@@ -82,15 +82,15 @@ def classify_exit(facts: ExitFacts) -> Exit:
 
 
 def _summary(facts: ExitFacts, timed_out: bool) -> Tuple[ExitKind, str]:
-    clean = facts.code == 0
+    status_zero = facts.code == 0
     if timed_out:
         return ExitKind.TIMED_OUT, f"killed: timeout ({facts.exit_error or facts.how})"
     if facts.killed:
         return ExitKind.KILLED, f"killed: {facts.killed} ({facts.stop_reason or facts.how})"
     if facts.stop_reason:
-        detail = "" if clean else f" ({facts.how})"
+        detail = "" if status_zero else f" ({facts.how})"
         return ExitKind.STOPPED, f"stopped: {facts.stop_reason}{detail}"
-    if clean and facts.exit_reason:
+    if status_zero and facts.exit_reason:
         return ExitKind.RECYCLED, f"recycled: {facts.exit_reason}"
     if facts.exit_error:
         return ExitKind.FAILED, f"failed: {facts.exit_error}"

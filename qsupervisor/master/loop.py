@@ -19,7 +19,7 @@ from qsupervisor.master.system import Clock, SystemClock
 
 log = logs.get("qsupervisor.master")
 
-Callback = Callable[[], None]
+Callback = Callable[[], object]  # whatever a callback returns is ignored
 
 
 class Timer:

@@ -28,6 +28,7 @@ from typing import (
 )
 
 from qsupervisor import ipc, logs, procutil
+from qsupervisor.channel import Ev, Op
 from qsupervisor import stats_segment as worker_stats
 from qsupervisor.config import ProgramConfig
 from qsupervisor.exit_codes import ABANDON_GRACE
@@ -134,7 +135,7 @@ class WorkerPool:
                 serving += 1
         return serving
 
-    def settled(self) -> bool:
+    def steady(self) -> bool:
         """Every slot decided: its worker RUNNING with nothing left to replace, or FATAL
         (its predecessor, if any, runs on); nothing draining."""
         if self.draining:
@@ -221,7 +222,7 @@ class WorkerPool:
         master_end, worker_end = ipc.socketpair()
         stats_fd = worker_stats.create()
         try:
-            ipc.send(leader.sock, {"op": "spawn", "wid": worker.wid, "slot": slot.index,
+            ipc.send(leader.sock, {"op": Op.SPAWN, "wid": worker.wid, "slot": slot.index,
                                    "max_jobs": worker.max_jobs}, [worker_end.fileno(), stats_fd])
         except OSError as exc:
             master_end.close()
@@ -290,23 +291,23 @@ class WorkerPool:
             self._close_channel(worker)
             return
         event, op = msg.get("ev"), msg.get("op")
-        if op == "crashes":
+        if op == Op.CRASHES:
             count, how = self.crashes.take(str(msg.get("id")))
             try:
                 ipc.send(worker.channel, {"rid": msg.get("rid"), "count": count, "how": how})
             except OSError:
                 pass  # the worker that asked has died since
             return
-        if event == "ready" and worker.state is W.STARTING:
+        if event == Ev.READY and worker.state is W.STARTING:
             worker.ready_at = self.host.loop.clock.monotonic()
             transition(worker, W.RUNNING, log.info, program=self.name, slot=worker.slot,
                        pid=worker.pid)
             self._on_running(worker)
-        elif event == "broker_lost":
+        elif event == Ev.BROKER_LOST:
             worker.broker_error = str(msg.get("error"))
-        elif event == "broker_back":
+        elif event == Ev.BROKER_BACK:
             worker.broker_error = None
-        elif event == "exiting":
+        elif event == Ev.EXITING:
             worker.exit_reason = str(msg.get("reason"))
             worker.exit_error = msg.get("error")
             worker.exit_settled = bool(msg.get("settled"))

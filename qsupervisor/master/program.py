@@ -9,10 +9,12 @@ leader, a message or EOF from a worker, an exit status, a timer.
 from __future__ import annotations
 
 import itertools
+import select
 import signal
 from typing import Any, Callable, Dict, Iterator, List, Optional, Set
 
 from qsupervisor import ipc, logs, procutil
+from qsupervisor.channel import Ev, Op
 from qsupervisor.config import DaemonConfig, ProgramConfig
 from qsupervisor.master.host import Host
 from qsupervisor.master.pool import WorkerPool, backoff
@@ -86,14 +88,14 @@ class ProgramRuntime:
     def recent_exits(self) -> List[Snapshot]:
         return self.pool.recent_exits()
 
-    def settled(self) -> bool:
+    def steady(self) -> bool:
         """Nothing starting or draining and every slot decided: the end of a reload,
         start or scale."""
         if self.pending_leader is not None:
             return False
         if self.state is not P.RUNNING:
             return self.state in (P.STOPPED, P.FATAL) and not self.pool.draining
-        return self.pool.settled()
+        return self.pool.steady()
 
     def problems(self) -> List[str]:
         """What went wrong, for the reply to a command that waited."""
@@ -204,35 +206,38 @@ class ProgramRuntime:
             self.leader = proc
         self._log("leader started", leader_pid=pid)
 
-    def _on_leader_message(self, proc: LeaderProc) -> None:
+    def _on_leader_message(self, proc: LeaderProc) -> bool:
+        """Act on one message; False at end of file."""
         msg = ipc.recv_message(proc.sock)
         if msg is None:
             self.host.loop.remove_reader(proc.sock)
-            return
+            return False
         event = msg.get("ev")
-        if event == "preload_files":
+        if event == Ev.PRELOAD_FILES:
             proc.files.update({path: mtime for path, mtime in msg.get("files", [])})
-        elif event == "ready":
+        elif event == Ev.READY:
             self._on_leader_ready(proc)
-        elif event in ("preload_failed", "topology_failed"):
-            self._on_leader_failed(proc, event.split("_")[0], str(msg.get("error")))
-        elif event == "waiting":
+        elif event in (Ev.PRELOAD_FAILED, Ev.TOPOLOGY_FAILED):
+            what = "preload" if event == Ev.PRELOAD_FAILED else "topology"
+            self._on_leader_failed(proc, what, str(msg.get("error")))
+        elif event == Ev.WAITING:
             self.error = f"waiting for the broker: {msg.get('error')}"
-        elif event == "queue_kept":
+        elif event == Ev.QUEUE_KEPT:
             log.warning("queue kept as an earlier qsupervisor declared it", program=self.name,
                         queue=msg.get("queue"), why=msg.get("why"))
-        elif event == "queue_stats":
+        elif event == Ev.QUEUE_STATS:
             callback = self._stats_requests.pop(int(msg.get("rid") or 0), None)
             if callback is not None:
                 callback(msg)
-        elif event == "spawned":
+        elif event == Ev.SPAWNED:
             self.pool.on_spawned(int(msg["wid"]), int(msg["pid"]))
-        elif event == "spawn_failed":
+        elif event == Ev.SPAWN_FAILED:
             self.pool.on_spawn_failed(int(msg["wid"]), str(msg.get("error")))
-        elif event == "exited":
+        elif event == Ev.EXITED:
             self.host.forget_pid(int(msg["pid"]))
             self.pool.on_exit(int(msg["pid"]), int(msg["status"]))
         self.host.changed()
+        return True
 
     def _on_leader_ready(self, proc: LeaderProc) -> None:
         proc.ready = True
@@ -267,7 +272,7 @@ class ProgramRuntime:
         if proc not in self.old_leaders:
             self.old_leaders.append(proc)
         try:
-            ipc.send(proc.sock, {"op": "retire"})
+            ipc.send(proc.sock, {"op": Op.RETIRE})
         except OSError:
             pass
 
@@ -279,6 +284,7 @@ class ProgramRuntime:
         if proc is None:
             self.pool.on_exit(pid, status)  # an orphaned worker we adopted
             return
+        self._read_last_words(proc)
         self.host.loop.remove_reader(proc.sock)
         proc.sock.close()
         if proc in self.old_leaders:
@@ -293,6 +299,12 @@ class ProgramRuntime:
             self._on_leader_lost(proc, status)
         self._maybe_stopped()
         self.host.changed()
+
+    def _read_last_words(self, proc: LeaderProc) -> None:
+        """Handle what the leader sent before it exited: its exit may be reaped before its
+        socket is read, and the exits of its last workers are in there."""
+        while select.select([proc.sock], [], [], 0)[0] and self._on_leader_message(proc):
+            pass
 
     def _on_leader_lost(self, proc: LeaderProc, status: int) -> None:
         if self.state in (P.STOPPING, P.STOPPED, P.FATAL):
@@ -335,7 +347,7 @@ class ProgramRuntime:
             return False
         rid = next(self._request_ids)
         try:
-            ipc.send(self.leader.sock, {"op": "queue_stats", "rid": rid})
+            ipc.send(self.leader.sock, {"op": Op.QUEUE_STATS, "rid": rid})
         except OSError:
             return False
         self._stats_requests[rid] = callback

@@ -24,27 +24,9 @@ def program_status(program: ProgramRuntime, clock: Clock, search_path: Sequence[
     """The program's status; `with_workers=False` leaves out the entry per worker (a
     large program's summary costs a fraction of the request and the reply)."""
     leader = program.leader
-    workers = []
-    snapshots: List[Snapshot] = []
     now = clock.time()
-    summary = _Summary(clock.monotonic())
-    # Identities, computed once: asking every slot about every worker is quadratic
-    # (65,536 comparisons per status at 256 workers).
-    predecessors = program.superseded()
-    draining = {id(w) for w in program.draining()}
-    for worker in program.workers():
-        alive = worker.alive  # once per worker: the property is a measurable share at 256
-        snapshot = worker.stats.read() if worker.stats is not None else None
-        if snapshot is not None and alive:
-            snapshots.append(snapshot)
-        summary.add(worker, snapshot, alive)
-        if not with_workers:
-            continue
-        entry = worker_status(worker, id(worker) in draining, snapshot, alive, now,
-                              summary.monotonic)
-        # Old code still consuming until its successor is RUNNING (a rolling reload).
-        entry["superseded"] = id(worker) in predecessors
-        workers.append(entry)
+    summary = _Summary(now, clock.monotonic())
+    workers = _read_workers(program, summary, with_workers)
     status = {
         "state": program.state.value,
         "queue": program.config.queue,
@@ -54,7 +36,7 @@ def program_status(program: ProgramRuntime, clock: Clock, search_path: Sequence[
         "running": program.serving(),
         "error": program.error,
         "preload": preload_status(program.name, leader, search_path),
-        "last_minute": last_minute(snapshots + program.recent_exits()),
+        "last_minute": last_minute(summary.snapshots + program.recent_exits()),
         "queue_stats": None,  # filled from the leader's answer, if it comes in time
         "summary": summary.view(),
         "workers": workers,
@@ -63,11 +45,36 @@ def program_status(program: ProgramRuntime, clock: Clock, search_path: Sequence[
     return status
 
 
+def _read_workers(program: ProgramRuntime, summary: "_Summary",
+                  with_workers: bool) -> List[Dict[str, Any]]:
+    """Read every worker's stats segment once, into the summary and (`with_workers`) an
+    entry per worker."""
+    workers = []
+    # Identities, computed once: asking every slot about every worker is quadratic
+    # (65,536 comparisons per status at 256 workers).
+    predecessors = program.superseded()
+    draining = {id(w) for w in program.draining()}
+    for worker in program.workers():
+        alive = worker.alive  # once per worker: the property is a measurable share at 256
+        snapshot = worker.stats.read() if worker.stats is not None else None
+        summary.add(worker, snapshot, alive)
+        if not with_workers:
+            continue
+        entry = worker_status(worker, id(worker) in draining, snapshot, alive, summary.now,
+                              summary.monotonic)
+        # Old code still consuming until its successor is RUNNING (a rolling reload).
+        entry["superseded"] = id(worker) in predecessors
+        workers.append(entry)
+    return workers
+
+
 class _Summary:
     """Totals over a program's workers, for `status` with or without worker entries."""
 
-    def __init__(self, monotonic: float) -> None:
+    def __init__(self, now: float, monotonic: float) -> None:
+        self.now = now
         self.monotonic = monotonic
+        self.snapshots: List[Snapshot] = []  # the live workers', for the last-minute figures
         self.states: Dict[str, int] = {}
         self.busy = self.held = self.rss = 0
 
@@ -75,6 +82,7 @@ class _Summary:
         state = worker.state.value
         self.states[state] = self.states.get(state, 0) + 1
         if snapshot is not None and alive:
+            self.snapshots.append(snapshot)
             self.busy += snapshot.job_started is not None
             self.held += snapshot.held
         self.rss += _rss(worker, alive, self.monotonic) or 0

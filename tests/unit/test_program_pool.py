@@ -1,0 +1,333 @@
+"""The master's program and pool logic, run on fake leaders and a manual clock
+(tests/unit/fakes.py): start, rolling reload, backoff to FATAL and revival, leader death,
+stop while starting, scale during reload."""
+
+from __future__ import annotations
+
+import signal
+
+from qsupervisor.exit_codes import EXIT_HANDLER_IMPORT
+from qsupervisor.master.pool import STABLE_AFTER, backoff
+from qsupervisor.master.program import ProgramRuntime
+from qsupervisor.states import ProgramState, WorkerState
+from tests.unit.config_files import program
+from tests.unit.fakes import World
+
+P, W = ProgramState, WorkerState
+
+
+def running(world: World, **settings: object) -> ProgramRuntime:
+    settings.setdefault("workers", 2)
+    runtime = ProgramRuntime(program("orders", **settings), world)  # type: ignore[arg-type]
+    runtime.start()
+    world.run()
+    return runtime
+
+
+def states(runtime: ProgramRuntime) -> list:
+    return [w.state for w in runtime.workers()]
+
+
+def test_start_runs_every_slot_and_settles() -> None:
+    world = World()
+    runtime = running(world, workers=3)
+    assert runtime.state is P.RUNNING
+    assert states(runtime) == [W.RUNNING] * 3
+    assert runtime.steady() and runtime.serving() == 3
+    assert len(world.leaders) == 1 and len(world.workers()) == 3
+
+
+def test_start_waits_for_the_leader_and_its_workers() -> None:
+    world = World(auto_ready=False)
+    runtime = ProgramRuntime(program("orders", workers=2), world)  # type: ignore[arg-type]
+    runtime.start()
+    world.run()
+    assert runtime.state is P.STARTING and not runtime.steady()
+    world.leader().ready()
+    world.run()
+    assert runtime.state is P.RUNNING and states(runtime) == [W.STARTING] * 2
+    for worker in world.workers():
+        worker.ready()
+    world.run()
+    assert states(runtime) == [W.RUNNING] * 2 and runtime.steady()
+
+
+def test_rolling_reload_never_has_fewer_consumers() -> None:
+    world = World(auto_ready=False)
+    runtime = ProgramRuntime(program("orders", workers=2), world)  # type: ignore[arg-type]
+    runtime.start()
+    world.run()
+    world.leader().ready()
+    world.run()
+    old = list(world.workers())
+    for worker in old:
+        worker.ready()
+    world.run()
+    runtime.reload(preload=False)
+    world.run()
+    assert runtime.serving() == 2 and not runtime.steady()
+    assert len(world.workers()) == 4  # the successors start beside the old ones
+    assert not any(w.exited for w in old)
+    new = [w for w in world.workers() if w not in old]
+    new[0].ready()
+    world.run()
+    assert old[0].exited and not old[1].exited  # each old one goes when its successor runs
+    assert runtime.serving() == 2
+    new[1].ready()
+    world.run()
+    assert old[1].exited and runtime.steady()
+    assert [w.last_exit for w in runtime.workers()] == [None, None]
+
+
+def test_reload_preload_replaces_the_leader_first() -> None:
+    world = World()
+    runtime = running(world)
+    first = world.leader()
+    runtime.reload(preload=True)
+    world.run()
+    assert first.exited and world.leader() is not first
+    assert runtime.leader is not None and runtime.leader.pid == world.leader().pid
+    assert runtime.steady() and len(world.workers()) == 2
+    assert all(w.leader is world.leader() for w in world.workers())
+
+
+def test_failed_preload_on_reload_leaves_the_running_program_alone() -> None:
+    world = World()
+    runtime = running(world)
+    world.auto_ready = False
+    runtime.reload(preload=True)
+    world.run()
+    world.live_leaders()[-1].send(ev="preload_failed", error="ImportError: no app")
+    world.run()
+    assert runtime.state is P.RUNNING and runtime.serving() == 2
+    assert runtime.error == "preload failed: ImportError: no app"
+    assert runtime.pending_leader is None and runtime.steady()
+
+
+def test_crashes_back_off_then_the_slot_goes_fatal_and_start_revives_it() -> None:
+    world = World()
+    runtime = running(world, workers=1, start_retries=3)
+    world.auto_ready = False  # from now on its workers die before they are ready
+    delays = []
+    slot = runtime.slot(0)
+    assert slot is not None
+    while True:
+        world.worker(0).exit(1)
+        world.run()
+        assert slot.worker is not None
+        if slot.worker.state is W.FATAL:
+            break
+        assert slot.worker.state is W.BACKOFF
+        delays.append(backoff(slot.failures))
+        world.advance(delays[-1] - 0.01)
+        assert slot.worker.state is W.BACKOFF  # not a moment early
+        world.advance(0.01)
+    assert delays == [1.0, 2.0, 4.0]  # the first crash had run: not a start failure
+    assert slot.worker.last_exit == "crashed: exit code 1"
+    assert runtime.steady()  # a FATAL slot is decided
+    assert runtime.problems() == ["worker 0: crashed: exit code 1"]
+    world.auto_ready = True
+    runtime.start()
+    world.run()
+    assert states(runtime) == [W.RUNNING] and runtime.problems() == []
+
+
+def test_a_worker_that_ran_a_while_is_not_counted_towards_fatal() -> None:
+    world = World()
+    runtime = running(world, workers=1, start_retries=2)
+    for _ in range(5):
+        world.advance(STABLE_AFTER + 1)
+        world.worker(0).exit(1)
+        world.run()
+        slot = runtime.slot(0)
+        assert slot is not None and slot.worker is not None
+        assert slot.worker.state is W.BACKOFF and slot.failures == 1
+        world.advance(1.0)
+    assert states(runtime) == [W.RUNNING]
+
+
+def test_handler_import_failure_is_a_start_failure() -> None:
+    world = World()
+    runtime = running(world, workers=1, start_retries=1)
+    world.worker(0).exit(EXIT_HANDLER_IMPORT, reason="handler import failed",
+                         error="app.jobs:handle: ImportError: boom")
+    world.run()
+    assert states(runtime) == [W.FATAL]
+    assert runtime.problems() == ["worker 0: app.jobs:handle: ImportError: boom"]
+
+
+def test_recycled_worker_is_replaced_at_once() -> None:
+    world = World()
+    runtime = running(world, workers=1)
+    world.worker(0).exit(0, reason="max_jobs")
+    world.run()
+    assert states(runtime) == [W.RUNNING]
+    slot = runtime.slot(0)
+    assert slot is not None and slot.restarts == 1 and slot.failures == 0
+    assert slot.last_exit == "recycled: max_jobs"
+
+
+def test_leader_death_stops_its_workers_and_a_new_leader_starts_after_backoff() -> None:
+    world = World()
+    runtime = running(world)
+    first = world.leader()
+    first.exit(signal.SIGKILL)  # its workers die with it (PDEATHSIG); reports follow
+    world.run()
+    assert runtime.state is P.STARTING and runtime.leader is None
+    assert all(w.state is W.STOPPING for w in runtime.live_workers())
+    world.advance(backoff(1))
+    assert runtime.leader is not None and runtime.leader.pid != first.pid
+
+
+def test_leader_dying_start_retries_times_makes_the_program_fatal() -> None:
+    world = World(auto_ready=False)
+    runtime = ProgramRuntime(program("orders", workers=1, start_retries=2), world)  # type: ignore[arg-type]
+    runtime.start()
+    world.run()
+    world.leader().exit(1 << 8)
+    world.run()
+    world.advance(backoff(1))
+    world.leader().exit(1 << 8)
+    world.run()
+    assert runtime.state is P.FATAL
+    assert runtime.error is not None and "leader died 2 times in a row" in runtime.error
+
+
+def test_stop_while_starting_stops_and_forgets_the_start() -> None:
+    world = World(auto_ready=False)
+    runtime = ProgramRuntime(program("orders", workers=2), world)  # type: ignore[arg-type]
+    runtime.start()
+    world.run()
+    runtime.stop()
+    world.run()
+    assert runtime.state is P.STOPPED and runtime.leader is None
+    assert world.live_leaders() == []
+
+
+def test_start_during_a_stop_waits_for_stopped_then_starts() -> None:
+    world = World()
+    runtime = running(world)
+    world.obedient = False
+    runtime.stop()
+    world.run()
+    assert runtime.state is P.STOPPING
+    runtime.start()
+    world.run()
+    assert runtime.state is P.STOPPING and runtime.start_when_stopped
+    world.obedient = True
+    for worker in world.workers():
+        worker.exit(0, reason="stopped")  # the retired leader leaves after its last one
+    world.run()
+    assert runtime.state is P.RUNNING and runtime.steady()
+    assert len(world.leaders) == 2 and world.leaders[0].exited
+
+
+def test_stop_timeout_kills_a_worker_that_does_not_leave() -> None:
+    world = World()
+    runtime = running(world, workers=1, stop_timeout=7.0)
+    world.obedient = False
+    runtime.stop()
+    world.run()
+    pid = world.worker(0).pid
+    assert (pid, signal.SIGTERM) in world.processes.signals
+    world.advance(6.9)
+    assert (pid, signal.SIGKILL) not in world.processes.signals
+    world.advance(0.2)
+    assert (pid, signal.SIGKILL) in world.processes.signals
+    world.worker(0).exit(sig=signal.SIGKILL)
+    world.run()
+    assert runtime.slot(0) is not None
+    assert runtime.slot(0).last_exit == "killed: stop_timeout (stop)"  # type: ignore[union-attr]
+
+
+def test_scale_down_drains_the_highest_slots_and_up_adds_new_ones() -> None:
+    world = World()
+    runtime = running(world, workers=3)
+    runtime.scale(1)
+    world.run()
+    assert [w.slot for w in runtime.live_workers()] == [0]
+    assert runtime.steady()
+    runtime.scale(2)
+    world.run()
+    assert sorted(w.slot for w in runtime.live_workers()) == [0, 1] and runtime.steady()
+
+
+def test_scale_during_a_reload() -> None:
+    world = World(auto_ready=False)
+    runtime = ProgramRuntime(program("orders", workers=2), world)  # type: ignore[arg-type]
+    runtime.start()
+    world.run()
+    world.leader().ready()
+    world.run()
+    for worker in world.workers():
+        worker.ready()
+    world.run()
+    runtime.reload(preload=False)
+    world.run()
+    runtime.scale(1)  # slot 1's old worker and its half-started successor both go
+    world.run()
+    for worker in world.workers():
+        if worker.slot == 0 and not worker.exited:
+            worker.ready()
+    world.run()
+    assert [w.slot for w in runtime.live_workers()] == [0]
+    assert runtime.serving() == 1 and runtime.steady()
+
+
+def test_spawn_failure_backs_the_slot_off() -> None:
+    world = World()
+    runtime = running(world, workers=1)
+    world.leader().fail_spawns = "Resource temporarily unavailable"
+    world.worker(0).exit(0, reason="max_jobs")
+    world.run()
+    slot = runtime.slot(0)
+    assert slot is not None and slot.worker is not None
+    assert slot.worker.state is W.BACKOFF
+    assert slot.last_exit == "crashed: fork failed: Resource temporarily unavailable"
+
+
+def test_a_worker_killed_holding_a_job_is_recorded_as_a_failed_attempt() -> None:
+    world = World()
+    runtime = running(world, workers=1)
+    world.worker(0).start_job("msg-1")
+    world.worker(0).exit(sig=signal.SIGKILL)
+    world.run()
+    assert runtime.pool.crashes.take("msg-1") == (1, "signal SIGKILL")
+
+
+def test_job_timeout_watchdog_kills_a_stuck_worker() -> None:
+    world = World()
+    runtime = running(world, workers=1, timeout=10.0)
+    world.obedient = False
+    world.worker(0).start_job("msg-stuck")
+    pid = world.worker(0).pid
+    world.advance(10.0)
+    assert (pid, signal.SIGKILL) not in world.processes.signals  # the worker's own grace
+    for _ in range(10):
+        world.advance(5.0)
+    assert (pid, signal.SIGKILL) in world.processes.signals
+    world.worker(0).exit(sig=signal.SIGKILL)
+    world.run()
+    slot = runtime.slot(0)
+    assert slot is not None and slot.last_exit is not None
+    assert slot.last_exit.startswith("killed: timeout")
+    assert runtime.pool.crashes.take("msg-stuck") == (1, "killed: timeout")
+
+
+def test_queue_stats_requests_reach_the_leader_and_answers_come_back() -> None:
+    world = World()
+    runtime = running(world)
+    world.queue_stats = {"ready": 5, "consumers": 2, "dead_letter_ready": 0}
+    answers: list = []
+    assert runtime.request_queue_stats(answers.append)
+    world.run()
+    assert answers and answers[0]["ready"] == 5
+
+
+def test_kill_all_kills_workers_and_leaders() -> None:
+    world = World()
+    runtime = running(world)
+    runtime.stop("shutdown")
+    runtime.kill_all()
+    world.run()
+    assert runtime.state is P.STOPPED and world.live_leaders() == []
