@@ -51,6 +51,22 @@ class Snapshot(NamedTuple):
     retried_last_minute: int
 
 
+Ring = Tuple[int, ...]  # (second, done, failed, retried) per bucket, flattened
+
+
+def last_minute_of(ring: Ring, now: float) -> Tuple[int, int, int]:
+    """Done, failed and retried over the buckets of the minute before `now`. The common
+    cases stay in C: every bucket current (a busy worker), or none."""
+    horizon = int(now) - _BUCKETS
+    seconds = ring[0::4]
+    done, failed, retried = ring[1::4], ring[2::4], ring[3::4]
+    if min(seconds) > horizon:
+        return sum(done), sum(failed), sum(retried)
+    fresh = [second > horizon for second in seconds]
+    return (sum(compress(done, fresh)), sum(compress(failed, fresh)),
+            sum(compress(retried, fresh)))
+
+
 def create() -> int:
     """A new zeroed segment; returns its fd (the master keeps it, the worker inherits it)."""
     fd = os.memfd_create("qsupervisor-worker-stats", os.MFD_CLOEXEC)
@@ -111,21 +127,18 @@ class Stats:
         return Snapshot(done, failed, retried, dead, held, job_id, started or None,
                         *self._last_minute())
 
+    def ring(self) -> Ring:
+        """The per-second buckets as they are now: what the master keeps of a worker that
+        exited, to count its jobs for as long as they are in the last minute."""
+        return _RING.unpack_from(self._map, _RING_OFFSET)
+
     def _last_minute(self) -> Tuple[int, int, int]:
-        """Done, failed and retried over the buckets of the last minute. `status` reads this
-        for every worker (256 at a time), so the common cases stay in C: a worker idle for a
-        minute (every bucket stale) and a busy one (every bucket current)."""
-        horizon = int(time.time()) - _BUCKETS
-        if _NEWEST.unpack_from(self._map, _NEWEST_OFFSET)[0] <= horizon:
+        """`status` reads this for every worker (256 at a time): a worker idle for a
+        minute is answered from one field, without the ring."""
+        now = time.time()
+        if _NEWEST.unpack_from(self._map, _NEWEST_OFFSET)[0] <= int(now) - _BUCKETS:
             return 0, 0, 0
-        ring = _RING.unpack_from(self._map, _RING_OFFSET)
-        seconds = ring[0::4]
-        done, failed, retried = ring[1::4], ring[2::4], ring[3::4]
-        if min(seconds) > horizon:
-            return sum(done), sum(failed), sum(retried)
-        fresh = [second > horizon for second in seconds]
-        return (sum(compress(done, fresh)), sum(compress(failed, fresh)),
-                sum(compress(retried, fresh)))
+        return last_minute_of(self.ring(), now)
 
     def close(self) -> None:
         self._map.close()

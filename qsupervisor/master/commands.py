@@ -49,12 +49,15 @@ class Supervisor(Protocol):
 
 class Command:
     name = ""
+    takes_wait = False  # `wait`: reply when the change is complete (default) or at once
 
     def __init__(self, master: Supervisor, conn: Connection, req_id: Any, args: Args) -> None:
         self.master = master
         self.conn = conn
         self.req_id = req_id
         self.args = args
+        # Read before the command acts: a refused argument must leave everything as it was.
+        self.wait = self.flag("wait", True) if self.takes_wait else False
 
     def run(self) -> None:
         raise NotImplementedError
@@ -93,7 +96,7 @@ class Command:
                 return None
             return {"programs": {n: _outcome(p) for n, p in zip(names, programs)}}
 
-        if self.flag("wait", True):
+        if self.wait:
             self.master.reply_later(self.conn, self.req_id, check)
         else:
             self.reply({"programs": {n: {"ok": True, "state": "pending"} for n in names}})
@@ -166,6 +169,7 @@ class Start(Command):
     """Start programs (or revive FATAL workers of running ones)."""
 
     name = "start"
+    takes_wait = True
 
     def run(self) -> None:
         names = self.programs()
@@ -178,6 +182,7 @@ class Stop(Command):
     """Stop programs gracefully: every worker finishes the job in hand."""
 
     name = "stop"
+    takes_wait = True
 
     def run(self) -> None:
         names = self.programs()
@@ -190,6 +195,7 @@ class Restart(Command):
     """Stop programs, then start them again (leaders included)."""
 
     name = "restart"
+    takes_wait = True
 
     def run(self) -> None:
         names = self.programs()
@@ -203,6 +209,7 @@ class Reload(Command):
     leader is replaced first so preloaded modules are fresh too."""
 
     name = "reload"
+    takes_wait = True
 
     def run(self) -> None:
         names = self.programs()
@@ -216,6 +223,7 @@ class Scale(Command):
     """Change a program's worker count; the highest slots drain when scaling down."""
 
     name = "scale"
+    takes_wait = True
 
     def run(self) -> None:
         names = self.programs()
@@ -247,6 +255,7 @@ class Update(Command):
     those whose only change is `workers`. A file with errors changes nothing."""
 
     name = "update"
+    takes_wait = True
 
     def run(self) -> None:
         names = self.args.get("names") or None
@@ -267,7 +276,7 @@ class Update(Command):
             return {"changes": list(update.changes), "warnings": list(update.warnings),
                     "programs": {n: _outcome(p) for n, p in zip(update.touched, programs)}}
 
-        if self.flag("wait", True):
+        if self.wait:
             self.master.reply_later(self.conn, self.req_id, check)
         else:
             self.reply({"changes": list(update.changes), "warnings": list(update.warnings),
@@ -346,10 +355,11 @@ class Shutdown(Command):
     """Stop every program gracefully, then the daemon."""
 
     name = "shutdown"
+    takes_wait = True
 
     def run(self) -> None:
         self.master.shutdown(fast=False)
-        if self.flag("wait", True):
+        if self.wait:
             def check() -> Optional[Dict[str, Any]]:
                 done = all(p.state in (ProgramState.STOPPED, ProgramState.FATAL)
                            for p in self.master.programs.values())

@@ -29,7 +29,7 @@ from typing import (
 
 from qsupervisor import ipc, logs, procutil
 from qsupervisor.channel import Ev, Op
-from qsupervisor import stats_segment as worker_stats
+from qsupervisor import stats_segment
 from qsupervisor.config import ProgramConfig
 from qsupervisor.exit_codes import ABANDON_GRACE
 from qsupervisor.master.crashes import CrashLedger
@@ -37,7 +37,7 @@ from qsupervisor.master.exits import KILLED_FOR_TIMEOUT, Exit, ExitFacts, classi
 from qsupervisor.master.host import Host
 from qsupervisor.master.process import LeaderProc, Slot, WorkerProc
 from qsupervisor.states import WorkerState, transition
-from qsupervisor.stats_segment import Snapshot
+from qsupervisor.stats_segment import Ring, Snapshot
 
 log = logs.get("qsupervisor.master")
 
@@ -81,7 +81,8 @@ class WorkerPool:
         self.slots: Dict[int, Slot] = {}
         self.draining: List[WorkerProc] = []
         self.crashes = CrashLedger()
-        self.recent: Deque[Tuple[float, Snapshot]] = collections.deque()
+        # Exited workers' per-second job counts, while they are in the last minute.
+        self.recent: Deque[Tuple[float, Ring]] = collections.deque()
         self._pending_spawns: Dict[int, WorkerProc] = {}
         self._next_wid = 0
         self._watchdog: Any = None
@@ -112,11 +113,12 @@ class WorkerPool:
     def live(self) -> List[WorkerProc]:
         return [w for w in self.all_known() if w.alive]
 
-    def recent_exits(self) -> List[Snapshot]:
-        horizon = self.host.loop.clock.time() - RECENT
-        while self.recent and self.recent[0][0] < horizon:
+    def recent_exits(self) -> List[Tuple[int, int, int]]:
+        """Done, failed and retried in the last minute by workers that have exited."""
+        now = self.host.loop.clock.time()
+        while self.recent and self.recent[0][0] < now - RECENT:
             self.recent.popleft()
-        return [snapshot for _, snapshot in self.recent]
+        return [stats_segment.last_minute_of(ring, now) for _, ring in self.recent]
 
     def superseded(self) -> Set[int]:
         """ids of the workers still consuming until their successor runs (a reload)."""
@@ -220,7 +222,7 @@ class WorkerPool:
         worker = WorkerProc(wid=self._next_wid, slot=slot.index, leader=leader,
                             max_jobs=config.max_jobs + extra, spawned=self.host.loop.clock.time())
         master_end, worker_end = ipc.socketpair()
-        stats_fd = worker_stats.create()
+        stats_fd = stats_segment.create()
         try:
             ipc.send(leader.sock, {"op": Op.SPAWN, "wid": worker.wid, "slot": slot.index,
                                    "max_jobs": worker.max_jobs}, [worker_end.fileno(), stats_fd])
@@ -232,7 +234,7 @@ class WorkerPool:
         finally:
             worker_end.close()
         worker.channel = master_end
-        worker.stats = worker_stats.Stats(stats_fd)
+        worker.stats = stats_segment.Stats(stats_fd)
         os.close(stats_fd)  # the mapping stays valid
         self.host.loop.add_reader(master_end, lambda: self._on_message(worker))
         self._pending_spawns[worker.wid] = worker
@@ -337,7 +339,7 @@ class WorkerPool:
             exit_reason=worker.exit_reason, exit_error=worker.exit_error,
             exit_settled=worker.exit_settled, was_ready=worker.ready_at is not None,
             job_in_hand=snapshot is not None and snapshot.job_id is not None))
-        self._account(snapshot, meaning)
+        self._account(worker, snapshot, meaning)
         worker.last_exit = meaning.summary
         transition(worker, W.EXITED, log.info, program=self.name, slot=worker.slot,
                    pid=worker.pid, exit=worker.last_exit)
@@ -351,12 +353,12 @@ class WorkerPool:
             self._after_slot_exit(slot, worker, meaning)
         self.program.workers_changed()
 
-    def _account(self, snapshot: Optional[Snapshot], meaning: Exit) -> None:
-        """Keep the dead worker's counters for a minute, and remember the message it died
-        holding when that counts as a failed attempt."""
-        if snapshot is None:
+    def _account(self, worker: WorkerProc, snapshot: Optional[Snapshot], meaning: Exit) -> None:
+        """Keep the dead worker's per-second job counts for a minute, and remember the
+        message it died holding when that counts as a failed attempt."""
+        if worker.stats is None or snapshot is None:
             return
-        self.recent.append((self.host.loop.clock.time(), snapshot))
+        self.recent.append((self.host.loop.clock.time(), worker.stats.ring()))
         if meaning.crash_cause is not None and snapshot.job_id is not None:
             self.crashes.record(snapshot.job_id, meaning.crash_cause)
 

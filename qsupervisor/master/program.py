@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import select
 import signal
-from typing import Any, Callable, Dict, Iterator, List, Optional, Set
+from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
 
 from qsupervisor import ipc, logs, procutil
 from qsupervisor.channel import Ev, Op
@@ -20,7 +20,6 @@ from qsupervisor.master.host import Host
 from qsupervisor.master.pool import WorkerPool, backoff
 from qsupervisor.master.process import LeaderProc, Slot, WorkerProc
 from qsupervisor.states import ProgramState, WorkerState, transition
-from qsupervisor.stats_segment import Snapshot
 
 log = logs.get("qsupervisor.master")
 
@@ -85,7 +84,7 @@ class ProgramRuntime:
     def serving(self) -> int:
         return self.pool.serving()
 
-    def recent_exits(self) -> List[Snapshot]:
+    def recent_exits(self) -> List[Tuple[int, int, int]]:
         return self.pool.recent_exits()
 
     def steady(self) -> bool:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from qsupervisor import __version__, procutil
 from qsupervisor.master.process import LeaderProc, WorkerProc
@@ -36,7 +36,7 @@ def program_status(program: ProgramRuntime, clock: Clock, search_path: Sequence[
         "running": program.serving(),
         "error": program.error,
         "preload": preload_status(program.name, leader, search_path),
-        "last_minute": last_minute(summary.snapshots + program.recent_exits()),
+        "last_minute": last_minute(summary.snapshots, program.recent_exits()),
         "queue_stats": None,  # filled from the leader's answer, if it comes in time
         "summary": summary.view(),
         "workers": workers,
@@ -91,12 +91,13 @@ class _Summary:
         return {"states": self.states, "busy": self.busy, "held": self.held, "rss": self.rss}
 
 
-def last_minute(snapshots: List[Snapshot]) -> Dict[str, int]:
+def last_minute(live: List[Snapshot], exited: List[Tuple[int, int, int]]) -> Dict[str, int]:
     """Jobs done, failed and retried in the last minute, by live and recently exited
     workers alike (a recycle must not make the figures drop)."""
-    return {"done": sum(s.done_last_minute for s in snapshots),
-            "failed": sum(s.failed_last_minute for s in snapshots),
-            "retried": sum(s.retried_last_minute for s in snapshots)}
+    rows = [(s.done_last_minute, s.failed_last_minute, s.retried_last_minute) for s in live]
+    rows += exited
+    return {"done": sum(r[0] for r in rows), "failed": sum(r[1] for r in rows),
+            "retried": sum(r[2] for r in rows)}
 
 
 def queue_view(answer: Dict[str, Any], held: int) -> Dict[str, Any]:
