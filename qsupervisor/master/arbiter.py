@@ -13,7 +13,7 @@ from typing import Any, Callable, Dict, List, Optional
 from setproctitle import setproctitle
 
 from qsupervisor import logs, procutil, systemd
-from qsupervisor.config import Config, ConfigError, DaemonConfig, load_config
+from qsupervisor.config import Config, ConfigError, DaemonConfig, Problem, load_config
 from qsupervisor.config.diff import ConfigDiff, diff_configs
 from qsupervisor.control import protocol
 from qsupervisor.master.commands import dispatch
@@ -146,6 +146,9 @@ class Master:
         self.shutdown(fast=True)
 
     def handle_hup(self) -> None:
+        if self.stopping:  # as the update command is refused: a shutdown stays one
+            log.warning("SIGHUP ignored: the daemon is shutting down")
+            return
         try:
             self.update(None)
         except ConfigError:
@@ -202,10 +205,26 @@ class Master:
                           errors=[str(problem) for problem in exc.problems])
                 raise
             plan = plan_update(self.config, new, names or None)
+            self._prepare(plan)
             self._apply(plan)
             return plan.result
         finally:
             systemd.notify("READY=1\nSTATUS=running")
+
+    def _prepare(self, plan: UpdatePlan) -> None:
+        """What could still fail, done before anything changes: the output directory of
+        programs added (a new log_dir is created as at start-up)."""
+        daemon = plan.daemon or self.daemon
+        if not plan.added:
+            return
+        try:
+            os.makedirs(daemon.log_dir, exist_ok=True)
+        except OSError as exc:
+            problem = Problem(self.config.path, None, "qsupervisord.log_dir",
+                              f"cannot create {daemon.log_dir}: {exc.strerror}")
+            log.error("configuration not applied; the daemon runs on as it was",
+                      errors=[str(problem)])
+            raise ConfigError([problem]) from None
 
     def _apply(self, plan: UpdatePlan) -> None:
         old_daemon, self.config = self.daemon, plan.config

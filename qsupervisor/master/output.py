@@ -86,7 +86,9 @@ class ProgramOutput:
                 pos -= step
                 f.seek(pos)
                 data = f.read(step) + data
-        return b"\n".join(data.split(b"\n")[-(lines + 1):])
+        # A last line without its newline yet is a line too; a final newline ends one.
+        keep = lines + 1 if data.endswith(b"\n") else lines
+        return b"\n".join(data.split(b"\n")[-keep:])
 
     def close(self) -> None:
         for fd in (self.read_fd, self.write_fd):
