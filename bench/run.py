@@ -19,7 +19,7 @@ import tempfile
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable
 
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))
@@ -42,11 +42,11 @@ DEFAULT_OUT = BENCH_DIR.parent / "docs" / "benchmarks.md"
 SELF_WATCHED = {"throughput"}  # re-runs single measurements itself after a broker restart
 
 
-def _csv(text: str) -> List[str]:
+def _csv(text: str) -> list[str]:
     return [item.strip() for item in text.split(",") if item.strip()]
 
 
-def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--only", type=_csv, default=list(report.PARTS),
                         help=f"parts to run, comma-separated: {','.join(report.PARTS)}")
@@ -108,9 +108,9 @@ def cache_bytecode() -> str:
             "compiles everything into a PYTHONPYCACHEPREFIX first, as an installed package has it")
 
 
-def run_parts(args: argparse.Namespace, settings: Settings) -> Dict[str, Any]:
+def run_parts(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     """Each part's results; a part that fails twice is left out."""
-    runners: Dict[str, Callable[[], Dict[str, Any]]] = {
+    runners: dict[str, Callable[[], dict[str, Any]]] = {
         "throughput": lambda: throughput.run(settings, workers=args.workers,
                                              queue_types=args.queue_types, jobs=args.jobs),
         "memory": lambda: memory.run(settings),
@@ -121,7 +121,7 @@ def run_parts(args: argparse.Namespace, settings: Settings) -> Dict[str, Any]:
         "idle": lambda: idle.run(settings),
         "handback": lambda: handback.run(settings, sizes=args.handback_sizes),
     }
-    parts: Dict[str, Any] = {}
+    parts: dict[str, Any] = {}
     for name in report.PARTS:
         if name not in args.only:
             continue
@@ -149,7 +149,7 @@ def run_parts(args: argparse.Namespace, settings: Settings) -> Dict[str, Any]:
     return parts
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.render:
         data = report.load_previous(args.out)

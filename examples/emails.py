@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Dict
+from typing import Any
 
 
-def send_email(message: Dict[str, Any]) -> None:
+def send_email(message: dict[str, Any]) -> None:
     if "to" not in message:
         raise ValueError("an email needs a 'to' address")
     time.sleep(0.05)  # a slow partner API

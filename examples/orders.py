@@ -3,13 +3,13 @@ edits here take effect."""
 
 from __future__ import annotations
 
-from typing import Any, Dict
+from typing import Any
 
 import qsupervisor
 from examples import catalog
 
 
-def process_order(order: Dict[str, Any]) -> None:
+def process_order(order: dict[str, Any]) -> None:
     items = order.get("items", [])
     total = sum(catalog.PRICES.get(item, 0) for item in items)
     job = qsupervisor.current_job()

@@ -11,18 +11,19 @@ from __future__ import annotations
 import json
 import os
 import socket
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from collections.abc import Sequence
+from typing import Any
 
 from qsupervisor.channel import Ev
 
-Message = Dict[str, Any]
+Message = dict[str, Any]
 
 # Leader/worker messages are small (a traceback at most); a generous cap still bounds memory.
 MAX_MESSAGE = 256 * 1024
 MAX_FDS = 4
 
 
-def socketpair() -> Tuple[socket.socket, socket.socket]:
+def socketpair() -> tuple[socket.socket, socket.socket]:
     return socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
 
 
@@ -34,7 +35,7 @@ def send(sock: socket.socket, msg: Message, fds: Sequence[int] = ()) -> None:
         sock.send(data)
 
 
-def recv_message(sock: socket.socket) -> Optional[Message]:
+def recv_message(sock: socket.socket) -> Message | None:
     """A message that carries no fds (the master's side); None at end of file or when the
     socket failed. Stray fds are closed rather than leaked."""
     try:
@@ -46,7 +47,7 @@ def recv_message(sock: socket.socket) -> Optional[Message]:
     return msg
 
 
-def recv(sock: socket.socket) -> Tuple[Optional[Message], List[int]]:
+def recv(sock: socket.socket) -> tuple[Message | None, list[int]]:
     """Return (message, fds); (None, []) at end of file or on a malformed message."""
     data, fds, _flags, _addr = socket.recv_fds(sock, MAX_MESSAGE, MAX_FDS)
     if not data:

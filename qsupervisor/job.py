@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -15,10 +16,10 @@ class Job:
     headers: Mapping[str, Any] = field(default_factory=dict)
 
 
-_current: Optional[Job] = None
+_current: Job | None = None
 
 
-def current_job() -> Optional[Job]:
+def current_job() -> Job | None:
     """The job being handled in this worker, or None outside a job.
 
     A module global rather than a thread-local: a worker runs one job at a time, and a
@@ -27,6 +28,6 @@ def current_job() -> Optional[Job]:
     return _current
 
 
-def _set_current(job: Optional[Job]) -> None:
+def _set_current(job: Job | None) -> None:
     global _current
     _current = job

@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 import threading
-from typing import IO, Any, Dict, List, Optional, TextIO, cast
+from typing import IO, Any, TextIO, cast
 
 import structlog
 
@@ -104,7 +104,7 @@ class JournalRenderer:
     `journalctl -p warning` and the highlighting of `systemctl status` work) and stamps each
     line itself, so there is no timestamp. A traceback keeps the priority on every line."""
 
-    def __call__(self, _logger: Any, _name: str, event: Dict[str, Any]) -> str:
+    def __call__(self, _logger: Any, _name: str, event: dict[str, Any]) -> str:
         prefix = f"<{PRIORITIES.get(event.pop('level', 'info'), 6)}>"
         event.pop("timestamp", None)
         text = str(event.pop("event", ""))
@@ -134,10 +134,10 @@ def _renderer(fmt: str, stream: Any) -> Any:
     return [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
 
 
-def configure(fmt: str = "auto", level: str = "info", stream: Optional[Any] = None) -> None:
+def configure(fmt: str = "auto", level: str = "info", stream: Any | None = None) -> None:
     """Route structlog to `stream` (default stderr). Called again after every fork."""
     stream = stream if stream is not None else QuietStream(sys.stderr)
-    processors: List[Any] = [
+    processors: list[Any] = [
         _add_process_context,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
@@ -163,10 +163,10 @@ def set_level(level: str) -> None:
 
 # Process-wide rather than contextvars: a worker logs from its I/O and handler threads,
 # and new threads do not inherit the main thread's context.
-_process_context: Dict[str, Any] = {}
+_process_context: dict[str, Any] = {}
 
 
-def _add_process_context(_logger: Any, _name: str, event: Dict[str, Any]) -> Dict[str, Any]:
+def _add_process_context(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
     for key, value in _process_context.items():
         event.setdefault(key, value)
     return event

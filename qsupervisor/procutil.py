@@ -8,12 +8,12 @@ import grp
 import os
 import pwd
 import signal
-from typing import Iterable, Optional
+from collections.abc import Iterable
 
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
 
-_libc: Optional[ctypes.CDLL] = None
+_libc: ctypes.CDLL | None = None
 
 
 def _prctl(option: int, arg: int) -> bool:
@@ -58,7 +58,7 @@ def close_fds_except(keep: Iterable[int]) -> None:
     os.closerange(low, os.sysconf("SC_OPEN_MAX"))
 
 
-def drop_privileges(user: Optional[str], group: Optional[str]) -> None:
+def drop_privileges(user: str | None, group: str | None) -> None:
     if user is None and group is None:
         return
     pw = pwd.getpwnam(user) if user else None
@@ -72,7 +72,7 @@ def drop_privileges(user: Optional[str], group: Optional[str]) -> None:
         os.environ["USER"] = os.environ["LOGNAME"] = pw.pw_name
 
 
-def read_rss(pid: int) -> Optional[int]:
+def read_rss(pid: int) -> int | None:
     """Resident set size in bytes, or None if the process is gone."""
     try:
         with open(f"/proc/{pid}/statm", "rb") as f:

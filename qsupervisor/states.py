@@ -9,7 +9,7 @@ master, and `transition()` raises instead of silently corrupting the picture tha
 from __future__ import annotations
 
 import enum
-from typing import Callable, Dict, FrozenSet, Optional, Protocol, TypeVar
+from typing import Callable, Protocol, TypeVar
 
 
 class WorkerState(str, enum.Enum):
@@ -34,7 +34,7 @@ P = ProgramState
 
 # A worker record never goes back to STARTING: every process the master asks for gets a
 # new record, which starts there; the slot points at the newest and keeps the history.
-WORKER_TRANSITIONS: Dict[WorkerState, FrozenSet[WorkerState]] = {
+WORKER_TRANSITIONS: dict[WorkerState, frozenset[WorkerState]] = {
     # STARTING -> RUNNING: the worker reported its consumer attached.
     # STARTING -> STOPPING: stop requested before it was ready.
     # STARTING -> EXITED: it died before becoming ready (counts toward FATAL).
@@ -50,7 +50,7 @@ WORKER_TRANSITIONS: Dict[WorkerState, FrozenSet[WorkerState]] = {
     W.FATAL: frozenset({W.EXITED}),
 }
 
-PROGRAM_TRANSITIONS: Dict[ProgramState, FrozenSet[ProgramState]] = {
+PROGRAM_TRANSITIONS: dict[ProgramState, frozenset[ProgramState]] = {
     P.STOPPED: frozenset({P.STARTING}),
     P.STARTING: frozenset({P.RUNNING, P.STOPPING, P.FATAL}),
     P.RUNNING: frozenset({P.STOPPING, P.STARTING}),  # RUNNING -> STARTING: leader replaced
@@ -74,7 +74,7 @@ class HasState(Protocol[S]):
 Logger = Callable[..., object]
 
 
-def transition(obj: HasState[S], new: S, log: Optional[Logger] = None, **context: object) -> None:
+def transition(obj: HasState[S], new: S, log: Logger | None = None, **context: object) -> None:
     """Move `obj` to `new`, checking the table and logging the change.
 
     A transition to the same state is a no-op, so callers need not guard against events
@@ -83,7 +83,7 @@ def transition(obj: HasState[S], new: S, log: Optional[Logger] = None, **context
     old = obj.state
     if old is new:
         return
-    table: Dict = WORKER_TRANSITIONS if isinstance(new, WorkerState) else PROGRAM_TRANSITIONS
+    table: dict = WORKER_TRANSITIONS if isinstance(new, WorkerState) else PROGRAM_TRANSITIONS
     if new not in table[old]:
         raise InvalidTransition(f"{old.value} -> {new.value} is not allowed ({context})")
     obj.state = new

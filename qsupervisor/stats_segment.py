@@ -14,7 +14,7 @@ import os
 import struct
 import time
 from itertools import compress
-from typing import NamedTuple, Optional, Tuple
+from typing import NamedTuple
 
 # done, failed, retried, dead-lettered, held (received, not settled), job start, id length
 _HEADER = struct.Struct("<QQQQIdH")
@@ -44,17 +44,17 @@ class Snapshot(NamedTuple):
     retried: int
     dead: int
     held: int
-    job_id: Optional[str]
-    job_started: Optional[float]
+    job_id: str | None
+    job_started: float | None
     done_last_minute: int
     failed_last_minute: int
     retried_last_minute: int
 
 
-Ring = Tuple[int, ...]  # (second, done, failed, retried) per bucket, flattened
+Ring = tuple[int, ...]  # (second, done, failed, retried) per bucket, flattened
 
 
-def last_minute_of(ring: Ring, now: float) -> Tuple[int, int, int]:
+def last_minute_of(ring: Ring, now: float) -> tuple[int, int, int]:
     """Done, failed and retried over the buckets of the minute before `now`. The common
     cases stay in C: every bucket current (a busy worker), or none."""
     horizon = int(now) - _BUCKETS
@@ -132,7 +132,7 @@ class Stats:
         exited, to count its jobs for as long as they are in the last minute."""
         return _RING.unpack_from(self._map, _RING_OFFSET)
 
-    def _last_minute(self) -> Tuple[int, int, int]:
+    def _last_minute(self) -> tuple[int, int, int]:
         """`status` reads this for every worker (256 at a time): a worker idle for a
         minute is answered from one field, without the ring."""
         now = time.time()

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import Optional
 
-_address: Optional[str] = None
+_address: str | None = None
 
 
 def take_notify_socket() -> None:

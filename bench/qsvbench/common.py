@@ -10,9 +10,10 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable
 
 import pika
 import pika.exceptions
@@ -27,7 +28,7 @@ QSUPERVISORD = str(BIN_DIR / "qsupervisord")
 QSUPERVISORCTL = str(BIN_DIR / "qsupervisorctl")
 BROKER_URL = os.environ.get("QSUPERVISOR_BENCH_BROKER", "amqp://guest:guest@127.0.0.1:5672/%2F")
 RUN_ID = uuid.uuid4().hex[:8]  # in every queue name: runs never see each other's queues
-DECLARED: List[str] = []  # every queue name this process used, for the smoke test's check
+DECLARED: list[str] = []  # every queue name this process used, for the smoke test's check
 
 
 @dataclass
@@ -44,12 +45,12 @@ class Settings:
 # -- statistics ----------------------------------------------------------------------------
 
 
-def median(values: Sequence[float]) -> Optional[float]:
+def median(values: Sequence[float]) -> float | None:
     values = [v for v in values if v is not None]
     return statistics.median(values) if values else None
 
 
-def percentile(values: Sequence[float], p: float) -> Optional[float]:
+def percentile(values: Sequence[float], p: float) -> float | None:
     """Nearest-rank percentile (p in 0..100): a value that was actually observed."""
     ordered = sorted(values)
     if not ordered:
@@ -58,14 +59,14 @@ def percentile(values: Sequence[float], p: float) -> Optional[float]:
     return ordered[min(rank, len(ordered)) - 1]
 
 
-def ratio(a: Optional[float], b: Optional[float]) -> Optional[float]:
+def ratio(a: float | None, b: float | None) -> float | None:
     return a / b if a is not None and b else None
 
 
 # -- /proc --------------------------------------------------------------------------------
 
 
-def pss_kib(pid: int) -> Optional[int]:
+def pss_kib(pid: int) -> int | None:
     """Proportional set size: private pages plus each shared page divided by its sharers."""
     try:
         with open(f"/proc/{pid}/smaps_rollup") as f:
@@ -77,7 +78,7 @@ def pss_kib(pid: int) -> Optional[int]:
     return None
 
 
-def rss_kib(pid: int) -> Optional[int]:
+def rss_kib(pid: int) -> int | None:
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
@@ -91,7 +92,7 @@ def rss_kib(pid: int) -> Optional[int]:
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pid: int) -> Optional[float]:
+def cpu_seconds(pid: int) -> float | None:
     """utime + stime of the process (all its threads), from /proc/PID/stat."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
@@ -102,7 +103,7 @@ def cpu_seconds(pid: int) -> Optional[float]:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # fields 14 and 15 of stat(5)
 
 
-def cpu_seconds_precise(pid: int) -> Optional[float]:
+def cpu_seconds_precise(pid: int) -> float | None:
     """CPU time of every thread of the process, in ns resolution (/proc/PID/task/*/schedstat,
     first field): utime+stime counts 10 ms clock ticks, too coarse for an idle process."""
     total = 0
@@ -119,7 +120,7 @@ def cpu_seconds_precise(pid: int) -> Optional[float]:
     return total / 1e9
 
 
-def children(pid: int) -> List[int]:
+def children(pid: int) -> list[int]:
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -180,7 +181,7 @@ class Broker:
     def __init__(self) -> None:
         self.conn = connect()
         self._channel = self.conn.channel()
-        self.queues: List[str] = []
+        self.queues: list[str] = []
 
     @property
     def channel(self) -> Any:
@@ -228,7 +229,7 @@ class Broker:
                 return False
             raise
 
-    def depth(self, queue: str) -> Tuple[int, int]:
+    def depth(self, queue: str) -> tuple[int, int]:
         """(messages ready, consumers) by a passive declare."""
         ok = self.channel.queue_declare(queue, passive=True).method
         return int(ok.message_count), int(ok.consumer_count)
@@ -295,7 +296,7 @@ class BrokerRestarted(Exception):
 BROKER_ERRORS = (pika.exceptions.AMQPError, OSError, BrokerRestarted)
 
 
-def retrying(what: str, measure: Callable[[], Any], settings: "Settings",
+def retrying(what: str, measure: Callable[[], Any], settings: Settings,
              attempts: int = 5) -> Any:
     """`measure()`, run again (after the broker is back) if the broker restarted meanwhile
     or a broker error interrupted it."""
@@ -322,9 +323,9 @@ class DepthSampler:
     def __init__(self, queue: str, interval: float = 0.01) -> None:
         self.queue = queue
         self.interval = interval
-        self.samples: List[Tuple[float, int, int]] = []
+        self.samples: list[tuple[float, int, int]] = []
         self._stop = threading.Event()
-        self._error: Optional[BaseException] = None
+        self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="depth-sampler", daemon=True)
 
     def _run(self) -> None:
@@ -343,7 +344,7 @@ class DepthSampler:
         except BaseException as exc:
             self._error = exc
 
-    def start(self) -> "DepthSampler":
+    def start(self) -> DepthSampler:
         self._thread.start()
         wait_until(lambda: self.samples or self._error, 30, "the first queue sample")
         if self._error:
@@ -356,23 +357,23 @@ class DepthSampler:
         if self._error is not None:
             raise self._error
 
-    def __enter__(self) -> "DepthSampler":
+    def __enter__(self) -> DepthSampler:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
 
-    def latest(self) -> Tuple[float, int, int]:
+    def latest(self) -> tuple[float, int, int]:
         if self._error is not None:
             raise self._error
         return self.samples[-1]
 
-    def min_consumers_since(self, since: float) -> Optional[int]:
+    def min_consumers_since(self, since: float) -> int | None:
         seen = [c for t, _, c in self.samples if t >= since]
         return min(seen) if seen else None
 
 
-def crossing(samples: Iterable[Tuple[float, int, int]], level: float) -> Optional[float]:
+def crossing(samples: Iterable[tuple[float, int, int]], level: float) -> float | None:
     """When the queue depth first fell to `level` or below, interpolated between the two
     samples around it."""
     previous = None

@@ -16,15 +16,16 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable
 
 from .common import QSUPERVISORCTL, Broker, Settings, median, percentile
 from .daemon import Daemon, program
 
 
-def time_command(argv: List[str], runs: int,
-                 env: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
+def time_command(argv: list[str], runs: int,
+                 env: dict[str, str] | None = None) -> dict[str, Any]:
     subprocess.run(argv, capture_output=True, env=env)  # warm the page cache
     times = []
     for _ in range(runs):
@@ -35,7 +36,7 @@ def time_command(argv: List[str], runs: int,
             "min_ms": min(times), "runs": runs}
 
 
-def hyperfine(argv: List[str], runs: int) -> Optional[Dict[str, Any]]:
+def hyperfine(argv: list[str], runs: int) -> dict[str, Any] | None:
     exe = shutil.which("hyperfine")
     if exe is None:
         return None
@@ -50,7 +51,7 @@ def hyperfine(argv: List[str], runs: int) -> Optional[Dict[str, Any]]:
             "runs": runs}
 
 
-def time_calls(call: Callable[[], Any], runs: int) -> Dict[str, Any]:
+def time_calls(call: Callable[[], Any], runs: int) -> dict[str, Any]:
     call()
     times = []
     for _ in range(runs):
@@ -61,7 +62,7 @@ def time_calls(call: Callable[[], Any], runs: int) -> Dict[str, Any]:
             "runs": runs}
 
 
-def import_times(runs: int) -> Dict[str, Any]:
+def import_times(runs: int) -> dict[str, Any]:
     """The floor under any Python CLI (the interpreter starting) and what importing the
     ctl adds, plus the biggest imports by -X importtime (cumulative, in ms)."""
     bare = time_command([sys.executable, "-c", "pass"], runs)
@@ -84,14 +85,14 @@ def import_times(runs: int) -> Dict[str, Any]:
             "import_ctl_cold_ms": cold["median_ms"], "importtime_top": top}
 
 
-def measure(workers: int, runs: int) -> Dict[str, Any]:
+def measure(workers: int, runs: int) -> dict[str, Any]:
     broker = Broker()
     queue = broker.new_queue(f"ctl{workers}", "quorum")
     try:
         with Daemon({"bench": program(queue, "bench_handlers:noop", workers)}).start() as daemon:
             daemon.wait_settled("bench", timeout=300)
             status = [QSUPERVISORCTL, "-s", daemon.socket, "status"]
-            result: Dict[str, Any] = {
+            result: dict[str, Any] = {
                 "workers": workers,
                 "ctl_status": time_command(status, runs),
                 "ctl_status_json": time_command([*status[:3], "--json", "status"], runs),
@@ -115,7 +116,7 @@ def measure(workers: int, runs: int) -> Dict[str, Any]:
         broker.close()
 
 
-def run(settings: Settings, sizes: Sequence[int] = (8, 256)) -> Dict[str, Any]:
+def run(settings: Settings, sizes: Sequence[int] = (8, 256)) -> dict[str, Any]:
     runs = 10 if settings.quick else 30
     if settings.quick:
         runs = min(runs, settings.repeats * 5)

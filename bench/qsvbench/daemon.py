@@ -10,7 +10,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Set
+from typing import Any
 
 import yaml
 
@@ -27,13 +27,13 @@ from .common import (
 
 
 def program(queue: str, handler: str = "bench_handlers:noop", workers: int = 1,
-            **settings: Any) -> Dict[str, Any]:
+            **settings: Any) -> dict[str, Any]:
     return {"handler": handler, "queue": queue, "workers": workers, "stop_timeout": "10s",
             **settings}
 
 
 class Daemon:
-    def __init__(self, programs: Dict[str, Any], **settings: Any) -> None:
+    def __init__(self, programs: dict[str, Any], **settings: Any) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="qsv-bench-"))
         self.socket = str(self.dir / "qsv.sock")
         self.config_path = self.dir / "queues.yaml"
@@ -50,14 +50,14 @@ class Daemon:
         }
         self.config_path.write_text(yaml.safe_dump({"qsupervisord": section,
                                                     "programs": programs}, sort_keys=False))
-        self.proc: Optional[subprocess.Popen] = None
-        self.started_at: Optional[float] = None
+        self.proc: subprocess.Popen | None = None
+        self.started_at: float | None = None
         self.client = Client(self.socket, timeout=60)
-        self.seen: Set[int] = set()
+        self.seen: set[int] = set()
 
     # -- life -----------------------------------------------------------------------------
 
-    def start(self, env: Optional[Dict[str, str]] = None) -> "Daemon":
+    def start(self, env: dict[str, str] | None = None) -> Daemon:
         out = open(self.dir / "qsupervisord.out", "ab")
         self.started_at = time.monotonic()
         self.proc = subprocess.Popen(
@@ -88,7 +88,7 @@ class Daemon:
                 parts.append(path.read_text(errors="replace")[-4000:])
         return "\n".join(parts)
 
-    def __enter__(self) -> "Daemon":
+    def __enter__(self) -> Daemon:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -132,12 +132,12 @@ class Daemon:
 
     # -- talking to it -----------------------------------------------------------------------
 
-    def status(self, queues: bool = False) -> Dict[str, Any]:
+    def status(self, queues: bool = False) -> dict[str, Any]:
         result = self.client.call("status", {"names": [], "queues": queues})
         self._remember(result)
         return result
 
-    def _remember(self, status: Dict[str, Any]) -> None:
+    def _remember(self, status: dict[str, Any]) -> None:
         self.seen.add(int(status["master"]["pid"]))
         for prog in status.get("programs", {}).values():
             if prog.get("leader_pid"):
@@ -157,7 +157,7 @@ class Daemon:
     def leader_pid(self, name: str) -> int:
         return int(self.status()["programs"][name]["leader_pid"])
 
-    def worker_pids(self, name: str, include_old: bool = False) -> List[int]:
+    def worker_pids(self, name: str, include_old: bool = False) -> list[int]:
         workers = self.status()["programs"][name]["workers"]
         return [int(w["pid"]) for w in workers if w["pid"] and (
             include_old or not (w["draining"] or w.get("superseded")))]

@@ -11,7 +11,7 @@ import math
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 from qsupervisor import Publisher
 from qsupervisor.config.model import DelayConfig
@@ -22,13 +22,13 @@ from .daemon import Daemon, program
 RESOLUTION = 0.1  # the daemon's default delay.resolution
 
 
-def delays(count: int, shortest: float, longest: float) -> List[float]:
+def delays(count: int, shortest: float, longest: float) -> list[float]:
     step = (math.log(longest) - math.log(shortest)) / max(1, count - 1)
     return [round(math.exp(math.log(shortest) + i * step), 3) for i in range(count)]
 
 
-def run(settings: Settings, count: Optional[int] = None,
-        longest: Optional[float] = None) -> Dict[str, Any]:
+def run(settings: Settings, count: int | None = None,
+        longest: float | None = None) -> dict[str, Any]:
     count = count or (30 if settings.quick else 200)
     longest = longest or (3.0 if settings.quick else 60.0)
     wanted = delays(count, 0.1, longest)
@@ -46,7 +46,7 @@ def run(settings: Settings, count: Optional[int] = None,
                     publisher.publish(queue, {"id": i, "delay": delay}, delay=delay)
             publish_s = time.time() - published_at
 
-            def entries() -> List[Dict[str, Any]]:
+            def entries() -> list[dict[str, Any]]:
                 if not ledger.exists():
                     return []
                 return [json.loads(line) for line in ledger.read_text().splitlines()

@@ -24,7 +24,8 @@ expected) and emptied with `basic_get`, reading each message's id and x-delivery
 from __future__ import annotations
 
 import time
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from collections.abc import Sequence
+from typing import Any
 
 import pika
 
@@ -38,10 +39,10 @@ METHODS_BY_TYPE = {"quorum": METHODS, "classic": ("nack", "close")}
 DEFAULT_SIZES = (10, 50, 200)
 QUICK_SIZES = (2, 5)
 
-Held = List[Tuple[int, Any, bytes]]  # (delivery tag, properties, body)
+Held = list[tuple[int, Any, bytes]]  # (delivery tag, properties, body)
 
 
-def hold(conn: pika.BlockingConnection, queue: str, n: int) -> Tuple[Any, Held]:
+def hold(conn: pika.BlockingConnection, queue: str, n: int) -> tuple[Any, Held]:
     """A new channel holding all N messages of `queue` unacked, its consumer cancelled."""
     channel = conn.channel()
     channel.basic_qos(prefetch_count=n)
@@ -81,7 +82,7 @@ def give_back(method: str, channel: Any, confirms: Any, queue: str, n: int,
     return time.perf_counter() - started
 
 
-def check(broker: Broker, queue: str, n: int) -> Dict[str, Any]:
+def check(broker: Broker, queue: str, n: int) -> dict[str, Any]:
     """Count the queue (passive declare), then empty it reading every message: what was
     lost or duplicated and the x-delivery-counts the returned messages carry."""
     deadline = time.monotonic() + 30
@@ -89,8 +90,8 @@ def check(broker: Broker, queue: str, n: int) -> Dict[str, Any]:
         time.sleep(0.02)  # a quorum queue takes returns asynchronously
     time.sleep(0.1)  # a late return (a duplicate) would show here
     count = broker.depth(queue)[0]
-    ids: List[str] = []
-    counts: List[int] = []
+    ids: list[str] = []
+    counts: list[int] = []
     for _ in range(2):  # again after a pause: nothing may turn up after the first pass
         while True:
             method, properties, _body = broker.channel.basic_get(queue, auto_ack=True)
@@ -107,10 +108,10 @@ def check(broker: Broker, queue: str, n: int) -> Dict[str, Any]:
 
 
 def measure(broker: Broker, queue_type: str, n: int, repeats: int,
-            settings: Settings) -> List[Dict[str, Any]]:
+            settings: Settings) -> list[dict[str, Any]]:
     queue = broker.new_queue(f"hb-{queue_type[0]}{n}", queue_type)
     methods = METHODS_BY_TYPE[queue_type]
-    runs: List[Dict[str, Any]] = []
+    runs: list[dict[str, Any]] = []
     conn = connect()
     try:
         confirms = conn.channel()  # as the worker: opened with the connection, reused
@@ -136,13 +137,13 @@ def measure(broker: Broker, queue_type: str, n: int, repeats: int,
     return runs
 
 
-def _extreme(pick: Any, values: List[Optional[int]]) -> Optional[int]:
+def _extreme(pick: Any, values: list[int | None]) -> int | None:
     present = [v for v in values if v is not None]
     return pick(present) if present else None
 
 
-def summarize(queue_type: str, n: int, runs: List[Dict[str, Any]]) -> Dict[str, Any]:
-    row: Dict[str, Any] = {"queue_type": queue_type, "n": n, "methods": {}}
+def summarize(queue_type: str, n: int, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    row: dict[str, Any] = {"queue_type": queue_type, "n": n, "methods": {}}
     for method in METHODS_BY_TYPE[queue_type]:
         ours = [r for r in runs if r["method"] == method]
         ms = median([r["ms"] for r in ours])
@@ -167,12 +168,12 @@ def summarize(queue_type: str, n: int, runs: List[Dict[str, Any]]) -> Dict[str, 
     return row
 
 
-def run(settings: Settings, sizes: Optional[Sequence[int]] = None,
-        queue_types: Sequence[str] = ("quorum", "classic")) -> Dict[str, Any]:
+def run(settings: Settings, sizes: Sequence[int] | None = None,
+        queue_types: Sequence[str] = ("quorum", "classic")) -> dict[str, Any]:
     if sizes is None:
         sizes = QUICK_SIZES if settings.quick else DEFAULT_SIZES
     broker = Broker()
-    rows: List[Dict[str, Any]] = []
+    rows: list[dict[str, Any]] = []
     try:
         version = returns.broker_version(broker.conn)
         server = broker.server_version()

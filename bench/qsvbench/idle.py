@@ -6,14 +6,14 @@ leader and the workers used over the same window. Read from /proc/PID/task/*/sch
 from __future__ import annotations
 
 import time
-from typing import Any, Dict, Optional
+from typing import Any
 
 from .common import CLOCK_TICKS, Broker, Settings, cpu_seconds, cpu_seconds_precise
 from .daemon import Daemon, program
 
 
-def run(settings: Settings, workers: Optional[int] = None,
-        window: Optional[float] = None) -> Dict[str, Any]:
+def run(settings: Settings, workers: int | None = None,
+        window: float | None = None) -> dict[str, Any]:
     window = window or (5.0 if settings.quick else 60.0)
     workers = workers or (8 if settings.quick else 64)
     broker = Broker()
@@ -26,7 +26,7 @@ def run(settings: Settings, workers: Optional[int] = None,
             pids = daemon.worker_pids("bench")
             time.sleep(2.0)  # let start-up finish (late acks, logs)
 
-            def reading() -> Dict[str, float]:
+            def reading() -> dict[str, float]:
                 return {"master": cpu_seconds_precise(master) or 0.0,
                         "leader": cpu_seconds_precise(leader) or 0.0,
                         "workers": sum(cpu_seconds_precise(p) or 0.0 for p in pids),

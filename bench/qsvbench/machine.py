@@ -7,7 +7,7 @@ import platform
 import subprocess
 import sys
 import time
-from typing import Any, Dict
+from typing import Any
 
 import pika
 
@@ -47,7 +47,7 @@ def git() -> str:
         return "unknown"
 
 
-def describe() -> Dict[str, Any]:
+def describe() -> dict[str, Any]:
     broker = Broker()
     try:
         rabbit = broker.server_version()
@@ -85,6 +85,6 @@ def _os_release() -> str:
     return "unknown"
 
 
-def load() -> Dict[str, float]:
+def load() -> dict[str, float]:
     one, five, fifteen = os.getloadavg()
     return {"1m": round(one, 2), "5m": round(five, 2), "15m": round(fifteen, 2)}

@@ -11,7 +11,8 @@ cost together; RSS would count each shared page once per process.
 from __future__ import annotations
 
 import time
-from typing import Any, Dict, List, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from .common import Broker, Settings, median, pss_kib, ratio, rss_kib, wait_until
 from .daemon import Daemon, program
@@ -22,7 +23,7 @@ PRELOAD = ["pika", "yaml", "structlog", "json", "email", "email.mime.text", "htt
 SETTLE = 1.0  # seconds after every consumer is attached, so start-up garbage is collected
 
 
-def measure_qsupervisor(broker: Broker, workers: int) -> Dict[str, Any]:
+def measure_qsupervisor(broker: Broker, workers: int) -> dict[str, Any]:
     queue = broker.new_queue("mem-q", "quorum")
     prog = program(queue, "bench_handlers:noop", workers, prefetch=10, preload=PRELOAD)
     with Daemon({"bench": prog}).start() as daemon:
@@ -39,7 +40,7 @@ def measure_qsupervisor(broker: Broker, workers: int) -> Dict[str, Any]:
                 "worker_rss_kib": median([rss_kib(p) or 0 for p in pids])}
 
 
-def measure_plain(broker: Broker, workers: int) -> Dict[str, Any]:
+def measure_plain(broker: Broker, workers: int) -> dict[str, Any]:
     queue = broker.new_queue("mem-p", "quorum")
     with PlainConsumers(queue, workers, 10, "noop", preload=PRELOAD) as consumers:
         wait_until(lambda: (consumers.check(), broker.depth(queue)[1] == workers)[1], 60,
@@ -50,9 +51,9 @@ def measure_plain(broker: Broker, workers: int) -> Dict[str, Any]:
                 "process_rss_kib": median([rss_kib(p) or 0 for p in consumers.pids])}
 
 
-def run(settings: Settings, workers: int = 8) -> Dict[str, Any]:
+def run(settings: Settings, workers: int = 8) -> dict[str, Any]:
     """Leader + `workers` against `workers` separate processes; medians of the repeats."""
-    runs: List[Dict[str, Any]] = []
+    runs: list[dict[str, Any]] = []
     broker = Broker()
     try:
         for repeat in range(settings.repeats):

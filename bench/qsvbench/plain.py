@@ -5,7 +5,8 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-from typing import Any, List, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from .common import APPS_DIR, BROKER_URL
 
@@ -18,15 +19,15 @@ class PlainConsumers:
         self.argv = [sys.executable, SCRIPT, queue, "--prefetch", str(prefetch), "--job", job,
                      "--broker", BROKER_URL, "--preload", ",".join(preload)]
         self.count = count
-        self.procs: List[subprocess.Popen] = []
+        self.procs: list[subprocess.Popen] = []
 
-    def start(self) -> "PlainConsumers":
+    def start(self) -> PlainConsumers:
         for _ in range(self.count):
             self.procs.append(subprocess.Popen(self.argv, stdin=subprocess.DEVNULL))
         return self
 
     @property
-    def pids(self) -> List[int]:
+    def pids(self) -> list[int]:
         return [p.pid for p in self.procs]
 
     def check(self) -> None:
@@ -46,7 +47,7 @@ class PlainConsumers:
                 proc.wait(10)
         self.procs.clear()
 
-    def __enter__(self) -> "PlainConsumers":
+    def __enter__(self) -> PlainConsumers:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import subprocess
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 from .common import (
     QSUPERVISORCTL,
@@ -22,7 +22,7 @@ from .common import (
 from .daemon import Daemon, program
 
 
-def reload_once(daemon: Daemon, queue: str, workers: int) -> Dict[str, Any]:
+def reload_once(daemon: Daemon, queue: str, workers: int) -> dict[str, Any]:
     old = daemon.worker_pids("bench")
     assert len(old) == workers, old
     with DepthSampler(queue, interval=0.005) as sampler:
@@ -47,12 +47,12 @@ def reload_once(daemon: Daemon, queue: str, workers: int) -> Dict[str, Any]:
             "samples": len(sampler.samples)}
 
 
-def run(settings: Settings, workers: int = 8, repeats: Optional[int] = None) -> Dict[str, Any]:
+def run(settings: Settings, workers: int = 8, repeats: int | None = None) -> dict[str, Any]:
     if repeats is None:
         repeats = max(2, settings.repeats) if settings.quick else max(5, settings.repeats)
     broker = Broker()
     queue = broker.new_queue("reload", "quorum")
-    runs: List[Dict[str, Any]] = []
+    runs: list[dict[str, Any]] = []
     try:
         with Daemon({"bench": program(queue, "bench_handlers:noop", workers)}).start() as daemon:
             daemon.wait_settled("bench")

@@ -10,7 +10,7 @@ import json
 import re
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable
 
 from .common import BENCH_DIR
 
@@ -19,7 +19,7 @@ PARTS = ("throughput", "memory", "control", "reload", "startup", "delay", "idle"
 COMMAND = "python bench/run.py"
 
 
-def load_previous(path: Path) -> Dict[str, Any]:
+def load_previous(path: Path) -> dict[str, Any]:
     if not path.exists():
         return {}
     match = re.search(rf"<!-- {MARKER}\n(.*?)\n-->", path.read_text(), re.S)
@@ -34,23 +34,23 @@ def load_previous(path: Path) -> Dict[str, Any]:
 # -- formatting --------------------------------------------------------------------------
 
 
-def _n(value: Optional[float], digits: int = 0, suffix: str = "") -> str:
+def _n(value: float | None, digits: int = 0, suffix: str = "") -> str:
     if value is None:
         return "–"
     return f"{value:,.{digits}f}{suffix}"
 
 
-def _ok(met: Optional[bool]) -> str:
+def _ok(met: bool | None) -> str:
     return "–" if met is None else ("**met**" if met else "**missed**")
 
 
-def _table(header: List[str], rows: List[List[str]]) -> str:
+def _table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
 
 
-def _load(part: Dict[str, Any]) -> str:
+def _load(part: dict[str, Any]) -> str:
     before, after = part.get("load_before", {}), part.get("load_after", {})
     code = f", qsupervisor {part['code']}" if part.get("code") else ""
     return (f"{part.get('date', '')}{code}, load average (1 min) {before.get('1m', '?')} before, "
@@ -61,10 +61,10 @@ def _load(part: Dict[str, Any]) -> str:
 # -- targets -----------------------------------------------------------------------------
 
 
-def targets(parts: Dict[str, Any]) -> List[List[str]]:
-    rows: List[List[str]] = []
+def targets(parts: dict[str, Any]) -> list[list[str]]:
+    rows: list[list[str]] = []
 
-    def result(name: str) -> Optional[Dict[str, Any]]:
+    def result(name: str) -> dict[str, Any] | None:
         part = parts.get(name)
         return part["result"] if part else None
 
@@ -136,7 +136,7 @@ def targets(parts: Dict[str, Any]) -> List[List[str]]:
 # -- sections ------------------------------------------------------------------------------
 
 
-def section_throughput(result: Dict[str, Any], plot: Optional[str]) -> str:
+def section_throughput(result: dict[str, Any], plot: str | None) -> str:
     rows = []
     for r in result["summary"]:
         p, q = r["plain"], r["qsupervisor"]
@@ -173,7 +173,7 @@ CPU the RabbitMQ VM's, between all consumers attached and the queue empty, per m
 """
 
 
-def section_memory(result: Dict[str, Any]) -> str:
+def section_memory(result: dict[str, Any]) -> str:
     s = result["summary"]
     rows = [
         [f"qsupervisor: leader + {s['workers']} workers",
@@ -200,20 +200,20 @@ Ratio: **{s['ratio']:.2f}** ({s['ratio_with_master']:.2f} if the master is count
 """
 
 
-def _brief_round_trip(size: Dict[str, Any]) -> str:
+def _brief_round_trip(size: dict[str, Any]) -> str:
     if "rt_status_brief" not in size:  # results from before --brief existed
         return "not measured"
     return f"{size['rt_status_brief']['median_ms']:.2f}"
 
 
-def _brief(size: Dict[str, Any]) -> str:
+def _brief(size: dict[str, Any]) -> str:
     """The table cell: round trip / whole process."""
     if "ctl_status_brief" not in size:
         return "not measured"
     return f"{_brief_round_trip(size)} / {size['ctl_status_brief']['median_ms']:.1f}"
 
 
-def section_control(result: Dict[str, Any]) -> str:
+def section_control(result: dict[str, Any]) -> str:
     rows = []
     for s in result["sizes"]:
         hf = s.get("hyperfine_status")
@@ -254,7 +254,7 @@ Where the whole-process time goes: the bare interpreter (`python -c pass`) takes
 """
 
 
-def section_reload(result: Dict[str, Any]) -> str:
+def section_reload(result: dict[str, Any]) -> str:
     s = result["summary"]
     rows = [[str(i + 1), f"{r['ctl_s'] * 1000:.0f}", f"{r['replaced_s'] * 1000:.0f}",
              str(r["min_consumers"]), str(r["max_consumers"])] for i, r in enumerate(result["runs"])]
@@ -275,7 +275,7 @@ Median `reload` {s['ctl_s'] * 1000:.0f} ms; old workers gone after {s['replaced_
 """
 
 
-def section_startup(result: Dict[str, Any]) -> str:
+def section_startup(result: dict[str, Any]) -> str:
     rows = []
     for s in result["sizes"]:
         cpu = s.get("cpu_s") or {}
@@ -302,7 +302,7 @@ part's "before".
 """
 
 
-def section_delay(result: Dict[str, Any]) -> str:
+def section_delay(result: dict[str, Any]) -> str:
     s = result["summary"]
     rows = [[label, str(r["count"]), f"{r['p50_ms']:.0f}", f"{r['p99_ms']:.0f}", f"{r['max_ms']:.0f}"]
             for label, r in s["by_range"].items()]
@@ -324,7 +324,7 @@ lateness {s['min_ms']:.0f} ms (the worker sends a message that arrives more than
 """
 
 
-def section_idle(result: Dict[str, Any]) -> str:
+def section_idle(result: dict[str, Any]) -> str:
     s = result["summary"]
     return f"""## 7. Idle master
 
@@ -344,13 +344,13 @@ daemon. CPU time from `/proc/PID/task/*/schedstat` (ns, all threads); utime+stim
 """
 
 
-def _ms_per_msg(method: Optional[Dict[str, Any]]) -> str:
+def _ms_per_msg(method: dict[str, Any] | None) -> str:
     if method is None:
         return "–"
     return f"{_n(method['median_ms'], 2)} ({_n(method['us_per_msg'], 0)})"
 
 
-def _stop_cost(result: Dict[str, Any]) -> str:
+def _stop_cost(result: dict[str, Any]) -> str:
     """The sentence on what the copy costs a stop, at N = 50 if measured."""
     quorum = [r for r in result["summary"] if r["queue_type"] == "quorum" and "copy" in r["methods"]]
     if not quorum:
@@ -371,7 +371,7 @@ def _stop_cost(result: Dict[str, Any]) -> str:
             f"RabbitMQ 4.3+)\ncosts what it always did.")
 
 
-def section_handback(result: Dict[str, Any]) -> str:
+def section_handback(result: dict[str, Any]) -> str:
     timing, checks = [], []
     for r in result["summary"]:
         m = r["methods"]
@@ -428,7 +428,7 @@ carried (a counted return shows 1: it used up one delivery of the limit). In thi
 """
 
 
-SECTIONS: Dict[str, Callable[..., str]] = {
+SECTIONS: dict[str, Callable[..., str]] = {
     "memory": section_memory, "control": section_control, "reload": section_reload,
     "startup": section_startup, "delay": section_delay, "idle": section_idle,
     "handback": section_handback,
@@ -438,7 +438,7 @@ SECTIONS: Dict[str, Callable[..., str]] = {
 # -- the plot ----------------------------------------------------------------------------------
 
 
-def plot_throughput(result: Dict[str, Any], path: Path) -> bool:
+def plot_throughput(result: dict[str, Any], path: Path) -> bool:
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -483,7 +483,7 @@ def plot_throughput(result: Dict[str, Any], path: Path) -> bool:
 # -- the document -------------------------------------------------------------------------------
 
 
-def _plot_still_current(part: Dict[str, Any], path: Path) -> bool:
+def _plot_still_current(part: dict[str, Any], path: Path) -> bool:
     """Without matplotlib, the plot an earlier run drew stays linked (`--only PART` must not
     drop it) as long as it is not older than the throughput results it shows."""
     try:
@@ -493,9 +493,9 @@ def _plot_still_current(part: Dict[str, Any], path: Path) -> bool:
         return False
 
 
-def render(data: Dict[str, Any], out: Path, plot_path: Path) -> str:
+def render(data: dict[str, Any], out: Path, plot_path: Path) -> str:
     machine, parts = data["machine"], data["parts"]
-    plot_rel: Optional[str] = None
+    plot_rel: str | None = None
     if "throughput" in parts and (plot_throughput(parts["throughput"]["result"], plot_path)
                                   or _plot_still_current(parts["throughput"], plot_path)):
         try:

@@ -8,7 +8,8 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from typing import Any, Dict, List, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from .common import (
     APPS_DIR,
@@ -26,11 +27,11 @@ from .plain import PlainConsumers
 from .throughput import broker_pid
 
 
-def start_once(queue: str, workers: int) -> Dict[str, Any]:
+def start_once(queue: str, workers: int) -> dict[str, Any]:
     """One start; also the CPU seconds each part used to get there (all of it counts:
     the processes did not exist before)."""
     beam = broker_pid()
-    cpu: Dict[str, Any] = {}
+    cpu: dict[str, Any] = {}
     with DepthSampler(queue, interval=0.01) as sampler:
         daemon = Daemon({"bench": program(queue, "bench_handlers:noop", workers)})
         try:
@@ -51,7 +52,7 @@ def start_once(queue: str, workers: int) -> Dict[str, Any]:
             daemon.teardown()
         wait_until(lambda: sampler.latest()[2] == 0, 60, "every consumer gone")
 
-    def first(count: int) -> Optional[float]:
+    def first(count: int) -> float | None:
         return next((t - launched for t, _, c in sampler.samples if c >= count), None)
 
     return {"first_s": first(1), "half_s": first(max(1, workers // 2)), "all_s": first(workers),
@@ -92,7 +93,7 @@ def start_fork_floor(queue: str, workers: int) -> float:
 
 
 def run(settings: Settings, sizes: Sequence[int] = (8, 256),
-        separate: bool = True) -> Dict[str, Any]:
+        separate: bool = True) -> dict[str, Any]:
     if settings.quick:
         sizes = tuple(min(s, 16) for s in sizes)
     broker = Broker()
@@ -101,8 +102,8 @@ def run(settings: Settings, sizes: Sequence[int] = (8, 256),
         for workers in sizes:
             queue = broker.new_queue(f"start{workers}", "quorum")
             start_once(queue, 1)  # declares the topology; not measured
-            runs: List[Dict[str, Any]] = []
-            floor: List[float] = []
+            runs: list[dict[str, Any]] = []
+            floor: list[float] = []
             for repeat in range(settings.repeats):
                 if repeat % 2:
                     floor.append(start_fork_floor(queue, workers))

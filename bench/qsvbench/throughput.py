@@ -11,8 +11,10 @@ imports, connecting, the daemon's topology declaration) therefore never counts.
 
 from __future__ import annotations
 
+import functools
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any, Callable
 
 from .common import (
     Broker,
@@ -43,7 +45,7 @@ def backlog(job: str, workers: int, quick: bool) -> int:
     return max(100, int(per_worker_rate * workers * seconds))
 
 
-def broker_pid() -> Optional[int]:
+def broker_pid() -> int | None:
     """RabbitMQ's Erlang VM, to show how busy the broker is (None if not found)."""
     import os
     for entry in os.listdir("/proc"):
@@ -59,7 +61,7 @@ def broker_pid() -> Optional[int]:
 
 def drain_once(broker: Broker, side: str, queue_type: str, workers: int, job: str,
                count: int, settings: Settings,
-               env: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
+               env: dict[str, str] | None = None) -> dict[str, Any]:
     queue = broker.new_queue(f"tp-{side[0]}{workers}", queue_type)
     try:
         fill_seconds = broker.fill(queue, count)
@@ -82,13 +84,13 @@ def drain_once(broker: Broker, side: str, queue_type: str, workers: int, job: st
     return _rate(samples, launched, workers, count, fill_seconds, measured)
 
 
-def _watch(sampler: DepthSampler, workers: int, count: int, pids: Callable[[], List[int]],
-           check: Callable[[], None]) -> Dict[str, Any]:
+def _watch(sampler: DepthSampler, workers: int, count: int, pids: Callable[[], list[int]],
+           check: Callable[[], None]) -> dict[str, Any]:
     """Wait for the backlog to drain; read the consumers' and the broker's CPU time between
     the moment all consumers are attached and the end."""
     beam = broker_pid()
     deadline = time.monotonic() + 600
-    first: Optional[Dict[str, Any]] = None
+    first: dict[str, Any] | None = None
     while time.monotonic() < deadline:
         check()
         t, depth, consumers = sampler.latest()
@@ -113,7 +115,7 @@ def _watch(sampler: DepthSampler, workers: int, count: int, pids: Callable[[], L
 
 
 def _rate(samples: Sequence, launched: float, workers: int, count: int, fill_seconds: float,
-          measured: Dict[str, Any]) -> Dict[str, Any]:
+          measured: dict[str, Any]) -> dict[str, Any]:
     attached = next((t for t, _, c in samples if c >= workers), None)
     at_90 = crossing(samples, 0.9 * count)
     at_10 = crossing(samples, 0.1 * count)
@@ -149,8 +151,8 @@ def _depth_at(samples: Sequence, when: float) -> float:
 
 def run(settings: Settings, workers: Sequence[int] = (1, 2, 4, 8),
         queue_types: Sequence[str] = ("quorum", "classic"),
-        jobs: Sequence[str] = ("noop", "1ms", "10ms")) -> Dict[str, Any]:
-    runs: List[Dict[str, Any]] = []
+        jobs: Sequence[str] = ("noop", "1ms", "10ms")) -> dict[str, Any]:
+    runs: list[dict[str, Any]] = []
     broker = Broker()
     try:
         for queue_type in queue_types:
@@ -162,8 +164,8 @@ def run(settings: Settings, workers: Sequence[int] = (1, 2, 4, 8),
                             count = backlog(job, n, settings.quick)
                             result = retrying(
                                 f"{queue_type} {job} N={n} {side}",
-                                lambda: drain_once(broker, side, queue_type, n, job, count,
-                                                   settings), settings)
+                                functools.partial(drain_once, broker, side, queue_type, n,
+                                                  job, count, settings), settings)
                             result.update(side=side, queue_type=queue_type, workers=n, job=job,
                                           repeat=repeat, backlog=count)
                             runs.append(result)
@@ -175,13 +177,13 @@ def run(settings: Settings, workers: Sequence[int] = (1, 2, 4, 8),
             "summary": summarize(runs)}
 
 
-def summarize(runs: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     keys = sorted({(r["queue_type"], r["job"], r["workers"]) for r in runs},
                   key=lambda k: (k[0] != "quorum", ["noop", "1ms", "10ms"].index(k[1]), k[2]))
     rows = []
     for queue_type, job, n in keys:
         mine = [r for r in runs if (r["queue_type"], r["job"], r["workers"]) == (queue_type, job, n)]
-        row: Dict[str, Any] = {"queue_type": queue_type, "job": job, "workers": n,
+        row: dict[str, Any] = {"queue_type": queue_type, "job": job, "workers": n,
                                "backlog": mine[0]["backlog"]}
         for side in SIDES:
             ours = [r for r in mine if r["side"] == side]

@@ -7,8 +7,9 @@ reported against the exact object that caused it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Union
 
 # What an object is for; a conflict's hint depends on it (a program queue and a delay
 # level queue are fixed in different ways).
@@ -35,7 +36,7 @@ class QueueDecl:
     role: str = ROLE_DELAY
     # The arguments an earlier release of qsupervisor declared this queue with: a queue
     # that exists with these is used as it is (arguments cannot change once declared).
-    earlier: Optional[Mapping[str, Any]] = None
+    earlier: Mapping[str, Any] | None = None
 
     kind = "queue"
 

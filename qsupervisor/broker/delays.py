@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, List
+from typing import TYPE_CHECKING
 
 from qsupervisor.broker.declarations import (
     ROLE_DELAY,
@@ -110,17 +110,17 @@ class DelayChain:
         self._check_level(k)
         return math.ceil(round((1 << k) * self.resolution * 1000, 6))
 
-    def declarations(self) -> List[Declaration]:
+    def declarations(self) -> list[Declaration]:
         """Every exchange, queue and binding of the chain, in an order that can be declared.
 
         The destination queue itself is not included: it belongs to the program. Bindings
         come last, so a conflict found on a queue stops the declaring before any routing
         changes.
         """
-        exchanges: List[Declaration] = [ExchangeDecl(self.level_exchange(k))
+        exchanges: list[Declaration] = [ExchangeDecl(self.level_exchange(k))
                                         for k in reversed(range(self.levels))]
-        queues: List[Declaration] = [self._queue_decl(k) for k in reversed(range(self.levels))]
-        bindings: List[Declaration] = []
+        queues: list[Declaration] = [self._queue_decl(k) for k in reversed(range(self.levels))]
+        bindings: list[Declaration] = []
         for k in reversed(range(self.levels)):
             bindings.extend(self._bindings(k))
         return exchanges + queues + bindings
@@ -139,7 +139,7 @@ class DelayChain:
             arguments["x-dead-letter-routing-key"] = self.queue
         return QueueDecl(self.level_queue(k), arguments, role=ROLE_DELAY)
 
-    def _bindings(self, k: int) -> List[Declaration]:
+    def _bindings(self, k: int) -> list[Declaration]:
         exchange = self.level_exchange(k)
         wait = BindingDecl(exchange, self.level_queue(k), self._pattern(k, "1"))
         if k > 0:

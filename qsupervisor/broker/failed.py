@@ -14,8 +14,9 @@ a message already returned REFRESH_AT times goes back as a fresh copy instead.
 from __future__ import annotations
 
 import copy
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
-from typing import AbstractSet, Any, List, NamedTuple, Optional, Tuple
+from typing import Any, NamedTuple
 
 import pika
 import pika.exceptions
@@ -35,7 +36,7 @@ class Held(NamedTuple):
 
 
 def peek(channel_factory: ChannelFactory, queue: str, limit: int,
-         refresh: bool = False) -> List[FailedMessage]:
+         refresh: bool = False) -> list[FailedMessage]:
     """Up to `limit` messages from the head of `queue`, left in the queue (see the module's
     docstring for `refresh`)."""
     if refresh:
@@ -43,8 +44,8 @@ def peek(channel_factory: ChannelFactory, queue: str, limit: int,
         depth = queue_depth(channel_factory, queue)
         limit = min(limit, depth[0] if depth else 0)
     channel = channel_factory()
-    found: List[FailedMessage] = []
-    held: List[Held] = []
+    found: list[FailedMessage] = []
+    held: list[Held] = []
     try:
         if refresh:
             channel.confirm_delivery()
@@ -62,7 +63,7 @@ def peek(channel_factory: ChannelFactory, queue: str, limit: int,
     return found
 
 
-def give_back(channel: Any, queue: str, held: List[Held], refresh: bool) -> None:
+def give_back(channel: Any, queue: str, held: list[Held], refresh: bool) -> None:
     """Return messages looked at and not moved, in their order, with one basic.nack; with
     `refresh` (the channel then in confirm mode), those near a delivery limit as copies."""
     last_tag = 0
@@ -85,13 +86,13 @@ def give_back(channel: Any, queue: str, held: List[Held], refresh: bool) -> None
 
 @dataclass(frozen=True)
 class RetryResult:
-    moved: Tuple[str, ...]  # message ids, in the order they were moved
-    not_found: Tuple[str, ...]  # requested ids that were not in the dead-letter queue
+    moved: tuple[str, ...]  # message ids, in the order they were moved
+    not_found: tuple[str, ...]  # requested ids that were not in the dead-letter queue
     error: str = ""  # why moving stopped early (a publish the broker refused), if it did
 
 
 def retry(channel: Any, dead_letter_queue: str, queue: str,
-          ids: Optional[AbstractSet[str]], limit: int, refresh: bool = False) -> RetryResult:
+          ids: AbstractSet[str] | None, limit: int, refresh: bool = False) -> RetryResult:
     """Move messages from `dead_letter_queue` back to `queue`, attempts reset.
 
     `ids` None moves every message; otherwise the first message with each id. At most
@@ -101,8 +102,8 @@ def retry(channel: Any, dead_letter_queue: str, queue: str,
     leaves a duplicate, never a loss. The messages looked at and not moved are given
     back as `peek` gives them back.
     """
-    moved: List[str] = []
-    skipped: List[Held] = []
+    moved: list[str] = []
+    skipped: list[Held] = []
     wanted = set(ids) if ids is not None else None
     try:
         for _ in range(limit):
@@ -141,7 +142,7 @@ def retry_properties(properties: pika.BasicProperties) -> pika.BasicProperties:
     return result
 
 
-def purge(channel_factory: ChannelFactory, queue: str) -> Optional[int]:
+def purge(channel_factory: ChannelFactory, queue: str) -> int | None:
     """Empty `queue`; the number of messages removed, or None if it does not exist."""
     if queue_depth(channel_factory, queue) is None:
         return None

@@ -16,8 +16,9 @@ import math
 import time
 import traceback
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any
 
 import pika
 
@@ -91,7 +92,7 @@ def new_message_id() -> str:
 # -- encoding --------------------------------------------------------------------------------
 
 
-def encode(payload: Any, fmt: str = FORMAT_JSON) -> Tuple[bytes, str]:
+def encode(payload: Any, fmt: str = FORMAT_JSON) -> tuple[bytes, str]:
     """(body, content_type) for `payload`: JSON text in UTF-8, or the bytes as they are."""
     if fmt == FORMAT_JSON:
         # allow_nan=False: NaN and Infinity are not JSON, and a PHP or Java consumer of the
@@ -128,8 +129,8 @@ def decode(body: bytes, fmt: str = FORMAT_JSON) -> Any:
         raise Undecodable("invalid JSON: nested too deeply") from None
 
 
-def message_properties(content_type: str, *, message_id: Optional[str] = None,
-                       headers: Optional[Mapping[str, Any]] = None) -> pika.BasicProperties:
+def message_properties(content_type: str, *, message_id: str | None = None,
+                       headers: Mapping[str, Any] | None = None) -> pika.BasicProperties:
     """Properties of a new message: persistent, with an id and a timestamp."""
     return pika.BasicProperties(
         content_type=content_type,
@@ -151,7 +152,7 @@ def message_id_of(properties: Any, body: bytes) -> str:
 # -- reading headers ------------------------------------------------------------------------
 
 
-def int_header(headers: Optional[Mapping[str, Any]], name: str) -> Optional[int]:
+def int_header(headers: Mapping[str, Any] | None, name: str) -> int | None:
     """The header as an int, or None when absent or not a whole number.
 
     Producers in other languages send numbers as strings or floats more often than not,
@@ -176,21 +177,21 @@ def int_header(headers: Optional[Mapping[str, Any]], name: str) -> Optional[int]
     return int(value)
 
 
-def attempt_of(headers: Optional[Mapping[str, Any]]) -> int:
+def attempt_of(headers: Mapping[str, Any] | None) -> int:
     """The 1-based attempt number this delivery is; absent or garbage means 1."""
     attempt = int_header(headers, ATTEMPT)
     return attempt if attempt is not None and attempt >= 1 else 1
 
 
-def enqueued_at_of(headers: Optional[Mapping[str, Any]]) -> Optional[int]:
+def enqueued_at_of(headers: Mapping[str, Any] | None) -> int | None:
     return int_header(headers, ENQUEUED_AT)
 
 
-def due_at_of(headers: Optional[Mapping[str, Any]]) -> Optional[int]:
+def due_at_of(headers: Mapping[str, Any] | None) -> int | None:
     return int_header(headers, DUE_AT)
 
 
-def text_header(headers: Optional[Mapping[str, Any]], name: str) -> str:
+def text_header(headers: Mapping[str, Any] | None, name: str) -> str:
     value = headers.get(name) if isinstance(headers, Mapping) else None
     if value is None:
         return ""
@@ -202,14 +203,14 @@ def text_header(headers: Optional[Mapping[str, Any]], name: str) -> str:
 # -- writing headers -------------------------------------------------------------------------
 
 
-def without_broker_headers(headers: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
+def without_broker_headers(headers: Mapping[str, Any] | None) -> dict[str, Any]:
     """A copy without x-death and x-delivery-count (see _BROKER_HEADER_PREFIXES for why)."""
     return {key: value for key, value in (headers or {}).items()
             if not key.startswith(_BROKER_HEADER_PREFIXES)}
 
 
-def first_publish_headers(headers: Optional[Mapping[str, Any]], *,
-                          now: Optional[int] = None) -> Dict[str, Any]:
+def first_publish_headers(headers: Mapping[str, Any] | None, *,
+                          now: int | None = None) -> dict[str, Any]:
     """Headers of a new message: attempt 1 and enqueued-at now, unless the caller set them."""
     result = without_broker_headers(headers)
     result.setdefault(ATTEMPT, 1)
@@ -217,13 +218,13 @@ def first_publish_headers(headers: Optional[Mapping[str, Any]], *,
     return result
 
 
-def due_at_for(delay: float, *, now: Optional[int] = None) -> int:
+def due_at_for(delay: float, *, now: int | None = None) -> int:
     """The due time of a message delayed by `delay` seconds; rounded up, never early."""
     return (now_ms() if now is None else now) + math.ceil(delay * 1000)
 
 
-def retry_headers(headers: Optional[Mapping[str, Any]], delay: float, *,
-                  timestamp: Optional[int] = None, now: Optional[int] = None) -> Dict[str, Any]:
+def retry_headers(headers: Mapping[str, Any] | None, delay: float, *,
+                  timestamp: int | None = None, now: int | None = None) -> dict[str, Any]:
     """Headers of the republished copy of a message that failed and will be retried.
 
     The attempt goes up by one; enqueued-at is kept (falling back to the message's AMQP
@@ -267,9 +268,9 @@ def error_type_name(exc: BaseException) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-def dead_letter_headers(headers: Optional[Mapping[str, Any]], failure: Failure, *, queue: str,
-                        attempts: Optional[int] = None,
-                        now: Optional[int] = None) -> Dict[str, Any]:
+def dead_letter_headers(headers: Mapping[str, Any] | None, failure: Failure, *, queue: str,
+                        attempts: int | None = None,
+                        now: int | None = None) -> dict[str, Any]:
     """Headers of the copy published to the dead-letter queue.
 
     The message's own headers are kept (including x-death, which tells an operator
@@ -291,7 +292,7 @@ def dead_letter_headers(headers: Optional[Mapping[str, Any]], failure: Failure, 
     return result
 
 
-def reset_headers(headers: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
+def reset_headers(headers: Mapping[str, Any] | None) -> dict[str, Any]:
     """Headers for a dead-lettered message sent back to its queue (retry-failed): the
     failure record and any due time removed, attempt 1 again; enqueued-at is kept."""
     result = without_broker_headers(headers)
@@ -324,7 +325,7 @@ def truncate_head(text: str, limit: int) -> str:
 # -- reading a dead-lettered message ----------------------------------------------------------
 
 
-def _latest_death(headers: Mapping[str, Any]) -> Optional[Mapping[str, Any]]:
+def _latest_death(headers: Mapping[str, Any]) -> Mapping[str, Any] | None:
     """The newest x-death entry (RabbitMQ puts it first), or None."""
     deaths = headers.get("x-death")
     if isinstance(deaths, list) and deaths and isinstance(deaths[0], Mapping):
@@ -342,9 +343,9 @@ class FailedMessage:
     error: str
     attempts: int
     queue: str
-    first_failed_at: Optional[int]  # ms
-    last_failed_at: Optional[int]  # ms
-    enqueued_at: Optional[int]  # ms
+    first_failed_at: int | None  # ms
+    last_failed_at: int | None  # ms
+    enqueued_at: int | None  # ms
     size: int  # body bytes
 
     @classmethod

@@ -9,7 +9,8 @@ connection and one channel for producers, and `publish` is the one-call form.
 from __future__ import annotations
 
 import copy
-from typing import Any, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any
 
 import pika
 import pika.exceptions
@@ -96,19 +97,19 @@ class Publisher:
     `delay:` settings: the routing key of a delayed message depends on the resolution.
     """
 
-    def __init__(self, broker_url: Optional[str] = None, *, delay: Optional[DelayConfig] = None,
+    def __init__(self, broker_url: str | None = None, *, delay: DelayConfig | None = None,
                  name: str = "qsupervisor publisher") -> None:
         self._url = broker_url or default_broker()
         self._delay = delay if delay is not None else DelayConfig()
         self._name = name
-        self._connection: Optional[pika.BlockingConnection] = None
+        self._connection: pika.BlockingConnection | None = None
         self._channel: Any = None
         self._open_channel()  # now, so a wrong URL fails here rather than at the first publish
 
-    def publish(self, queue: str, payload: Any, *, delay: Optional[float] = None,
-                headers: Optional[Mapping[str, Any]] = None, message_id: Optional[str] = None,
-                fmt: str = messages.FORMAT_JSON, delay_exchange: Optional[str] = None,
-                content_type: Optional[str] = None) -> str:
+    def publish(self, queue: str, payload: Any, *, delay: float | None = None,
+                headers: Mapping[str, Any] | None = None, message_id: str | None = None,
+                fmt: str = messages.FORMAT_JSON, delay_exchange: str | None = None,
+                content_type: str | None = None) -> str:
         """Publish `payload` to `queue`, now or after `delay` seconds; return its message id.
 
         `delay_exchange` defaults to "<queue>.delay", as in the configuration.
@@ -167,8 +168,8 @@ class Publisher:
         return channel
 
 
-def publish(queue: str, payload: Any, *, delay: Optional[float] = None,
-            headers: Optional[Mapping[str, Any]] = None, broker: Optional[str] = None) -> str:
+def publish(queue: str, payload: Any, *, delay: float | None = None,
+            headers: Mapping[str, Any] | None = None, broker: str | None = None) -> str:
     """Publish one message with a short-lived connection; return its message id.
 
     `broker` defaults to $QSUPERVISOR_BROKER, else amqp://guest:guest@127.0.0.1:5672/%2F.

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import copy
 import re
-from typing import Any, Optional, Tuple
+from typing import Any
 
 from qsupervisor.broker import messages, publisher
 
@@ -33,13 +33,13 @@ QUORUM = "quorum"
 # The first release whose basic.nack with requeue leaves x-delivery-count as it is.
 NACK_FREE_SINCE = (4, 3)
 
-Version = Tuple[int, ...]
+Version = tuple[int, ...]
 # The release number at the start of a version string: what follows ("-rc.1", "+5.g1234")
 # is not part of it.
 _RELEASE = re.compile(r"\d+(?:\.\d+)*")
 
 
-def broker_version(connection: Any) -> Optional[Version]:
+def broker_version(connection: Any) -> Version | None:
     """The RabbitMQ version a pika connection talks to, from its connection.start; None
     when the server does not say (or says something that is not a version)."""
     impl = getattr(connection, "_impl", connection)
@@ -47,7 +47,7 @@ def broker_version(connection: Any) -> Optional[Version]:
     return parse_version(properties.get("version"))
 
 
-def parse_version(value: Any) -> Optional[Version]:
+def parse_version(value: Any) -> Version | None:
     """(4, 0, 5) from "4.0.5" (or b"4.0.5", "4.1.0-rc.1", "3.13.7+5.g1234"); None if none."""
     if isinstance(value, bytes):
         value = value.decode("utf-8", "replace")
@@ -55,7 +55,7 @@ def parse_version(value: Any) -> Optional[Version]:
     return tuple(int(n) for n in match.group().split(".")) if match else None
 
 
-def nack_is_free(queue_type: str, version: Optional[Version]) -> bool:
+def nack_is_free(queue_type: str, version: Version | None) -> bool:
     """True when basic.nack with requeue gives a message back without counting towards
     its delivery limit: on a classic queue (it has none), or a quorum queue from 4.3 on.
     An unknown version is taken to count: a copy is always safe, a counted nack is not."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable
 
 import pika.exceptions
 
@@ -57,8 +57,8 @@ class TopologyError(Exception):
 class TopologyConflict(TopologyError):
     """A queue or exchange exists with other settings than the program declares."""
 
-    def __init__(self, kind: str, name: str, argument: Optional[str], current: Optional[str],
-                 wanted: Optional[str], hint: str, reply_text: str) -> None:
+    def __init__(self, kind: str, name: str, argument: str | None, current: str | None,
+                 wanted: str | None, hint: str, reply_text: str) -> None:
         self.kind, self.name, self.argument = kind, name, argument
         self.current, self.wanted = current, wanted  # None: the argument is not set
         self.hint, self.reply_text = hint, reply_text
@@ -70,7 +70,7 @@ class TopologyConflict(TopologyError):
         super().__init__(f"{what}: {hint}")
 
 
-def _shown(value: Optional[str]) -> str:
+def _shown(value: str | None) -> str:
     return "unset" if value is None else f"'{value}'"
 
 
@@ -90,7 +90,7 @@ class Topology:
                    dead_letter_queue=program.dead_letter_queue or f"{program.queue}.failed",
                    chain=DelayChain.for_program(program, delay))
 
-    def declarations(self) -> List[Declaration]:
+    def declarations(self) -> list[Declaration]:
         # The program queue gets only x-queue-type: we dead-letter by publishing ourselves
         # (with confirms), so it needs no broker-side dead-lettering arguments, and its
         # producers (other applications, other frameworks) may declare it too: every
@@ -103,7 +103,7 @@ class Topology:
     def dead_letter_declaration(self) -> QueueDecl:
         """The dead-letter queue is qsupervisor's alone; as a quorum queue it has no
         delivery limit. One made before qsupervisor set that is kept as it is."""
-        arguments: Dict[str, Any] = {"x-queue-type": self.queue_type}
+        arguments: dict[str, Any] = {"x-queue-type": self.queue_type}
         if self.queue_type != "quorum":
             return QueueDecl(self.dead_letter_queue, arguments, role=ROLE_DEAD_LETTER)
         return QueueDecl(self.dead_letter_queue,
@@ -112,7 +112,7 @@ class Topology:
 
 
 def declare(channel_factory: ChannelFactory, program: ProgramConfig,
-            delay_config: DelayConfig, kept: Optional[KeptQueue] = None) -> Topology:
+            delay_config: DelayConfig, kept: KeptQueue | None = None) -> Topology:
     """Declare the program's queues and delay chain; raise TopologyConflict on a mismatch.
 
     Idempotent: declaring what exists with the same settings changes nothing. Stops at
@@ -208,7 +208,7 @@ def _refusal(topology: Topology, declaration: Declaration,
                             hint, reply)
 
 
-def parse_inequivalent(reply_text: str) -> Tuple[Optional[str], Optional[str], Optional[str]]:
+def parse_inequivalent(reply_text: str) -> tuple[str | None, str | None, str | None]:
     """(argument, broker's value, declared value) from a 406 reply text; Nones if unknown."""
     match = _INEQUIVALENT.search(reply_text)
     if match is None:
@@ -216,15 +216,15 @@ def parse_inequivalent(reply_text: str) -> Tuple[Optional[str], Optional[str], O
     return match["argument"], _value(match["current"]), _value(match["wanted"])
 
 
-def _value(text: str) -> Optional[str]:
+def _value(text: str) -> str | None:
     if text.strip() == "none":
         return None
     match = _VALUE.fullmatch(text.strip())
     return match["value"] if match else text.strip()
 
 
-def conflict_hint(topology: Topology, declaration: Union[QueueDecl, ExchangeDecl],
-                  argument: Optional[str], current: Optional[str]) -> str:
+def conflict_hint(topology: Topology, declaration: QueueDecl | ExchangeDecl,
+                  argument: str | None, current: str | None) -> str:
     """What the user can do about a conflict, which depends on what the object is for."""
     program = topology.program
     if declaration.role in (ROLE_QUEUE, ROLE_DEAD_LETTER):
@@ -243,7 +243,7 @@ def conflict_hint(topology: Topology, declaration: Union[QueueDecl, ExchangeDecl
             f"or set delay_exchange to a new name for program '{program}'")
 
 
-def queue_depth(channel_factory: ChannelFactory, queue: str) -> Optional[Tuple[int, int]]:
+def queue_depth(channel_factory: ChannelFactory, queue: str) -> tuple[int, int] | None:
     """(messages ready, consumers) of `queue`, or None if it does not exist."""
     channel = channel_factory()
     try:

@@ -33,7 +33,11 @@ _WHERE = {
     "ConfigError": "problems", "Problem": "problems",
 }
 
-__all__ = sorted(_WHERE)
+# A literal list, so linters see the names the lazy imports above provide.
+__all__ = ["DEFAULT_CONFIG_PATH", "Backoff", "Config", "ConfigDiff", "ConfigError",
+           "DaemonConfig", "DelayConfig", "Problem", "ProgramConfig", "diff_configs",
+           "load_config", "read_control_settings"]
+assert set(__all__) == set(_WHERE)
 
 
 def __getattr__(name: str) -> Any:

@@ -7,14 +7,14 @@ qsupervisorctl call reads this, and its start-up time is the command's latency.
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any
 
 import yaml
 
 from .defaults import DEFAULT_BROKER, DEFAULT_SOCKET
 
 
-def decode_text(data: bytes) -> Optional[str]:
+def decode_text(data: bytes) -> str | None:
     try:
         return data.decode("utf-8-sig")  # tolerate a BOM left by Windows editors
     except UnicodeDecodeError:
@@ -22,7 +22,7 @@ def decode_text(data: bytes) -> Optional[str]:
 
 
 
-def read_control_settings(path: str) -> Tuple[str, str]:
+def read_control_settings(path: str) -> tuple[str, str]:
     """(absolute socket path, broker URL) for the control tool, as forgiving as possible.
 
     The control tool must still reach a running daemon while someone is halfway through
@@ -59,14 +59,14 @@ def _daemon_section(text: str) -> Any:
     return document.get("qsupervisord") if isinstance(document, dict) else None
 
 
-def salvage_section(text: str, key: str) -> Optional[Dict[str, str]]:
+def salvage_section(text: str, key: str) -> dict[str, str] | None:
     """The scalar settings of the top-level mapping `key`, read from text that is not valid
     YAML as a whole. PyYAML parses incrementally, so whatever precedes the syntax error is
     known: the control tool can still find the socket of a daemon whose file someone is
     halfway through editing (and show them the daemon's report of the error)."""
-    found: Optional[Dict[str, str]] = None
+    found: dict[str, str] | None = None
     # One entry per open collection: [is_mapping, expecting_key, current_key].
-    stack: List[List[Any]] = []
+    stack: list[list[Any]] = []
 
     def in_section() -> bool:  # the section's value is being read at the top level
         return stack[0][0] and not stack[0][1] and stack[0][2] == key

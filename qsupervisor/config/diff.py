@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, List, Tuple
+from typing import Any
 
 from .model import Config
 
@@ -24,21 +24,21 @@ _IGNORED_FIELDS = frozenset({"name", "source"})
 
 @dataclass(frozen=True)
 class ConfigDiff:
-    added: Tuple[str, ...] = ()
-    removed: Tuple[str, ...] = ()
-    changed: Tuple[str, ...] = ()  # settings other than workers changed -> rolling restart
-    scaled: Tuple[str, ...] = ()  # only workers changed
-    daemon_changed: Tuple[str, ...] = ()  # names of DaemonConfig fields that differ
+    added: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+    changed: tuple[str, ...] = ()  # settings other than workers changed -> rolling restart
+    scaled: tuple[str, ...] = ()  # only workers changed
+    daemon_changed: tuple[str, ...] = ()  # names of DaemonConfig fields that differ
     # Human text per program ("max_jobs 1000 -> 500") and for the daemon section; only
     # for describe(), so two diffs naming the same changes compare equal.
-    details: Tuple[Tuple[str, str], ...] = field(default=(), compare=False)
+    details: tuple[tuple[str, str], ...] = field(default=(), compare=False)
     daemon_details: str = field(default="", compare=False)
 
     @property
     def is_empty(self) -> bool:
         return not (self.added or self.removed or self.changed or self.scaled or self.daemon_changed)
 
-    def describe(self) -> List[str]:
+    def describe(self) -> list[str]:
         """One line per affected program (and one for the daemon section)."""
         details = dict(self.details)
         lines = [f"{name}: added" for name in self.added]
@@ -59,9 +59,9 @@ def diff_configs(old: Config, new: Config) -> ConfigDiff:
     # Leaders and workers are forked with these settings (their broker connection, sys.path,
     # log level, delay levels), so a change to any of them rolls every program.
     inherited = [name for name in daemon_changed if name in _INHERITED_BY_PROGRAMS]
-    changed: List[str] = []
-    scaled: List[str] = []
-    details: List[Tuple[str, str]] = []
+    changed: list[str] = []
+    scaled: list[str] = []
+    details: list[tuple[str, str]] = []
     for name, program in new.programs.items():
         previous = old.programs.get(name)
         if previous is None:
@@ -88,7 +88,7 @@ def diff_configs(old: Config, new: Config) -> ConfigDiff:
     )
 
 
-def _changed_fields(old: Any, new: Any) -> List[str]:
+def _changed_fields(old: Any, new: Any) -> list[str]:
     return [
         f.name
         for f in dataclasses.fields(old)
@@ -96,7 +96,7 @@ def _changed_fields(old: Any, new: Any) -> List[str]:
     ]
 
 
-def _explain(old: Any, new: Any, names: List[str]) -> str:
+def _explain(old: Any, new: Any, names: list[str]) -> str:
     parts = []
     for name in names:
         before, after = getattr(old, name, None), getattr(new, name, None)

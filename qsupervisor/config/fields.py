@@ -11,8 +11,9 @@ import difflib
 import keyword
 import math
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, List, Optional, Tuple
+from typing import Any, Callable
 
 from .. import units
 from .control import resolve_path  # noqa: F401 - part of this module's API
@@ -24,8 +25,8 @@ class Invalid(Exception):
     """A parser's verdict: (path relative to the key, message) for each bad spot."""
 
     def __init__(self, message: str = "", at: KeyPath = (),
-                 errors: Optional[List[Tuple[KeyPath, str]]] = None) -> None:
-        self.errors: List[Tuple[KeyPath, str]] = errors if errors is not None else [(at, message)]
+                 errors: list[tuple[KeyPath, str]] | None = None) -> None:
+        self.errors: list[tuple[KeyPath, str]] = errors if errors is not None else [(at, message)]
         super().__init__("; ".join(message for _, message in self.errors))
 
 
@@ -37,7 +38,7 @@ class FieldInput:
     base_dir: str  # directory of the file the value is in; relative paths start here
     check_writable: bool = True  # whether the daemon's files must be creatable by us
 
-    def raw(self) -> Optional[str]:
+    def raw(self) -> str | None:
         """The scalar as written, e.g. '0600' for a value YAML turned into 384."""
         return self.doc.raw.get(self.path)
 
@@ -91,13 +92,13 @@ def is_dotted_name(text: str) -> bool:
 # -- scalar parsers ------------------------------------------------------------------
 
 
-def integer(minimum: Optional[int] = None, maximum: Optional[int] = None) -> Parser:
+def integer(minimum: int | None = None, maximum: int | None = None) -> Parser:
     # bool is an int subclass in Python; "workers: yes" must not mean 1.
     return _bounded("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool),
                     int, minimum, maximum)
 
 
-def number(minimum: Optional[float] = None, maximum: Optional[float] = None) -> Parser:
+def number(minimum: float | None = None, maximum: float | None = None) -> Parser:
     """An integer or decimal number (2, 1.5), for factors and fractions."""
     # bool is an int subclass; and .nan/.inf are valid YAML floats that no limit accepts.
     return _bounded("a number", lambda v: isinstance(v, (int, float))
@@ -106,7 +107,7 @@ def number(minimum: Optional[float] = None, maximum: Optional[float] = None) -> 
 
 
 def _bounded(kind: str, accepts: Callable[[Any], bool], convert: Callable[[Any], Any],
-             minimum: Optional[float], maximum: Optional[float]) -> Parser:
+             minimum: float | None, maximum: float | None) -> Parser:
     if minimum is not None and maximum is not None:
         wanted = f"{kind} between {_plain(minimum)} and {_plain(maximum)}"
     elif minimum is not None:
@@ -199,13 +200,13 @@ def dotted_name(field: FieldInput) -> str:
 def list_of(item: Parser, what: str) -> Parser:
     """A YAML list parsed item by item; null (all items commented out) means empty."""
 
-    def parse(field: FieldInput) -> Tuple[Any, ...]:
+    def parse(field: FieldInput) -> tuple[Any, ...]:
         if field.value is None:
             return ()
         if not isinstance(field.value, list):
             raise Invalid(f"expected a list of {what}, got {describe(field.value)}")
-        results: List[Any] = []
-        errors: List[Tuple[KeyPath, str]] = []
+        results: list[Any] = []
+        errors: list[tuple[KeyPath, str]] = []
         for index, value in enumerate(field.value):
             try:
                 results.append(item(field.item(value, (index,))))
@@ -237,7 +238,7 @@ def existing_dir(field: FieldInput) -> str:
     return path
 
 
-def creatable_dir_problem(directory: str) -> Optional[str]:
+def creatable_dir_problem(directory: str) -> str | None:
     """Why `directory` can neither be used nor created by us, or None if it can.
 
     We only look, never create: checking a config must not leave directories behind.

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import glob
 import os
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any
 
 from . import rules, schema
 from .fields import FieldInput, describe, did_you_mean, resolve_path
@@ -35,12 +35,12 @@ class _Loader:
         self.check_writable = check_writable
         self.display = path  # as the user gave it: problems show this, not the absolute path
         self.path = os.path.abspath(path)
-        self.problems: List[Problem] = []
-        self.file_order: Dict[str, int] = {}
-        self.programs: Dict[str, ProgramConfig] = {}
-        self.defined_at: Dict[str, str] = {}  # program name -> "file:line"
+        self.problems: list[Problem] = []
+        self.file_order: dict[str, int] = {}
+        self.programs: dict[str, ProgramConfig] = {}
+        self.defined_at: dict[str, str] = {}  # program name -> "file:line"
         # Programs' timeouts are checked against it; None when it failed to parse.
-        self.consumer_timeout: Optional[float] = DaemonConfig().consumer_timeout
+        self.consumer_timeout: float | None = DaemonConfig().consumer_timeout
 
     def load(self) -> Config:
         doc = self._read(self.path, self.display)
@@ -58,7 +58,7 @@ class _Loader:
 
     # -- files ---------------------------------------------------------------------
 
-    def _read(self, absolute: str, display: str) -> Optional[YamlDocument]:
+    def _read(self, absolute: str, display: str) -> YamlDocument | None:
         self.file_order.setdefault(display, len(self.file_order))
         try:
             with open(absolute, "rb") as stream:
@@ -76,7 +76,7 @@ class _Loader:
         self.problems.extend(problems)
         return doc
 
-    def _top_level(self, doc: YamlDocument, allowed: Tuple[str, ...], hint: str) -> Dict[str, Any]:
+    def _top_level(self, doc: YamlDocument, allowed: tuple[str, ...], hint: str) -> dict[str, Any]:
         if doc.value is None or () in doc.broken:  # an empty file is a valid configuration
             return {}
         if not isinstance(doc.value, dict):
@@ -88,11 +88,11 @@ class _Loader:
                 self._problem(doc, (key,), "unknown key" + (did_you_mean(key, allowed) or f" {hint}"))
         return doc.value
 
-    def _include_files(self, doc: YamlDocument, patterns: Tuple[str, ...]) -> List[Tuple[str, str]]:
+    def _include_files(self, doc: YamlDocument, patterns: tuple[str, ...]) -> list[tuple[str, str]]:
         """(display path, absolute path) of included files, in order, each file once."""
         base_dir = os.path.dirname(self.path)
         seen = {os.path.realpath(self.path)}  # "*.yaml" next to the main file matches it too
-        files: List[Tuple[str, str]] = []
+        files: list[tuple[str, str]] = []
         for index, pattern in enumerate(patterns):
             absolute_pattern = resolve_path(pattern, base_dir)
             if glob.has_magic(pattern):
@@ -128,7 +128,7 @@ class _Loader:
 
     # -- sections ------------------------------------------------------------------
 
-    def _daemon(self, doc: YamlDocument, value: Any, base_dir: str) -> Dict[str, Any]:
+    def _daemon(self, doc: YamlDocument, value: Any, base_dir: str) -> dict[str, Any]:
         path: KeyPath = ("qsupervisord",)
         if path in doc.broken:  # already reported; what the user meant is unknown
             self.consumer_timeout = None
@@ -190,9 +190,9 @@ class _Loader:
     def _problem(self, doc: YamlDocument, path: KeyPath, message: str) -> None:
         self.problems.append(doc.problem(path, message))
 
-    def _sorted_problems(self) -> List[Problem]:
+    def _sorted_problems(self) -> list[Problem]:
         # Document order within each file, files in the order they were read.
-        def key(problem: Problem) -> Tuple[int, int]:
+        def key(problem: Problem) -> tuple[int, int]:
             return self.file_order.get(problem.file, len(self.file_order)), problem.line or 0
 
         return sorted(self.problems, key=key)

@@ -9,8 +9,9 @@ from __future__ import annotations
 import dataclasses
 import math
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Optional
+from typing import Callable
 
 from .defaults import DEFAULT_BROKER, DEFAULT_CONFIG_PATH, DEFAULT_SOCKET  # noqa: F401 - DEFAULT_CONFIG_PATH re-exported
 
@@ -99,9 +100,9 @@ class ProgramConfig:
     start_retries: int = 5  # >= 1: consecutive failures to reach RUNNING before FATAL
     autostart: bool = True
     environment: tuple[tuple[str, str], ...] = ()  # sorted (key, value) pairs
-    directory: Optional[str] = None  # absolute; exists
-    user: Optional[str] = None  # exists (pwd)
-    group: Optional[str] = None  # exists (grp)
+    directory: str | None = None  # absolute; exists
+    user: str | None = None  # exists (pwd)
+    group: str | None = None  # exists (grp)
     timeout: float = 0.0  # seconds per job; 0 = no limit; < the daemon's consumer_timeout
     attempts: int = 5  # >= 1: total tries before a message is dead-lettered
     backoff: Backoff = Backoff()

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable, List, Optional, Tuple, Union
+from typing import Union
 
 # A position inside a YAML document: mapping keys and sequence indexes from the root.
-KeyPath = Tuple[Union[str, int], ...]
+KeyPath = tuple[Union[str, int], ...]
 
 
 def format_key(path: KeyPath) -> str:
@@ -23,7 +24,7 @@ def format_key(path: KeyPath) -> str:
 @dataclass(frozen=True)
 class Problem:
     file: str            # as the user named it (relative stays relative)
-    line: Optional[int]  # 1-based; None when the problem has no position (unreadable file)
+    line: int | None  # 1-based; None when the problem has no position (unreadable file)
     key: str             # dotted key path, "" for file-level problems
     message: str
 
@@ -38,7 +39,7 @@ class ConfigError(Exception):
     """The configuration is invalid; `problems` lists everything found, not just the first."""
 
     def __init__(self, problems: Iterable[Problem]) -> None:
-        self.problems: List[Problem] = list(problems)
+        self.problems: list[Problem] = list(problems)
         super().__init__(str(self))
 
     def __str__(self) -> str:

@@ -7,22 +7,23 @@ the user wrote would add a second, wrong problem.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Collection, Dict, List, Mapping, Optional, Tuple
+from collections.abc import Collection, Mapping
+from typing import Any, Callable
 
 from . import schema
 from .fields import show_duration
 from .problems import KeyPath
 
-Problems = List[Tuple[KeyPath, str]]
+Problems = list[tuple[KeyPath, str]]
 
 # The names a program derives from its queue when the file does not set them.
-_DERIVED_NAMES: Tuple[Tuple[str, str, Callable[[str], Optional[str]]], ...] = (
+_DERIVED_NAMES: tuple[tuple[str, str, Callable[[str], str | None]], ...] = (
     ("delay_exchange", ".delay", schema.delay_exchange_problem),
     ("dead_letter_queue", ".failed", schema.queue_name_problem),
 )
 
 
-def with_derived_names(values: Mapping[str, Any], name: str) -> Dict[str, Any]:
+def with_derived_names(values: Mapping[str, Any], name: str) -> dict[str, Any]:
     """`values` with queue, delay_exchange and dead_letter_queue filled in."""
     filled = dict(values)
     filled.setdefault("queue", name)
@@ -32,7 +33,7 @@ def with_derived_names(values: Mapping[str, Any], name: str) -> Dict[str, Any]:
 
 
 def program_problems(
-    name: str, values: Mapping[str, Any], written: Collection[str], consumer_timeout: Optional[float]
+    name: str, values: Mapping[str, Any], written: Collection[str], consumer_timeout: float | None
 ) -> Problems:
     """Problems between a program's keys (and the daemon's consumer_timeout).
 

@@ -14,8 +14,9 @@ import grp
 import os
 import pwd
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any
 from urllib.parse import urlsplit
 
 from . import fields
@@ -44,7 +45,7 @@ class KeySpec:
     # For a key whose value is a mapping of settings (backoff, delay): its table. Such a
     # key is parsed even when one of its sub-values could not be converted, so a broken
     # sub-value does not hide the problems of its neighbours.
-    section: Optional[Section] = None
+    section: Section | None = None
 
 
 @dataclass(frozen=True)
@@ -177,7 +178,7 @@ def queue_name(field: FieldInput) -> str:
     return value
 
 
-def queue_name_problem(value: str) -> Optional[str]:
+def queue_name_problem(value: str) -> str | None:
     """Why RabbitMQ would refuse `value` as a queue name, or None.
 
     Separate from the parser so the loader can check names it derives (<queue>.failed).
@@ -200,7 +201,7 @@ def delay_exchange(field: FieldInput) -> str:
     return value
 
 
-def delay_exchange_problem(value: str) -> Optional[str]:
+def delay_exchange_problem(value: str) -> str | None:
     """Why `value` cannot name a program's delay exchange, or None."""
     length = len(value.encode("utf-8"))
     if length > MAX_DELAY_EXCHANGE:
@@ -225,14 +226,14 @@ def backoff(field: FieldInput) -> Backoff:
     return Backoff(**values)
 
 
-def environment(field: FieldInput) -> Tuple[Tuple[str, str], ...]:
+def environment(field: FieldInput) -> tuple[tuple[str, str], ...]:
     value = field.value
     if value is None:
         return ()
     if not isinstance(value, dict):
         raise Invalid(f"expected a mapping of variable names to values, got {describe(value)}")
-    pairs: List[Tuple[str, str]] = []
-    errors: List[Tuple[Tuple[Any, ...], str]] = []
+    pairs: list[tuple[str, str]] = []
+    errors: list[tuple[tuple[Any, ...], str]] = []
     for name, item in value.items():
         try:
             pairs.append((_env_name(name), _env_value(field.item(item, (name,)))))
@@ -345,14 +346,14 @@ PROGRAM_IMPLICIT = ("name", "source")
 
 def parse_section(
     field: FieldInput, section: Section
-) -> Tuple[Dict[str, Any], List[Tuple[Tuple[Any, ...], str]]]:
+) -> tuple[dict[str, Any], list[tuple[tuple[Any, ...], str]]]:
     """Parse a mapping against a section table.
 
     Returns the values that parsed (only keys present in the file, so the dataclass
     supplies defaults) and (path, message) for every problem, in document order.
     """
-    values: Dict[str, Any] = {}
-    errors: List[Tuple[Tuple[Any, ...], str]] = []
+    values: dict[str, Any] = {}
+    errors: list[tuple[tuple[Any, ...], str]] = []
     mapping: Mapping[str, Any] = field.value
     for key, value in mapping.items():
         spec = section.keys.get(key)
@@ -371,7 +372,7 @@ def parse_section(
     return values, errors
 
 
-def _already_reported(field: FieldInput, key: str, spec: Optional[KeySpec]) -> bool:
+def _already_reported(field: FieldInput, key: str, spec: KeySpec | None) -> bool:
     """True if the value of `key` failed to convert, so its problem is already known."""
     path = field.path + (key,)
     if spec is not None and spec.section is not None:
@@ -379,7 +380,7 @@ def _already_reported(field: FieldInput, key: str, spec: Optional[KeySpec]) -> b
     return field.doc.is_broken(path)
 
 
-def section_values(field: FieldInput, section: Section) -> Dict[str, Any]:
+def section_values(field: FieldInput, section: Section) -> dict[str, Any]:
     """The parsed keys of a nested mapping (backoff, delay); raise Invalid for any problem.
 
     Null, as left by commenting out every sub-key, means all defaults.

@@ -10,7 +10,7 @@ keys as the text the user typed (so a program called `on` or `123` stays a strin
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Set, Tuple
+from typing import Any
 
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
@@ -29,17 +29,17 @@ _MAX_VALUES = 100_000
 class YamlDocument:
     file: str  # name used in problems
     value: Any  # dicts (in document order), lists, and scalars; None for an empty file
-    lines: Dict[KeyPath, int] = field(default_factory=dict)
-    raw: Dict[KeyPath, str] = field(default_factory=dict)  # scalar text as written
+    lines: dict[KeyPath, int] = field(default_factory=dict)
+    raw: dict[KeyPath, str] = field(default_factory=dict)  # scalar text as written
     # Values that could not be converted (already reported): validation skips them so
     # the user hears about each mistake once, not again as "expected a string, got null".
-    broken: Set[KeyPath] = field(default_factory=set)
+    broken: set[KeyPath] = field(default_factory=set)
 
     def is_broken(self, path: KeyPath) -> bool:
         """True if the value at `path`, or anything inside it, failed to convert."""
         return any(bad[: len(path)] == path for bad in self.broken)
 
-    def line(self, path: KeyPath) -> Optional[int]:
+    def line(self, path: KeyPath) -> int | None:
         """Line of `path`, or of its nearest recorded ancestor (e.g. for a missing key)."""
         for end in range(len(path), -1, -1):
             line = self.lines.get(path[:end])
@@ -59,9 +59,9 @@ class _Converter:
     def __init__(self, doc: YamlDocument, loader: yaml.SafeLoader) -> None:
         self.doc = doc
         self.loader = loader
-        self.problems: List[Problem] = []
+        self.problems: list[Problem] = []
         self.count = 0
-        self.active: Set[int] = set()  # nodes being converted: an alias to one is a cycle
+        self.active: set[int] = set()  # nodes being converted: an alias to one is a cycle
 
     def convert(self, node: Node, path: KeyPath) -> Any:
         self.count += 1
@@ -98,9 +98,9 @@ class _Converter:
         self.doc.broken.add(path)
         self.problems.append(self.doc.problem(path, message))
 
-    def _mapping(self, node: MappingNode, path: KeyPath) -> Dict[str, Any]:
+    def _mapping(self, node: MappingNode, path: KeyPath) -> dict[str, Any]:
         self._report_duplicates(node, path)
-        result: Dict[str, Any] = {}
+        result: dict[str, Any] = {}
         for key_node, value_node in self._pairs(node, path):
             key = key_node.value
             # The key's own line is what users look for, even when the value is on the
@@ -110,14 +110,14 @@ class _Converter:
             result[key] = self.convert(value_node, path + (key,))
         return result
 
-    def _pairs(self, node: MappingNode, path: KeyPath) -> List[Tuple[ScalarNode, Node]]:
+    def _pairs(self, node: MappingNode, path: KeyPath) -> list[tuple[ScalarNode, Node]]:
         """(key, value) node pairs, lowest priority first, with `<<` merge keys expanded.
 
         Done here rather than with SafeConstructor.flatten_mapping, which mutates the
         node graph and whose details changed between PyYAML releases.
         """
-        merged: List[Tuple[ScalarNode, Node]] = []
-        own: List[Tuple[ScalarNode, Node]] = []
+        merged: list[tuple[ScalarNode, Node]] = []
+        own: list[tuple[ScalarNode, Node]] = []
         for key_node, value_node in node.value:
             if key_node.tag == _MERGE_TAG:
                 merged.extend(self._merge_source(value_node, path))
@@ -130,14 +130,14 @@ class _Converter:
                 own.append((key_node, value_node))
         return merged + own
 
-    def _merge_source(self, value_node: Node, path: KeyPath) -> List[Tuple[ScalarNode, Node]]:
+    def _merge_source(self, value_node: Node, path: KeyPath) -> list[tuple[ScalarNode, Node]]:
         if isinstance(value_node, MappingNode):
             return self._pairs(value_node, path)
         if isinstance(value_node, SequenceNode) and all(
             isinstance(item, MappingNode) for item in value_node.value
         ):
             # Earlier mappings in a merge list win, so they go last (highest priority).
-            pairs: List[Tuple[ScalarNode, Node]] = []
+            pairs: list[tuple[ScalarNode, Node]] = []
             for item in reversed(value_node.value):
                 pairs.extend(self._pairs(item, path))
             return pairs
@@ -147,7 +147,7 @@ class _Converter:
         return []
 
     def _report_duplicates(self, node: MappingNode, path: KeyPath) -> None:
-        first_line: Dict[str, int] = {}
+        first_line: dict[str, int] = {}
         for key_node, _ in node.value:
             if not isinstance(key_node, ScalarNode) or key_node.tag == _MERGE_TAG:
                 continue
@@ -184,7 +184,7 @@ def _syntax_problem(file: str, text: str, exc: yaml.YAMLError) -> Problem:
     return Problem(file, line, "", f"YAML syntax error: {what}")
 
 
-def parse_yaml(text: str, file: str) -> Tuple[Optional[YamlDocument], List[Problem]]:
+def parse_yaml(text: str, file: str) -> tuple[YamlDocument | None, list[Problem]]:
     """Parse one YAML document. Returns (None, [problem]) when the text is not valid YAML."""
     try:
         loader = yaml.SafeLoader(text)  # checks for unprintable characters up front

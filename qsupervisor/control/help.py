@@ -4,9 +4,7 @@ prints for it. A unit test keeps this list the same as the daemon's commands
 
 from __future__ import annotations
 
-from typing import Dict
-
-COMMAND_HELP: Dict[str, str] = {
+COMMAND_HELP: dict[str, str] = {
     "status": "show the master, programs and workers",
     "start": "start programs",
     "stop": "stop programs gracefully",

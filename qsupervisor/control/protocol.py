@@ -10,7 +10,7 @@ reply, `{"v": 1, "id": ..., "ok": true, "result": ...}` or `{"v": 1, "id": ..., 
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, Optional
+from typing import Any
 
 VERSION = 1
 MAX_LINE = 1024 * 1024  # a request longer than this is refused, not buffered forever
@@ -36,27 +36,27 @@ class ProtocolError(Exception):
         self.message = message
 
 
-def encode(message: Dict[str, Any]) -> bytes:
+def encode(message: dict[str, Any]) -> bytes:
     return json.dumps(message, separators=(",", ":"), default=str).encode() + b"\n"
 
 
-def request(cmd: str, args: Optional[Dict[str, Any]] = None, req_id: Any = 1) -> Dict[str, Any]:
+def request(cmd: str, args: dict[str, Any] | None = None, req_id: Any = 1) -> dict[str, Any]:
     return {"v": VERSION, "id": req_id, "cmd": cmd, "args": args or {}}
 
 
-def ok(req_id: Any, result: Any) -> Dict[str, Any]:
+def ok(req_id: Any, result: Any) -> dict[str, Any]:
     return {"v": VERSION, "id": req_id, "ok": True, "result": result}
 
 
-def error(req_id: Any, code: str, message: str) -> Dict[str, Any]:
+def error(req_id: Any, code: str, message: str) -> dict[str, Any]:
     return {"v": VERSION, "id": req_id, "ok": False, "error": {"code": code, "message": message}}
 
 
-def stream(req_id: Any, item: Any) -> Dict[str, Any]:
+def stream(req_id: Any, item: Any) -> dict[str, Any]:
     return {"v": VERSION, "id": req_id, "stream": item}
 
 
-def parse_request(line: bytes) -> Dict[str, Any]:
+def parse_request(line: bytes) -> dict[str, Any]:
     """Validate one request line; raises ProtocolError with a message a human can act on."""
     try:
         msg = json.loads(line)

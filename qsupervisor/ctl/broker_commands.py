@@ -18,8 +18,9 @@ import json
 import os
 import sys
 import time
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Callable
 
 from qsupervisor.config import (
     DEFAULT_CONFIG_PATH,
@@ -159,8 +160,8 @@ def _not_json(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON value")
 
 
-def _headers(pairs: List[str]) -> Dict[str, str]:
-    headers: Dict[str, str] = {}
+def _headers(pairs: list[str]) -> dict[str, str]:
+    headers: dict[str, str] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
@@ -179,7 +180,7 @@ def cmd_failed(args: argparse.Namespace, target: Target) -> int:
     queue = layout.dead_letter_queue
     with _broker(target, "failed") as connection:
         depth = topology.queue_depth(connection.channel, queue)
-        shown: List[FailedMessage] = []
+        shown: list[FailedMessage] = []
         if depth and depth[0]:
             refresh = topology.delivery_limited(connection.channel, layout)
             shown = failed.peek(connection.channel, queue, args.limit, refresh)
@@ -192,7 +193,7 @@ def cmd_failed(args: argparse.Namespace, target: Target) -> int:
     return EXIT_OK
 
 
-def render_failed(queue: str, exists: bool, total: int, shown: List[FailedMessage]) -> str:
+def render_failed(queue: str, exists: bool, total: int, shown: list[FailedMessage]) -> str:
     if not exists:
         return f"{queue}: no such queue yet (created when the program starts); nothing failed"
     head = f"{queue}: {total} message{'s' if total != 1 else ''}"
@@ -208,7 +209,7 @@ def render_failed(queue: str, exists: bool, total: int, shown: List[FailedMessag
     return "\n".join([head] + [line.rstrip() for line in lines])
 
 
-def _when(ms: Optional[int]) -> str:
+def _when(ms: int | None) -> str:
     if ms is None:
         return "-"
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ms / 1000))

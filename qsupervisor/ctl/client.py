@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable
 
 from qsupervisor.control import protocol
 
@@ -21,13 +21,13 @@ class CommandFailed(Exception):
 
 
 class Client:
-    def __init__(self, path: str, timeout: Optional[float] = None) -> None:
+    def __init__(self, path: str, timeout: float | None = None) -> None:
         self.path = path
         self.timeout = timeout
         self._next_id = 0
 
-    def call(self, cmd: str, args: Optional[Dict[str, Any]] = None,
-             on_stream: Optional[Callable[[Any], None]] = None, until_eof: bool = False) -> Any:
+    def call(self, cmd: str, args: dict[str, Any] | None = None,
+             on_stream: Callable[[Any], None] | None = None, until_eof: bool = False) -> Any:
         """Send one request; return its result or raise CommandFailed / Unreachable."""
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(self.timeout)
@@ -51,7 +51,7 @@ class Client:
             except OSError as exc:
                 raise Unreachable(f"connection to {self.path} lost: {exc}") from None
 
-    def _read_reply(self, sock: socket.socket, on_stream: Optional[Callable[[Any], None]],
+    def _read_reply(self, sock: socket.socket, on_stream: Callable[[Any], None] | None,
                     until_eof: bool) -> Any:
         """The final reply; with `until_eof`, also wait for the daemon to close the
         connection (it does so only by exiting, after `shutdown`)."""

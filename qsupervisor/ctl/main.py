@@ -10,7 +10,7 @@ import argparse
 import json
 import os
 import sys
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any
 
 from qsupervisor.config.control import read_control_settings
 from qsupervisor.config.defaults import DEFAULT_CONFIG_PATH, DEFAULT_SOCKET
@@ -83,9 +83,9 @@ def _add_daemon_commands(sub: Any) -> None:
     _add_command(sub, "version")
 
 
-def request_for(args: argparse.Namespace) -> Tuple[str, Dict[str, Any]]:
+def request_for(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     cmd = args.command
-    req: Dict[str, Any] = {}
+    req: dict[str, Any] = {}
     if hasattr(args, "names"):
         req["names"] = args.names
     if hasattr(args, "name"):
@@ -121,7 +121,7 @@ def socket_path(args: argparse.Namespace) -> str:
         return DEFAULT_SOCKET
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command in broker_parsers.COMMANDS:  # these talk to RabbitMQ, not the daemon
@@ -158,7 +158,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     return exit_code(cmd, req, result)
 
 
-def exit_code(cmd: str, req: Dict[str, Any], result: Any) -> int:
+def exit_code(cmd: str, req: dict[str, Any], result: Any) -> int:
     if cmd == "status":
         names = req.get("names") or []
         if "all" in names:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable, List
+from collections.abc import Iterable
+from typing import Any
 
 from qsupervisor.units import format_duration, format_size
 
@@ -12,7 +13,7 @@ def render(cmd: str, result: Any) -> str:
     return renderer(result) if renderer else ""
 
 
-def not_running(result: Dict[str, Any], names: Iterable[str]) -> bool:
+def not_running(result: dict[str, Any], names: Iterable[str]) -> bool:
     """True if a named program lacks a RUNNING worker it should have (exit code 3)."""
     programs = result.get("programs", {})
     for name in names:
@@ -24,7 +25,7 @@ def not_running(result: Dict[str, Any], names: Iterable[str]) -> bool:
     return False
 
 
-def _status(result: Dict[str, Any]) -> str:
+def _status(result: dict[str, Any]) -> str:
     master = result["master"]
     lines = [f"qsupervisord {master['version']}  pid {master['pid']}  "
              f"up {format_duration(master['uptime'])}  config {master['config']}"]
@@ -33,7 +34,7 @@ def _status(result: Dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _program_lines(name: str, program: Dict[str, Any]) -> List[str]:
+def _program_lines(name: str, program: dict[str, Any]) -> list[str]:
     leader = f"leader {program['leader_pid']}" if program["leader_pid"] else "no leader"
     lines = [f"{name:<16} {program['state']:<9} {leader:<13} "
              f"{program['running']}/{program['desired']} workers  queue {program['queue']}"]
@@ -49,7 +50,7 @@ def _program_lines(name: str, program: Dict[str, Any]) -> List[str]:
     return lines
 
 
-def _summary_line(summary: Dict[str, Any]) -> str:
+def _summary_line(summary: dict[str, Any]) -> str:
     states = ", ".join(f"{count} {state}" for state, count in sorted(summary["states"].items()))
     parts = [f"workers: {states}", f"{summary['busy']} busy"]
     if summary.get("rss"):
@@ -57,7 +58,7 @@ def _summary_line(summary: Dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
-def _queue_line(program: Dict[str, Any]) -> str:
+def _queue_line(program: dict[str, Any]) -> str:
     stats = program.get("queue_stats") or {}
     if stats.get("error"):
         queue = f"queue: {stats['error']}"
@@ -76,7 +77,7 @@ def _n(value: Any) -> str:
     return "?" if value is None else str(value)
 
 
-def _worker_line(worker: Dict[str, Any]) -> str:
+def _worker_line(worker: dict[str, Any]) -> str:
     parts = [f"worker {worker['slot']:<3}", f"pid {worker['pid'] or '-':<7}",
              f"{worker['state']:<8}"]
     if worker.get("uptime") is not None:
@@ -102,7 +103,7 @@ def _worker_line(worker: Dict[str, Any]) -> str:
     return "  ".join(parts)
 
 
-def _outcomes(result: Dict[str, Any]) -> str:
+def _outcomes(result: dict[str, Any]) -> str:
     lines = [f"  {change}" for change in result.get("changes", [])]
     lines += [f"  warning: {warning}" for warning in result.get("warnings", [])]
     for name, outcome in result.get("programs", {}).items():
@@ -114,11 +115,11 @@ def _outcomes(result: Dict[str, Any]) -> str:
     return "\n".join(lines) or "no changes"
 
 
-def _reread(result: Dict[str, Any]) -> str:
+def _reread(result: dict[str, Any]) -> str:
     return "\n".join(result["changes"]) or "no changes"
 
 
-def _pid(result: Dict[str, Any]) -> str:
+def _pid(result: dict[str, Any]) -> str:
     programs = result.get("programs", {})
     if not programs:
         return str(result["master"])
@@ -127,7 +128,7 @@ def _pid(result: Dict[str, Any]) -> str:
                      for name, pids in programs.items())
 
 
-def _signal(result: Dict[str, Any]) -> str:
+def _signal(result: dict[str, Any]) -> str:
     return "\n".join(f"{name}: {result['signal']} sent to {len(pids)} workers"
                      for name, pids in result["pids"].items())
 

@@ -11,7 +11,7 @@ import argparse
 import os
 import socket
 import sys
-from typing import Any, List, NoReturn, Optional
+from typing import Any, NoReturn
 
 from qsupervisor import __version__, logs, systemd
 from qsupervisor.config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
@@ -36,11 +36,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return build_parser().parse_args(argv)
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         config = load_config(args.config)

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-from typing import Optional
 
 
 class AlreadyRunning(Exception):
     pass
 
 
-def read_pid(path: str) -> Optional[int]:
+def read_pid(path: str) -> int | None:
     try:
         with open(path) as f:
             return int(f.read().strip() or 0) or None
@@ -28,7 +27,7 @@ def is_daemon_alive(pid: int) -> bool:
     return b"qsupervisord" in cmdline
 
 
-def check(path: str) -> Optional[int]:
+def check(path: str) -> int | None:
     """Raise AlreadyRunning if the pidfile names a live daemon; return a stale pid."""
     pid = read_pid(path)
     if pid is None or pid == os.getpid():

@@ -8,7 +8,7 @@ workers and a live connection must never be inherited across a fork.
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Any
 
 import pika
 import pika.exceptions
@@ -20,7 +20,7 @@ STATS_TIMEOUT = 2.0  # seconds; `status` must answer even when the broker does n
 
 
 def declare_topology(program: ProgramConfig, daemon: DaemonConfig,
-                     kept: Optional[topology.KeptQueue] = None) -> None:
+                     kept: topology.KeptQueue | None = None) -> None:
     """Raises TopologyConflict (final) or BrokerUnreachable / AMQPError (retry later);
     `kept` is told of a queue used as an earlier qsupervisor declared it."""
     conn = connection.connect(daemon.broker, name=f"qsupervisor {program.name} leader")
@@ -30,7 +30,7 @@ def declare_topology(program: ProgramConfig, daemon: DaemonConfig,
         _close(conn)
 
 
-def queue_stats(program: ProgramConfig, daemon: DaemonConfig) -> Dict[str, Any]:
+def queue_stats(program: ProgramConfig, daemon: DaemonConfig) -> dict[str, Any]:
     """Depths of the program's queue and dead-letter queue, or the reason they are unknown."""
     params = connection.parameters(daemon.broker, name=f"qsupervisor {program.name} status")
     params.socket_timeout = STATS_TIMEOUT
@@ -51,7 +51,7 @@ def queue_stats(program: ProgramConfig, daemon: DaemonConfig) -> Dict[str, Any]:
             "dead_letter_ready": _first(dead)}
 
 
-def _first(depth: Optional[Any]) -> Optional[int]:
+def _first(depth: Any | None) -> int | None:
     return depth[0] if depth else None
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable
 
 from setproctitle import setproctitle
 
@@ -35,8 +35,8 @@ SIGNAL_NAMES = {signal.SIGTERM: "term", signal.SIGINT: "int", signal.SIGQUIT: "q
 class Waiter:
     """A reply owed to a client once `check` returns a result (not None)."""
 
-    def __init__(self, check: Callable[[], Optional[Dict[str, Any]]],
-                 reply: Callable[[Dict[str, Any]], None]) -> None:
+    def __init__(self, check: Callable[[], dict[str, Any] | None],
+                 reply: Callable[[dict[str, Any]], None]) -> None:
         self.check = check
         self.reply = reply
 
@@ -44,7 +44,7 @@ class Waiter:
 class Master:
     def __init__(self, config: Config, log_format: str, server: ControlServer,
                  reopen_logs: Callable[[], None], processes: Processes,
-                 clock: Optional[Clock] = None) -> None:
+                 clock: Clock | None = None) -> None:
         self.config = config
         self.daemon = config.daemon
         self.log_format = log_format
@@ -52,10 +52,10 @@ class Master:
         self.reopen_logs = reopen_logs
         self.processes = processes
         self.loop = EventLoop(clock)
-        self.programs: Dict[str, ProgramRuntime] = {}
-        self.outputs: Dict[str, ProgramOutput] = {}
-        self.pids: Dict[int, ChildOwner] = {}
-        self.waiters: List[Waiter] = []
+        self.programs: dict[str, ProgramRuntime] = {}
+        self.outputs: dict[str, ProgramOutput] = {}
+        self.pids: dict[int, ChildOwner] = {}
+        self.waiters: list[Waiter] = []
         self.started = self.loop.clock.time()
         self.stopping = False
         self.exit_code = 0
@@ -193,7 +193,7 @@ class Master:
         """Load and validate the file again; raises ConfigError and changes nothing."""
         return diff_configs(self.config, load_config(self.config.path))
 
-    def update(self, names: Optional[List[str]]) -> UpdateResult:
+    def update(self, names: list[str] | None) -> UpdateResult:
         """Apply the edited file (`names`: only those programs). Raises ConfigError
         (nothing changes) or UnknownPrograms."""
         systemd.notify("RELOADING=1\nSTATUS=applying the configuration")
@@ -260,7 +260,7 @@ class Master:
         program = self.programs[name]
         program.stop("removed")
 
-        def forget(_result: Dict[str, Any]) -> None:
+        def forget(_result: dict[str, Any]) -> None:
             if self.programs.get(name) is program:
                 self.remove_program(name)
 
@@ -268,8 +268,8 @@ class Master:
 
     # -- waiters ----------------------------------------------------------------------------
 
-    def wait_for(self, check: Callable[[], Optional[Dict[str, Any]]],
-                 reply: Callable[[Dict[str, Any]], None]) -> None:
+    def wait_for(self, check: Callable[[], dict[str, Any] | None],
+                 reply: Callable[[dict[str, Any]], None]) -> None:
         result = check()
         if result is not None:
             reply(result)
@@ -287,6 +287,6 @@ class Master:
         self.waiters = pending
 
     def reply_later(self, conn: Connection, req_id: Any,
-                    check: Callable[[], Optional[Dict[str, Any]]]) -> None:
+                    check: Callable[[], dict[str, Any] | None]) -> None:
         self.wait_for(check, lambda result: conn.send(protocol.ok(req_id, result)))
 

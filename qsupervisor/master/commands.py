@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
-from typing import Any, Callable, Dict, List, Optional, Protocol, Type
+from typing import Any, Callable, Optional, Protocol
 
 from qsupervisor import __version__
 from qsupervisor.config import Config, ConfigError, DaemonConfig
@@ -24,16 +24,16 @@ from qsupervisor.master.program import ProgramRuntime
 from qsupervisor.master.reconfigure import UnknownPrograms, UpdateResult
 from qsupervisor.states import ProgramState
 
-Args = Dict[str, Any]
+Args = dict[str, Any]
 QUEUE_STATS_WAIT = 1.0  # seconds status waits for the leaders' broker readings
-Check = Callable[[], Optional[Dict[str, Any]]]
+Check = Callable[[], Optional[dict[str, Any]]]
 
 
 class Supervisor(Protocol):
     """What the commands see of the master (arbiter.py's Master is the one there is)."""
 
-    programs: Dict[str, ProgramRuntime]
-    outputs: Dict[str, ProgramOutput]
+    programs: dict[str, ProgramRuntime]
+    outputs: dict[str, ProgramOutput]
     loop: EventLoop
     config: Config
     daemon: DaemonConfig
@@ -41,7 +41,7 @@ class Supervisor(Protocol):
     stopping: bool
 
     def reread(self) -> ConfigDiff: ...
-    def update(self, names: Optional[List[str]]) -> UpdateResult: ...
+    def update(self, names: list[str] | None) -> UpdateResult: ...
     def reopen(self) -> None: ...
     def shutdown(self, fast: bool) -> None: ...
     def reply_later(self, conn: Connection, req_id: Any, check: Check) -> None: ...
@@ -67,7 +67,7 @@ class Command:
     def reply(self, result: Any) -> None:
         self.conn.send(protocol.ok(self.req_id, result))
 
-    def programs(self, key: str = "names", allow_empty: bool = False) -> List[str]:
+    def programs(self, key: str = "names", allow_empty: bool = False) -> list[str]:
         names = self.args.get(key) or []
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
             raise ProtocolError(protocol.BAD_REQUEST, f"'{key}' must be a list of program names")
@@ -88,9 +88,9 @@ class Command:
             raise ProtocolError(protocol.BAD_REQUEST, f"'{key}' must be true or false")
         return value
 
-    def finish_when_steady(self, names: List[str]) -> None:
+    def finish_when_steady(self, names: list[str]) -> None:
         """Reply now, or once every named program is steady (wait=true)."""
-        def check() -> Optional[Dict[str, Any]]:
+        def check() -> dict[str, Any] | None:
             programs = [self.master.programs.get(n) for n in names]
             if not all(p is None or p.steady() for p in programs):
                 return None
@@ -102,7 +102,7 @@ class Command:
             self.reply({"programs": {n: {"ok": True, "state": "pending"} for n in names}})
 
 
-def _outcome(program: Any) -> Dict[str, Any]:
+def _outcome(program: Any) -> dict[str, Any]:
     if program is None:
         return {"ok": True, "state": "REMOVED", "problems": []}
     problems = program.problems()
@@ -118,8 +118,8 @@ class Status(Command):
     def run(self) -> None:
         names = self.programs(allow_empty=True)
         self._with_workers = self.flag("workers", True)
-        answers: Dict[str, Dict[str, Any]] = {}
-        asked: List[str] = []
+        answers: dict[str, dict[str, Any]] = {}
+        asked: list[str] = []
         if self.flag("queues", True):
             # Answers come later, from the loop: each callback sees the whole list.
             for n in names:
@@ -131,17 +131,17 @@ class Status(Command):
         else:  # leaders read the broker; a slow broker costs at most this long
             self.master.loop.call_later(QUEUE_STATS_WAIT, lambda: self._finish(answers))
 
-    def _on_answer(self, name: str, answers: Dict[str, Dict[str, Any]],
-                   asked: List[str]) -> Callable[[Dict[str, Any]], None]:
+    def _on_answer(self, name: str, answers: dict[str, dict[str, Any]],
+                   asked: list[str]) -> Callable[[dict[str, Any]], None]:
         """The callback for program `name`'s queue depths: the reply goes out once every
         program asked has answered (or QUEUE_STATS_WAIT has passed)."""
-        def answered(answer: Dict[str, Any]) -> None:
+        def answered(answer: dict[str, Any]) -> None:
             answers[name] = answer
             if set(answers) >= set(asked):
                 self._finish(answers)
         return answered
 
-    def _finish(self, answers: Dict[str, Dict[str, Any]]) -> None:
+    def _finish(self, answers: dict[str, dict[str, Any]]) -> None:
         if self._done:
             return
         self._done = True
@@ -269,7 +269,7 @@ class Update(Command):
         except UnknownPrograms as exc:
             raise ProtocolError(protocol.NOT_FOUND, str(exc)) from None
 
-        def check() -> Optional[Dict[str, Any]]:
+        def check() -> dict[str, Any] | None:
             programs = [self.master.programs.get(n) for n in update.touched]
             if not all(p is None or p.steady() for p in programs):
                 return None
@@ -295,7 +295,8 @@ class Signal(Command):
         try:
             sig = signal.Signals(int(raw)) if raw.isdigit() else signal.Signals[raw]
         except (KeyError, ValueError):
-            raise ProtocolError(protocol.BAD_REQUEST, f"unknown signal {self.args.get('signal')!r}")
+            raise ProtocolError(protocol.BAD_REQUEST,
+                                f"unknown signal {self.args.get('signal')!r}") from None
         self.reply({"signal": sig.name,
                     "pids": {n: self.master.programs[n].signal_workers(sig) for n in names}})
 
@@ -307,7 +308,7 @@ class Pid(Command):
 
     def run(self) -> None:
         names = self.programs(allow_empty=True) if self.args.get("names") else []
-        programs: Dict[str, Any] = {}
+        programs: dict[str, Any] = {}
         for name in names:
             program = self.master.programs[name]
             programs[name] = {"leader": program.leader.pid if program.leader else None,
@@ -360,7 +361,7 @@ class Shutdown(Command):
     def run(self) -> None:
         self.master.shutdown(fast=False)
         if self.wait:
-            def check() -> Optional[Dict[str, Any]]:
+            def check() -> dict[str, Any] | None:
                 done = all(p.state in (ProgramState.STOPPED, ProgramState.FATAL)
                            for p in self.master.programs.values())
                 return {"stopped": True} if done else None
@@ -378,13 +379,13 @@ class Version(Command):
         self.reply({"version": __version__, "protocol": protocol.VERSION})
 
 
-COMMANDS: Dict[str, Type[Command]] = {
+COMMANDS: dict[str, type[Command]] = {
     cls.name: cls for cls in (Status, Start, Stop, Restart, Reload, Scale, Reread, Update,
                               Signal, Pid, Tail, Reopen, Shutdown, Version)
 }
 
 
-def dispatch(master: Supervisor, conn: Connection, request: Dict[str, Any]) -> None:
+def dispatch(master: Supervisor, conn: Connection, request: dict[str, Any]) -> None:
     req_id = request.get("id")
     cls = COMMANDS.get(request["cmd"])
     try:

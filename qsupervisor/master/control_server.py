@@ -13,7 +13,7 @@ import pwd
 import socket
 import struct
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, FrozenSet, List, Tuple
+from typing import Any, Callable
 
 from qsupervisor import logs
 from qsupervisor.control import protocol
@@ -28,11 +28,11 @@ _UCRED = struct.Struct("3i")  # pid, uid, gid
 class PeerPolicy:
     """Who may talk to the daemon, besides root and the daemon's own user."""
 
-    uids: FrozenSet[int]
-    gids: FrozenSet[int]
+    uids: frozenset[int]
+    gids: frozenset[int]
 
     @classmethod
-    def from_names(cls, users: Tuple[str, ...], groups: Tuple[str, ...]) -> "PeerPolicy":
+    def from_names(cls, users: tuple[str, ...], groups: tuple[str, ...]) -> PeerPolicy:
         uids = {0, os.getuid()}
         for name in users:
             try:
@@ -53,7 +53,7 @@ class PeerPolicy:
         return bool(self.gids) and bool(self.gids.intersection(_groups_of(pid, uid, gid)))
 
 
-def _groups_of(pid: int, uid: int, gid: int) -> List[int]:
+def _groups_of(pid: int, uid: int, gid: int) -> list[int]:
     """The peer process's own supplementary groups: what the kernel would check. (The group
     database can list a user in a group their session has not picked up yet.)"""
     try:
@@ -69,20 +69,20 @@ def _groups_of(pid: int, uid: int, gid: int) -> List[int]:
         return [gid]
 
 
-def peer_credentials(sock: socket.socket) -> Tuple[int, int, int]:
+def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
     data = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
     pid, uid, gid = _UCRED.unpack(data)
     return pid, uid, gid
 
 
-Dispatch = Callable[["Connection", Dict[str, Any]], None]
+Dispatch = Callable[["Connection", dict[str, Any]], None]
 
 
 class Connection:
     """One client. `send` queues a message; the loop writes it when the socket allows."""
 
     def __init__(self, sock: socket.socket, loop: EventLoop, dispatch: Dispatch,
-                 on_close: Callable[["Connection"], None], peer: Tuple[int, int, int]) -> None:
+                 on_close: Callable[[Connection], None], peer: tuple[int, int, int]) -> None:
         self.sock = sock
         self.peer = peer
         self._loop = loop
@@ -92,14 +92,14 @@ class Connection:
         self._wbuf = bytearray()
         self._close_after_flush = False
         self.closed = False
-        self.on_disconnect: List[Callable[[], None]] = []  # streams unsubscribe
+        self.on_disconnect: list[Callable[[], None]] = []  # streams unsubscribe
         # Requests without their final reply yet. A client may shut down its writing side
         # after the request (socat does): replies still owed must reach it.
         self.outstanding = 0
         self._read_closed = False
         loop.add_reader(sock, self._on_readable)
 
-    def send(self, message: Dict[str, Any]) -> None:
+    def send(self, message: dict[str, Any]) -> None:
         if self.closed:
             return
         if not self._wbuf:
@@ -192,7 +192,7 @@ class ControlServer:
     def __init__(self, path: str, mode: int, policy: PeerPolicy) -> None:
         self.path = path
         self.policy = policy
-        self.connections: Dict[int, Connection] = {}
+        self.connections: dict[int, Connection] = {}
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         # Bind under a tight umask, then chmod: no window where the socket is wider open.
         old_umask = os.umask(0o177)
@@ -229,7 +229,7 @@ class ControlServer:
             self.connections[sock.fileno()] = conn
 
     @staticmethod
-    def _refuse(sock: socket.socket, peer: Tuple[int, int, int]) -> None:
+    def _refuse(sock: socket.socket, peer: tuple[int, int, int]) -> None:
         log.warning("control connection refused", peer_pid=peer[0], peer_uid=peer[1],
                     peer_gid=peer[2])
         reply = protocol.error(None, protocol.REFUSED,

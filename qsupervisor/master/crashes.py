@@ -10,15 +10,14 @@ instead of looping forever.
 from __future__ import annotations
 
 import collections
-from typing import Deque, Dict, Tuple
 
 MAX_ENTRIES = 10_000  # bounded: ids of messages that never come back must not pile up
 
 
 class CrashLedger:
     def __init__(self) -> None:
-        self._counts: Dict[str, Tuple[int, str]] = {}
-        self._order: Deque[str] = collections.deque()
+        self._counts: dict[str, tuple[int, str]] = {}
+        self._order: collections.deque[str] = collections.deque()
 
     def record(self, message_id: str, how: str) -> None:
         count, _ = self._counts.get(message_id, (0, ""))
@@ -28,7 +27,7 @@ class CrashLedger:
         while len(self._order) > MAX_ENTRIES:
             self._counts.pop(self._order.popleft(), None)
 
-    def take(self, message_id: str) -> Tuple[int, str]:
+    def take(self, message_id: str) -> tuple[int, str]:
         """The crashes recorded for a message, forgotten once told: the worker asking
         folds them into the message's attempt count."""
         entry = self._counts.pop(message_id, None)

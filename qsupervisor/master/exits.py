@@ -14,7 +14,6 @@ from __future__ import annotations
 import enum
 import os
 from dataclasses import dataclass
-from typing import Optional, Tuple
 
 from qsupervisor.exit_codes import EXIT_HANDLER_IMPORT, EXIT_JOB_TIMEOUT
 
@@ -35,18 +34,18 @@ class ExitKind(enum.Enum):
 class ExitFacts:
     """What the master knows of a worker when it is gone."""
 
-    status: Optional[int]  # the wait status; None when there was no process (fork failed)
+    status: int | None  # the wait status; None when there was no process (fork failed)
     how: str  # the status in words ("exit code 1", "signal SIGKILL", "fork failed: ...")
-    stop_reason: Optional[str] = None  # why the master asked it to stop
-    killed: Optional[str] = None  # why the master SIGKILLed it: stop_timeout | timeout
-    exit_reason: Optional[str] = None  # what the worker said on its way out
-    exit_error: Optional[str] = None
+    stop_reason: str | None = None  # why the master asked it to stop
+    killed: str | None = None  # why the master SIGKILLed it: stop_timeout | timeout
+    exit_reason: str | None = None  # what the worker said on its way out
+    exit_error: str | None = None
     exit_settled: bool = False  # it settled its job's message itself (after a timeout)
     job_in_hand: bool = False  # its stats segment named a job when it went
     was_ready: bool = False  # it had reached RUNNING
 
     @property
-    def code(self) -> Optional[int]:
+    def code(self) -> int | None:
         """The exit status, or None if it ended by a signal or never ran."""
         if self.status is None or not os.WIFEXITED(self.status):
             return None
@@ -63,7 +62,7 @@ class Exit:
     # program runs); otherwise the exit is a failure and its slot backs off.
     replace_now: bool
     start_failure: bool  # a failure before the worker ever ran: counts towards FATAL
-    crash_cause: Optional[str]  # record its job in hand in the crash ledger, with this
+    crash_cause: str | None  # record its job in hand in the crash ledger, with this
 
     @property
     def failure(self) -> bool:
@@ -81,7 +80,7 @@ def classify_exit(facts: ExitFacts) -> Exit:
     return Exit(kind, summary, replace_now, start_failure, _crash_cause(facts, code))
 
 
-def _summary(facts: ExitFacts, timed_out: bool) -> Tuple[ExitKind, str]:
+def _summary(facts: ExitFacts, timed_out: bool) -> tuple[ExitKind, str]:
     status_zero = facts.code == 0
     if timed_out:
         return ExitKind.TIMED_OUT, f"killed: timeout ({facts.exit_error or facts.how})"
@@ -97,7 +96,7 @@ def _summary(facts: ExitFacts, timed_out: bool) -> Tuple[ExitKind, str]:
     return ExitKind.CRASHED, f"crashed: {facts.how}"
 
 
-def _crash_cause(facts: ExitFacts, code: Optional[int]) -> Optional[str]:
+def _crash_cause(facts: ExitFacts, code: int | None) -> str | None:
     """Whether the message the worker died holding counts as a failed attempt: yes if it
     held one and did not exit with status 0, unless it settled that message itself (an
     abandoned job whose retry or dead letter the broker confirmed)."""

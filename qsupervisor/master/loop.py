@@ -7,12 +7,14 @@ through `signal.set_wakeup_fd`); the loop hands the numbers to the owner.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
 import os
 import selectors
 import signal
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+from collections.abc import Iterable
+from typing import Any, Callable
 
 from qsupervisor import logs
 from qsupervisor.master.system import Clock, SystemClock
@@ -35,13 +37,13 @@ class Timer:
 
 
 class EventLoop:
-    def __init__(self, clock: Optional[Clock] = None) -> None:
+    def __init__(self, clock: Clock | None = None) -> None:
         self.clock: Clock = clock or SystemClock()
         self._selector = selectors.DefaultSelector()
-        self._timers: List[Tuple[float, int, Timer]] = []
+        self._timers: list[tuple[float, int, Timer]] = []
         self._seq = itertools.count()
-        self._watched: Dict[int, Tuple[Optional[Callback], Optional[Callback]]] = {}
-        self._idle: List[Callback] = []
+        self._watched: dict[int, tuple[Callback | None, Callback | None]] = {}
+        self._idle: list[Callback] = []
         self._signal_r, self._signal_w = os.pipe()
         os.set_blocking(self._signal_r, False)
         os.set_blocking(self._signal_w, False)
@@ -62,7 +64,7 @@ class EventLoop:
         except BlockingIOError:
             return
         for sig in data:
-            _guarded(lambda: self._on_signal(sig))  # one failing signal must not eat the rest
+            _guarded(functools.partial(self._on_signal, sig))  # one failing signal must not eat the rest
 
     # -- readers, writers and timers -----------------------------------------------
 
@@ -78,7 +80,7 @@ class EventLoop:
     def remove_writer(self, fileobj: Any) -> None:
         self._watch(_fd(fileobj), 1, None)
 
-    def _watch(self, fd: int, which: int, callback: Optional[Callback]) -> None:
+    def _watch(self, fd: int, which: int, callback: Callback | None) -> None:
         old = self._watched.get(fd, (None, None))
         new = (callback, old[1]) if which == 0 else (old[0], callback)
         events = (selectors.EVENT_READ if new[0] else 0) | (selectors.EVENT_WRITE if new[1] else 0)
@@ -106,7 +108,7 @@ class EventLoop:
 
     # -- running ----------------------------------------------------------------------
 
-    def run_once(self, max_wait: Optional[float] = None) -> None:
+    def run_once(self, max_wait: float | None = None) -> None:
         """One batch of events, waiting for the next at most `max_wait` seconds (None:
         until the next timer, or forever)."""
         timeout = self._timeout()
@@ -125,7 +127,7 @@ class EventLoop:
             for callback in idle:
                 _guarded(callback)
 
-    def _timeout(self) -> Optional[float]:
+    def _timeout(self) -> float | None:
         if self._idle:
             return 0.0
         while self._timers and self._timers[0][2].cancelled:

@@ -7,7 +7,7 @@ workers, and `qsupervisorctl tail -f` is fed from the same bytes that reach the 
 from __future__ import annotations
 
 import os
-from typing import Callable, List
+from typing import Callable
 
 from qsupervisor import logs
 
@@ -26,7 +26,7 @@ class ProgramOutput:
         os.set_blocking(self.read_fd, False)
         self._file = open(self.path, "ab", buffering=0)
         self._size = self._file.tell()
-        self.followers: List[Callable[[bytes], None]] = []
+        self.followers: list[Callable[[bytes], None]] = []
 
     def on_readable(self) -> None:
         try:

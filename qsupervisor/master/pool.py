@@ -14,22 +14,14 @@ import os
 import random
 import select
 import signal
+from collections.abc import Iterator
 from typing import (
-    TYPE_CHECKING,
     Any,
-    Deque,
-    Dict,
-    Iterator,
-    List,
-    Optional,
     Protocol,
-    Set,
-    Tuple,
 )
 
-from qsupervisor import ipc, logs, procutil
+from qsupervisor import ipc, logs, procutil, stats_segment
 from qsupervisor.channel import Ev, Op
-from qsupervisor import stats_segment
 from qsupervisor.config import ProgramConfig
 from qsupervisor.exit_codes import ABANDON_GRACE
 from qsupervisor.master.crashes import CrashLedger
@@ -65,7 +57,7 @@ class PoolOwner(Protocol):
     @property
     def running(self) -> bool: ...  # the program is RUNNING: a slot that empties is refilled
 
-    def spawning_leader(self) -> Optional[LeaderProc]:
+    def spawning_leader(self) -> LeaderProc | None:
         """The leader new workers are forked from; None while the program does not run
         (its leader's "ready", or the next start, fills the pool again)."""
 
@@ -78,12 +70,12 @@ class WorkerPool:
         self.program = owner
         self.host = host
         self.desired = desired  # how many slots the program should have
-        self.slots: Dict[int, Slot] = {}
-        self.draining: List[WorkerProc] = []
+        self.slots: dict[int, Slot] = {}
+        self.draining: list[WorkerProc] = []
         self.crashes = CrashLedger()
         # Exited workers' per-second job counts, while they are in the last minute.
-        self.recent: Deque[Tuple[float, Ring]] = collections.deque()
-        self._pending_spawns: Dict[int, WorkerProc] = {}
+        self.recent: collections.deque[tuple[float, Ring]] = collections.deque()
+        self._pending_spawns: dict[int, WorkerProc] = {}
         self._next_wid = 0
         self._watchdog: Any = None
 
@@ -104,27 +96,27 @@ class WorkerPool:
                 yield self.slots[index].predecessor  # type: ignore[misc]
         yield from self.draining
 
-    def all_known(self) -> List[WorkerProc]:
+    def all_known(self) -> list[WorkerProc]:
         found = [s.worker for s in self.slots.values() if s.worker is not None]
         found += [s.predecessor for s in self.slots.values() if s.predecessor is not None]
         found += self.draining
         return list({id(w): w for w in found}.values())
 
-    def live(self) -> List[WorkerProc]:
+    def live(self) -> list[WorkerProc]:
         return [w for w in self.all_known() if w.alive]
 
-    def recent_exits(self) -> List[Tuple[int, int, int]]:
+    def recent_exits(self) -> list[tuple[int, int, int]]:
         """Done, failed and retried in the last minute by workers that have exited."""
         now = self.host.loop.clock.time()
         while self.recent and self.recent[0][0] < now - RECENT:
             self.recent.popleft()
         return [stats_segment.last_minute_of(ring, now) for _, ring in self.recent]
 
-    def superseded(self) -> Set[int]:
+    def superseded(self) -> set[int]:
         """ids of the workers still consuming until their successor runs (a reload)."""
         return {id(s.predecessor) for s in self.slots.values() if s.predecessor is not None}
 
-    def slot(self, index: int) -> Optional[Slot]:
+    def slot(self, index: int) -> Slot | None:
         return self.slots.get(index)
 
     def serving(self) -> int:
@@ -152,7 +144,7 @@ class WorkerPool:
                 return False
         return True
 
-    def problems(self) -> List[str]:
+    def problems(self) -> list[str]:
         found = []
         for index in range(self.desired):
             worker = self.slots[index].worker if index in self.slots else None
@@ -240,7 +232,7 @@ class WorkerPool:
         self._pending_spawns[worker.wid] = worker
         slot.worker = worker
 
-    def drain(self, worker: Optional[WorkerProc], reason: str) -> None:
+    def drain(self, worker: WorkerProc | None, reason: str) -> None:
         """Detach a worker from its slot and stop it gracefully."""
         if worker is None or not worker.alive:
             return
@@ -326,7 +318,7 @@ class WorkerPool:
 
     # -- exits --------------------------------------------------------------------------
 
-    def _gone(self, worker: WorkerProc, status: Optional[int], how: str) -> None:
+    def _gone(self, worker: WorkerProc, status: int | None, how: str) -> None:
         if not worker.alive:
             return
         if worker.kill_timer is not None:
@@ -353,7 +345,7 @@ class WorkerPool:
             self._after_slot_exit(slot, worker, meaning)
         self.program.workers_changed()
 
-    def _account(self, worker: WorkerProc, snapshot: Optional[Snapshot], meaning: Exit) -> None:
+    def _account(self, worker: WorkerProc, snapshot: Snapshot | None, meaning: Exit) -> None:
         """Keep the dead worker's per-second job counts for a minute, and remember the
         message it died holding when that counts as a failed attempt."""
         if worker.stats is None or snapshot is None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import socket
 from dataclasses import dataclass, field
-from typing import Dict, Optional
 
 from qsupervisor.master.loop import Timer
 from qsupervisor.states import WorkerState
@@ -18,7 +17,7 @@ class LeaderProc:
     sock: socket.socket
     started: float  # wall clock, for status's uptime
     ready: bool = False
-    files: Dict[str, float] = field(default_factory=dict)  # preloaded file -> mtime
+    files: dict[str, float] = field(default_factory=dict)  # preloaded file -> mtime
 
 
 @dataclass(eq=False)
@@ -29,19 +28,19 @@ class WorkerProc:
     max_jobs: int
     spawned: float  # wall clock, for status's uptime
     state: WorkerState = WorkerState.STARTING
-    pid: Optional[int] = None
-    channel: Optional[socket.socket] = None
-    stats: Optional[Stats] = None
-    ready_at: Optional[float] = None  # monotonic
-    stop_reason: Optional[str] = None  # why the master asked it to stop
-    exit_reason: Optional[str] = None  # what the worker said on its way out
-    exit_error: Optional[str] = None
-    last_exit: Optional[str] = None  # the summary status shows
-    killed: Optional[str] = None  # why the master SIGKILLed it: stop_timeout | timeout
+    pid: int | None = None
+    channel: socket.socket | None = None
+    stats: Stats | None = None
+    ready_at: float | None = None  # monotonic
+    stop_reason: str | None = None  # why the master asked it to stop
+    exit_reason: str | None = None  # what the worker said on its way out
+    exit_error: str | None = None
+    last_exit: str | None = None  # the summary status shows
+    killed: str | None = None  # why the master SIGKILLed it: stop_timeout | timeout
     exit_settled: bool = False  # it settled its message itself before leaving (timeout)
-    kill_timer: Optional[Timer] = None
-    broker_error: Optional[str] = None
-    rss: Optional[int] = None  # cached for status: see master/status.py
+    kill_timer: Timer | None = None
+    broker_error: str | None = None
+    rss: int | None = None  # cached for status: see master/status.py
     rss_read_at: float = float("-inf")
 
     @property
@@ -56,12 +55,12 @@ class WorkerProc:
 @dataclass(eq=False)
 class Slot:
     index: int
-    worker: Optional[WorkerProc] = None
+    worker: WorkerProc | None = None
     # The worker this slot's current one replaces during a reload: it keeps consuming
     # until its successor is RUNNING, so the program never has fewer consumers.
-    predecessor: Optional[WorkerProc] = None
+    predecessor: WorkerProc | None = None
     failures: int = 0  # consecutive unexpected exits, for the backoff delay
     start_failures: int = 0  # consecutive exits before RUNNING, for FATAL
     restarts: int = 0
-    last_exit: Optional[str] = None
-    backoff_timer: Optional[Timer] = None
+    last_exit: str | None = None
+    backoff_timer: Timer | None = None

@@ -11,11 +11,12 @@ from __future__ import annotations
 import itertools
 import select
 import signal
-from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
+from collections.abc import Iterator
+from typing import Any, Callable
 
 from qsupervisor import ipc, logs, procutil
 from qsupervisor.channel import Ev, Op
-from qsupervisor.config import DaemonConfig, ProgramConfig
+from qsupervisor.config import ProgramConfig
 from qsupervisor.master.host import Host
 from qsupervisor.master.pool import WorkerPool, backoff
 from qsupervisor.master.process import LeaderProc, Slot, WorkerProc
@@ -32,15 +33,15 @@ class ProgramRuntime:
         self.config = config
         self.host = host
         self.state = P.STOPPED
-        self.leader: Optional[LeaderProc] = None
-        self.old_leaders: List[LeaderProc] = []
-        self.pending_leader: Optional[LeaderProc] = None  # a replacement importing its preload
+        self.leader: LeaderProc | None = None
+        self.old_leaders: list[LeaderProc] = []
+        self.pending_leader: LeaderProc | None = None  # a replacement importing its preload
         self.pool = WorkerPool(self, host, config.workers)
-        self.error: Optional[str] = None  # last leader/preload failure, for status
+        self.error: str | None = None  # last leader/preload failure, for status
         self.leader_failures = 0
         self._leader_timer: Any = None
         self.start_when_stopped = False  # restart, or start during a stop
-        self._stats_requests: Dict[int, Callable[[Dict[str, Any]], None]] = {}
+        self._stats_requests: dict[int, Callable[[dict[str, Any]], None]] = {}
         self._request_ids = itertools.count(1)
 
     @property
@@ -61,7 +62,7 @@ class ProgramRuntime:
     def running(self) -> bool:
         return self.state is P.RUNNING
 
-    def spawning_leader(self) -> Optional[LeaderProc]:
+    def spawning_leader(self) -> LeaderProc | None:
         if self.state is not P.RUNNING or self.leader is None or not self.leader.ready:
             return None
         return self.leader
@@ -69,22 +70,22 @@ class ProgramRuntime:
     def workers(self) -> Iterator[WorkerProc]:
         return self.pool.workers()
 
-    def live_workers(self) -> List[WorkerProc]:
+    def live_workers(self) -> list[WorkerProc]:
         return self.pool.live()
 
-    def draining(self) -> List[WorkerProc]:
+    def draining(self) -> list[WorkerProc]:
         return self.pool.draining
 
-    def superseded(self) -> Set[int]:
+    def superseded(self) -> set[int]:
         return self.pool.superseded()
 
-    def slot(self, index: int) -> Optional[Slot]:
+    def slot(self, index: int) -> Slot | None:
         return self.pool.slot(index)
 
     def serving(self) -> int:
         return self.pool.serving()
 
-    def recent_exits(self) -> List[Tuple[int, int, int]]:
+    def recent_exits(self) -> list[tuple[int, int, int]]:
         return self.pool.recent_exits()
 
     def steady(self) -> bool:
@@ -96,7 +97,7 @@ class ProgramRuntime:
             return self.state in (P.STOPPED, P.FATAL) and not self.pool.draining
         return self.pool.steady()
 
-    def problems(self) -> List[str]:
+    def problems(self) -> list[str]:
         """What went wrong, for the reply to a command that waited."""
         return ([self.error] if self.error else []) + self.pool.problems()
 
@@ -176,7 +177,7 @@ class ProgramRuntime:
         elif self.state is P.FATAL:
             self.start()  # the new settings are the operator's attempt at a fix
 
-    def signal_workers(self, sig: int) -> List[int]:
+    def signal_workers(self, sig: int) -> list[int]:
         pids = [w.pid for w in self.live_workers() if w.pid is not None]
         for pid in pids:
             self.host.processes.signal(pid, sig)
@@ -340,7 +341,7 @@ class ProgramRuntime:
             if proc is not None:
                 self.host.processes.signal(proc.pid, signal.SIGKILL)
 
-    def request_queue_stats(self, callback: Callable[[Dict[str, Any]], None]) -> bool:
+    def request_queue_stats(self, callback: Callable[[dict[str, Any]], None]) -> bool:
         """Ask the leader for the queue depths; False if there is no leader to ask."""
         if self.leader is None or not self.leader.ready:
             return False

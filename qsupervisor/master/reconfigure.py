@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import List, Optional, Tuple
 
 from qsupervisor.config import Config, ConfigDiff, DaemonConfig, diff_configs
 
@@ -30,9 +29,9 @@ class UnknownPrograms(ValueError):
 @dataclass(frozen=True)
 class UpdateResult:
     diff: ConfigDiff
-    touched: Tuple[str, ...]  # programs added, removed, changed or scaled
-    changes: Tuple[str, ...]  # human lines, as `reread` shows them
-    warnings: Tuple[str, ...] = field(default=())
+    touched: tuple[str, ...]  # programs added, removed, changed or scaled
+    changes: tuple[str, ...]  # human lines, as `reread` shows them
+    warnings: tuple[str, ...] = field(default=())
 
 
 @dataclass(frozen=True)
@@ -40,15 +39,15 @@ class UpdatePlan:
     """What an update does, in the order the master does it."""
 
     config: Config  # what the master runs once the plan is applied
-    daemon: Optional[DaemonConfig]  # daemon settings to apply; None: they stay (update NAME)
-    removed: Tuple[str, ...]
-    added: Tuple[str, ...]
-    changed: Tuple[str, ...]  # new settings: a new leader, then a rolling reload
-    scaled: Tuple[str, ...]  # only `workers` changed
+    daemon: DaemonConfig | None  # daemon settings to apply; None: they stay (update NAME)
+    removed: tuple[str, ...]
+    added: tuple[str, ...]
+    changed: tuple[str, ...]  # new settings: a new leader, then a rolling reload
+    scaled: tuple[str, ...]  # only `workers` changed
     result: UpdateResult
 
 
-def plan_update(old: Config, new: Config, names: Optional[List[str]]) -> UpdatePlan:
+def plan_update(old: Config, new: Config, names: list[str] | None) -> UpdatePlan:
     """`names` None (or containing "all") is a full update; raises UnknownPrograms for a
     name in neither configuration."""
     if names is not None and "all" in names:
@@ -62,7 +61,7 @@ def plan_update(old: Config, new: Config, names: Optional[List[str]]) -> UpdateP
     # (and rolled) with the daemon settings they will actually get: the current ones.
     diff = diff_configs(old, new if names is None else dataclasses.replace(new, daemon=old.daemon))
 
-    def selected(group: Tuple[str, ...]) -> Tuple[str, ...]:
+    def selected(group: tuple[str, ...]) -> tuple[str, ...]:
         return group if names is None else tuple(n for n in group if n in names)
 
     removed, added = selected(diff.removed), selected(diff.added)
@@ -79,7 +78,7 @@ def plan_update(old: Config, new: Config, names: Optional[List[str]]) -> UpdateP
                       result=UpdateResult(diff, touched, changes, warnings))
 
 
-def daemon_setting_warnings(old: DaemonConfig, new: DaemonConfig) -> List[str]:
+def daemon_setting_warnings(old: DaemonConfig, new: DaemonConfig) -> list[str]:
     """The changed daemon settings that cannot take effect in place."""
     warnings = []
     restart = [key for key in RESTART_ONLY if getattr(old, key) != getattr(new, key)]
@@ -92,7 +91,7 @@ def daemon_setting_warnings(old: DaemonConfig, new: DaemonConfig) -> List[str]:
     return warnings
 
 
-def _merge(old: Config, new: Config, names: Optional[List[str]]) -> Config:
+def _merge(old: Config, new: Config, names: list[str] | None) -> Config:
     """`update NAME...` applies only those programs; the rest, and the daemon section,
     keep their old settings (so a later full update still sees their changes)."""
     if names is None:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from collections.abc import Sequence
+from typing import Any
 
 from qsupervisor import __version__, procutil
 from qsupervisor.master.process import LeaderProc, WorkerProc
@@ -14,13 +15,13 @@ from qsupervisor.stats_segment import Snapshot
 RSS_MAX_AGE = 1.0  # seconds
 
 
-def master_status(started: float, now: float, config_path: str) -> Dict[str, Any]:
+def master_status(started: float, now: float, config_path: str) -> dict[str, Any]:
     return {"pid": os.getpid(), "uptime": round(now - started, 3),
             "config": config_path, "version": __version__}
 
 
 def program_status(program: ProgramRuntime, clock: Clock, search_path: Sequence[str] = (),
-                   with_workers: bool = True) -> Dict[str, Any]:
+                   with_workers: bool = True) -> dict[str, Any]:
     """The program's status; `with_workers=False` leaves out the entry per worker (a
     large program's summary costs a fraction of the request and the reply)."""
     leader = program.leader
@@ -45,8 +46,8 @@ def program_status(program: ProgramRuntime, clock: Clock, search_path: Sequence[
     return status
 
 
-def _read_workers(program: ProgramRuntime, summary: "_Summary",
-                  with_workers: bool) -> List[Dict[str, Any]]:
+def _read_workers(program: ProgramRuntime, summary: _Summary,
+                  with_workers: bool) -> list[dict[str, Any]]:
     """Read every worker's stats segment once, into the summary and (`with_workers`) an
     entry per worker."""
     workers = []
@@ -74,11 +75,11 @@ class _Summary:
     def __init__(self, now: float, monotonic: float) -> None:
         self.now = now
         self.monotonic = monotonic
-        self.snapshots: List[Snapshot] = []  # the live workers', for the last-minute figures
-        self.states: Dict[str, int] = {}
+        self.snapshots: list[Snapshot] = []  # the live workers', for the last-minute figures
+        self.states: dict[str, int] = {}
         self.busy = self.held = self.rss = 0
 
-    def add(self, worker: WorkerProc, snapshot: Optional[Snapshot], alive: bool) -> None:
+    def add(self, worker: WorkerProc, snapshot: Snapshot | None, alive: bool) -> None:
         state = worker.state.value
         self.states[state] = self.states.get(state, 0) + 1
         if snapshot is not None and alive:
@@ -87,11 +88,11 @@ class _Summary:
             self.held += snapshot.held
         self.rss += _rss(worker, alive, self.monotonic) or 0
 
-    def view(self) -> Dict[str, Any]:
+    def view(self) -> dict[str, Any]:
         return {"states": self.states, "busy": self.busy, "held": self.held, "rss": self.rss}
 
 
-def last_minute(live: List[Snapshot], exited: List[Tuple[int, int, int]]) -> Dict[str, int]:
+def last_minute(live: list[Snapshot], exited: list[tuple[int, int, int]]) -> dict[str, int]:
     """Jobs done, failed and retried in the last minute, by live and recently exited
     workers alike (a recycle must not make the figures drop)."""
     rows = [(s.done_last_minute, s.failed_last_minute, s.retried_last_minute) for s in live]
@@ -100,7 +101,7 @@ def last_minute(live: List[Snapshot], exited: List[Tuple[int, int, int]]) -> Dic
             "retried": sum(r[2] for r in rows)}
 
 
-def queue_view(answer: Dict[str, Any], held: int) -> Dict[str, Any]:
+def queue_view(answer: dict[str, Any], held: int) -> dict[str, Any]:
     """The leader's reading of the broker, plus what our workers hold unacked (the broker's
     own unacked count needs the management plugin, which a stock broker lacks)."""
     if answer.get("error"):
@@ -110,7 +111,7 @@ def queue_view(answer: Dict[str, Any], held: int) -> Dict[str, Any]:
             "dead_letter_ready": answer.get("dead_letter_ready")}
 
 
-def _rss(worker: WorkerProc, alive: bool, now: float) -> Optional[int]:
+def _rss(worker: WorkerProc, alive: bool, now: float) -> int | None:
     """RSS, read from /proc at most once a second per worker: at hundreds of workers the
     reads dominate a status request, and nobody needs it fresher."""
     if worker.pid is None or not alive:
@@ -120,9 +121,9 @@ def _rss(worker: WorkerProc, alive: bool, now: float) -> Optional[int]:
     return worker.rss
 
 
-def worker_status(worker: WorkerProc, draining: bool, snapshot: Optional[Snapshot],
-                  alive: bool, now: float, monotonic: float) -> Dict[str, Any]:
-    job: Optional[Dict[str, Any]] = None
+def worker_status(worker: WorkerProc, draining: bool, snapshot: Snapshot | None,
+                  alive: bool, now: float, monotonic: float) -> dict[str, Any]:
+    job: dict[str, Any] | None = None
     if snapshot is not None and snapshot.job_started is not None and alive:
         job = {"id": snapshot.job_id,
                "running_for": round(max(0.0, now - snapshot.job_started), 3)}
@@ -145,12 +146,12 @@ def worker_status(worker: WorkerProc, draining: bool, snapshot: Optional[Snapsho
     }
 
 
-def preload_status(name: str, leader: Optional[LeaderProc],
-                   search_path: Sequence[str] = ()) -> Dict[str, Any]:
+def preload_status(name: str, leader: LeaderProc | None,
+                   search_path: Sequence[str] = ()) -> dict[str, Any]:
     """Files the leader preloaded that changed on disk since: their code is stale."""
     if leader is None:
         return {"files": 0, "stale": [], "message": None}
-    stale: List[str] = []
+    stale: list[str] = []
     for path, mtime in leader.files.items():
         try:
             if os.stat(path).st_mtime != mtime:
@@ -174,7 +175,7 @@ def _short(path: str, search_path: Sequence[str]) -> str:
     return path
 
 
-def add_slot_details(status: Dict[str, Any], program: ProgramRuntime) -> None:
+def add_slot_details(status: dict[str, Any], program: ProgramRuntime) -> None:
     """Restarts and last exit belong to the slot, which outlives its workers."""
     for entry in status["workers"]:
         slot = program.slot(entry["slot"])

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import socket
 import time
-from typing import Callable, Optional, Protocol, Tuple
+from typing import Callable, Protocol
 
 from qsupervisor import procutil
 from qsupervisor.config import DaemonConfig, ProgramConfig
@@ -36,7 +36,7 @@ class Processes(Protocol):
 
     def signal(self, pid: int, sig: int) -> None: ...
 
-    def reap(self) -> Optional[Tuple[int, int]]:
+    def reap(self) -> tuple[int, int] | None:
         """One exited child as (pid, waitpid status), or None when none is waiting."""
 
 
@@ -51,7 +51,7 @@ class SystemProcesses:
     def signal(self, pid: int, sig: int) -> None:
         procutil.signal_pid(pid, sig)
 
-    def reap(self) -> Optional[Tuple[int, int]]:
+    def reap(self) -> tuple[int, int] | None:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:

@@ -13,7 +13,7 @@ import collections
 import random
 import threading
 from dataclasses import dataclass
-from typing import Any, Callable, Deque, List, Optional, Tuple
+from typing import Any, Callable
 
 import pika
 import pika.exceptions
@@ -64,7 +64,7 @@ class WorkerEvents:
 class Consumer:
     def __init__(self, broker: str, program: ProgramConfig, chain: DelayChain, max_jobs: int,
                  runner: JobRunner, events: WorkerEvents, name: str,
-                 after_job: Callable[[], Optional[str]] = lambda: None) -> None:
+                 after_job: Callable[[], str | None] = lambda: None) -> None:
         self._params = connection.parameters(broker, name=name)
         self._program = program
         self._chain = chain
@@ -75,16 +75,16 @@ class Consumer:
         # Guards everything the threads share: the hand-off queues, the connection handle
         # and the stop reason.
         self._lock = threading.Condition()
-        self._pending: Deque[Delivery] = collections.deque()
-        self._results: Deque[Tuple[Delivery, Outcome]] = collections.deque()
-        self._in_flight: Optional[Delivery] = None
-        self._abandoned: Optional[Delivery] = None
-        self._stop_reason: Optional[str] = None
+        self._pending: collections.deque[Delivery] = collections.deque()
+        self._results: collections.deque[tuple[Delivery, Outcome]] = collections.deque()
+        self._in_flight: Delivery | None = None
+        self._abandoned: Delivery | None = None
+        self._stop_reason: str | None = None
         self._stop_event = threading.Event()
         self.abandon_done = threading.Event()
         self.abandon_settled = False  # the timed-out job's message was retried/dead-lettered
         self._cancelled_by_broker = False
-        self._conn: Optional[pika.BlockingConnection] = None
+        self._conn: pika.BlockingConnection | None = None
         self._channel: Any = None
         self._confirms: Any = None  # a channel in confirm mode, for retries and dead letters
         self._consumer_tag = ""
@@ -222,7 +222,7 @@ class Consumer:
             return
         self._hand_back(channel, handed_back)
 
-    def _hand_back(self, channel: Any, deliveries: List[Delivery]) -> None:
+    def _hand_back(self, channel: Any, deliveries: list[Delivery]) -> None:
         """Give back messages this worker holds but never started, without using up their
         delivery limit (see broker/returns.py): a nack where that is free, otherwise a
         confirmed copy, then an ack. A copy the broker refuses falls back to the nack:
@@ -413,7 +413,7 @@ def _ack_unflushed(channel: Any, tag: int) -> None:
         impl.basic_ack(delivery_tag=tag, multiple=False)
 
 
-def _call_soon(conn: Optional[pika.BlockingConnection], callback: Callable[[], None]) -> None:
+def _call_soon(conn: pika.BlockingConnection | None, callback: Callable[[], None]) -> None:
     """Run `callback` on the I/O thread; without a connection there is nothing to do
     (the broker takes back whatever we held when the connection went)."""
     if conn is None:

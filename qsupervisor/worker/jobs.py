@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import time
 import traceback
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Mapping, Optional, Tuple
+from typing import Any, Callable
 
 import pika
 
@@ -32,7 +33,7 @@ EARLY_TOLERANCE = 0.001
 
 ACK, RETRY, DEAD, REDELAY = "ack", "retry", "dead", "redelay"
 
-CrashLookup = Callable[[str], Tuple[int, str]]
+CrashLookup = Callable[[str], tuple[int, str]]
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,7 @@ class Outcome:
     kind: str
     message_id: str
     body: bytes = b""
-    properties: Optional[pika.BasicProperties] = None
+    properties: pika.BasicProperties | None = None
     delay: float = 0.0
     stat: int = stats_mod.DONE
 
@@ -142,11 +143,11 @@ def attempt_of_delivery(properties: Any) -> int:
     return messages.attempt_of(_headers(properties))
 
 
-def _headers(properties: Any) -> Dict[str, Any]:
+def _headers(properties: Any) -> dict[str, Any]:
     return dict(getattr(properties, "headers", None) or {})
 
 
-def _with_headers(properties: Any, headers: Dict[str, Any]) -> pika.BasicProperties:
+def _with_headers(properties: Any, headers: dict[str, Any]) -> pika.BasicProperties:
     """A copy of the message's properties with new headers; persistent whatever it was."""
     return pika.BasicProperties(
         content_type=getattr(properties, "content_type", None),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any
 
 import pytest
 
@@ -20,6 +20,7 @@ BENCH_DIR = Path(__file__).resolve().parents[2] / "bench"
 sys.path.insert(0, str(BENCH_DIR))
 
 import run as bench_run  # noqa: E402  (bench/run.py)
+
 from qsvbench import (  # noqa: E402
     control,
     delay,
@@ -34,7 +35,7 @@ from qsvbench import (  # noqa: E402
 from qsvbench.common import DECLARED, Broker, Settings  # noqa: E402
 
 
-def _part(result: Dict[str, Any]) -> Dict[str, Any]:
+def _part(result: dict[str, Any]) -> dict[str, Any]:
     return {"result": result, "load_before": {"1m": 0.0}, "load_after": {"1m": 0.0},
             "duration_s": 0.0, "quick": True, "date": "smoke test"}
 

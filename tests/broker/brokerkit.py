@@ -5,7 +5,7 @@ directories have a conftest.py, and `from conftest import` would pick whichever 
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, List
+from typing import Any, Callable
 
 import pika
 import pika.exceptions
@@ -22,8 +22,8 @@ class Cleanup:
     """Queues and exchanges to delete at the end of a test."""
 
     def __init__(self) -> None:
-        self.queues: List[str] = []
-        self.exchanges: List[str] = []
+        self.queues: list[str] = []
+        self.exchanges: list[str] = []
 
     def topology(self, topology: Topology) -> Topology:
         for decl in topology.declarations():

@@ -8,7 +8,8 @@ run) never see each other's messages.
 from __future__ import annotations
 
 import uuid
-from typing import Callable, Iterator
+from collections.abc import Iterator
+from typing import Callable
 
 import pika
 import pytest
@@ -44,11 +45,14 @@ def unique() -> Callable[[str], str]:
     return lambda base: f"qsv-test-{base}-{uuid.uuid4().hex[:8]}"
 
 
+DEFAULT_DELAY = DelayConfig()  # frozen: one instance serves every call
+
+
 @pytest.fixture
 def make_program(unique: Callable[[str], str], cleanup: Cleanup) -> MakeProgram:
     """A ProgramConfig with a unique queue; its whole topology is deleted after the test."""
 
-    def make(queue_type: str = "quorum", fmt: str = "json", delay: DelayConfig = DelayConfig()
+    def make(queue_type: str = "quorum", fmt: str = "json", delay: DelayConfig = DEFAULT_DELAY
              ) -> ProgramConfig:
         queue = unique("q")
         program = ProgramConfig(name=queue, handler="app:handle", queue=queue,

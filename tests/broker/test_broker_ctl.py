@@ -9,7 +9,7 @@ import pty
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 import pika
 import pytest
@@ -27,9 +27,9 @@ class Ctl:
         self.config = config
         self.program = program
 
-    def __call__(self, *args: str, stdin: Optional[bytes] = None) -> subprocess.CompletedProcess:
+    def __call__(self, *args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess:
         return subprocess.run([QSUPERVISORCTL, "-c", str(self.config), *args], input=stdin,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+                              capture_output=True, timeout=60)
 
 
 def write_config(directory: Path, name: str, queue: str, broker: str = BROKER_URL,
@@ -55,7 +55,7 @@ def ctl(tmp_path: Path, unique, cleanup: Cleanup) -> Ctl:
     return Ctl(path, program)
 
 
-def get_all(connection: pika.BlockingConnection, queue: str) -> List[Any]:
+def get_all(connection: pika.BlockingConnection, queue: str) -> list[Any]:
     channel, found = connection.channel(), []
     while True:
         method, properties, body = channel.basic_get(queue, auto_ack=True)
@@ -64,7 +64,7 @@ def get_all(connection: pika.BlockingConnection, queue: str) -> List[Any]:
         found.append((properties, body))
 
 
-def seed_dead_letters(connection: pika.BlockingConnection, ctl: Ctl, count: int) -> List[str]:
+def seed_dead_letters(connection: pika.BlockingConnection, ctl: Ctl, count: int) -> list[str]:
     """Dead-lettered messages as a worker would leave them, published directly."""
     topology.declare(connection.channel, ctl.program, load_config(str(ctl.config)).daemon.delay)
     channel = connection.channel()
@@ -114,7 +114,7 @@ def test_publish_with_a_delay_goes_through_the_delay_chain(
     (["retry-failed", "jobs"], "--all or message IDs"),
     (["purge-failed", "jobs"], "not a terminal"),
 ])
-def test_usage_errors_exit_2(ctl: Ctl, args: List[str], text: str) -> None:
+def test_usage_errors_exit_2(ctl: Ctl, args: list[str], text: str) -> None:
     result = ctl(*args)
     assert result.returncode == 2
     assert text in result.stderr.decode()
@@ -124,7 +124,7 @@ def test_a_broken_configuration_exits_2_listing_its_problems(tmp_path: Path) -> 
     path = tmp_path / "broken.yaml"
     path.write_text("programs:\n  jobs:\n    workers: -1\n")
     result = subprocess.run([QSUPERVISORCTL, "-c", str(path), "failed", "jobs"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+                            capture_output=True, timeout=60)
     assert result.returncode == 2
     assert "handler" in result.stderr.decode() and "workers" in result.stderr.decode()
 
@@ -133,7 +133,7 @@ def test_an_unreachable_broker_exits_1_naming_the_host_without_the_password(
         tmp_path: Path) -> None:
     path = write_config(tmp_path, "jobs", "jobs", broker="amqp://guest:s3cret@127.0.0.1:1/%2F")
     result = subprocess.run([QSUPERVISORCTL, "-c", str(path), "publish", "jobs", "{}"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+                            capture_output=True, timeout=60)
     assert result.returncode == 1
     stderr = result.stderr.decode()
     assert "127.0.0.1:1" in stderr and "s3cret" not in stderr
@@ -144,7 +144,7 @@ def test_failed_shows_dead_letters_without_removing_them(
     ids = seed_dead_letters(connection, ctl, 3)
     result = ctl("failed", "jobs", "--json")
     assert result.returncode == 0, result.stderr
-    shown: Dict[str, Any] = json.loads(result.stdout)
+    shown: dict[str, Any] = json.loads(result.stdout)
     assert shown["total"] == 3
     assert [m["id"] for m in shown["messages"]] == ids
     first = shown["messages"][0]
@@ -200,8 +200,7 @@ def test_purge_failed_asks_on_a_terminal(ctl: Ctl, connection: pika.BlockingConn
     try:
         os.write(master, answer)  # typed ahead; the terminal holds it until it is read
         result = subprocess.run([QSUPERVISORCTL, "-c", str(ctl.config), "purge-failed", "jobs"],
-                                stdin=terminal, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                timeout=60)
+                                stdin=terminal, capture_output=True, timeout=60)
     finally:
         os.close(master)
         os.close(terminal)

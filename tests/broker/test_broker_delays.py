@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Dict, List
+from typing import Any
 
 import pika
 from brokerkit import MakeProgram
@@ -25,12 +25,12 @@ class Arrival:
     payload: Any
     monotonic: float
     wall_ms: int
-    headers: Dict[str, Any]
+    headers: dict[str, Any]
 
 
 def receive(connection: pika.BlockingConnection, queue: str, count: int,
-            timeout: float = 15.0) -> List[Arrival]:
-    arrivals: List[Arrival] = []
+            timeout: float = 15.0) -> list[Arrival]:
+    arrivals: list[Arrival] = []
     channel = connection.channel()
 
     def on_message(ch: Any, method: Any, properties: Any, body: bytes) -> None:
@@ -51,7 +51,7 @@ def test_delays_published_long_first_each_arrive_when_due_within_the_bound(
     program = make_program()
     topology.declare(connection.channel, program, DelayConfig())
     delays = [3.0, 2.0, 1.0, 0.5, 0.3]  # the longest first: no head-of-line blocking
-    published: Dict[float, float] = {}
+    published: dict[float, float] = {}
     with Publisher(broker_url) as publisher:
         for delay in delays:
             published[delay] = time.monotonic()

@@ -4,7 +4,8 @@ these fail on it before any message is lost."""
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator
+from collections.abc import Iterator
+from typing import Any, Callable
 
 import pika
 import pytest

@@ -12,8 +12,9 @@ import fcntl
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional
+from typing import Any, Callable
 
 import pytest
 
@@ -30,7 +31,7 @@ def pytest_configure(config: pytest.Config) -> None:
                    "other end-to-end tests, so a slow recovery cannot disturb them")
 
 
-def pytest_collection_modifyitems(items: List[pytest.Item]) -> None:
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Tests that restart the broker go last (a stable sort keeps the order of the rest)."""
     items.sort(key=lambda item: item.get_closest_marker(BROKER_RESTART) is not None)
 
@@ -66,7 +67,7 @@ def restart_broker(broker: Broker) -> Iterator[Callable[[], None]]:
     """`restart_broker()` stops and starts the RabbitMQ application and reconnects the
     test's `broker`. Whatever happens in the test, the broker is running at its end."""
 
-    interrupted: List[bool] = []
+    interrupted: list[bool] = []
 
     def restart() -> None:
         interrupted.append(True)
@@ -100,9 +101,9 @@ def code_dir(tmp_path: Path) -> Path:
 def daemons(tmp_path: Path, broker: Broker, code_dir: Path) -> Iterator[MakeDaemon]:
     """`daemons(programs, **qsupervisord_settings)` writes a configuration in a directory of
     its own under tmp_path and returns a Daemon (not started)."""
-    made: List[Daemon] = []
+    made: list[Daemon] = []
 
-    def make(programs: Dict[str, Any], workdir: Optional[Path] = None,
+    def make(programs: dict[str, Any], workdir: Path | None = None,
              **settings: Any) -> Daemon:
         directory = workdir or tmp_path / f"daemon{len(made)}"
         directory.mkdir(parents=True, exist_ok=True)
@@ -112,7 +113,7 @@ def daemons(tmp_path: Path, broker: Broker, code_dir: Path) -> Iterator[MakeDaem
         return daemon
 
     yield make
-    failures: List[BaseException] = []
+    failures: list[BaseException] = []
     for daemon in reversed(made):
         try:
             daemon.teardown()

@@ -13,7 +13,7 @@ import sys
 import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Set
+from typing import Any, Callable
 
 import pytest
 
@@ -36,7 +36,7 @@ from .harness import (
 
 @dataclass(frozen=True)
 class CtlResult:
-    args: List[str]
+    args: list[str]
     returncode: int
     stdout: str
     stderr: str
@@ -49,8 +49,8 @@ class CtlResult:
                 f"stdout: {self.stdout.strip()}\nstderr: {self.stderr.strip()}")
 
 
-def run_ctl(target: List[str], *args: str, as_json: bool = True, timeout: float = 60.0,
-            command: Optional[List[str]] = None, **popen: Any) -> CtlResult:
+def run_ctl(target: list[str], *args: str, as_json: bool = True, timeout: float = 60.0,
+            command: list[str] | None = None, **popen: Any) -> CtlResult:
     """Run qsupervisorctl (or `command`, another way to start it) once."""
     argv = [*target, *(["--json"] if as_json else []), *args]
     proc = subprocess.run([*(command or [QSUPERVISORCTL]), *argv], capture_output=True,
@@ -95,7 +95,7 @@ class RawClient:
     def send(self, data: bytes) -> None:
         self.sock.sendall(data)
 
-    def reply(self) -> Dict[str, Any]:
+    def reply(self) -> dict[str, Any]:
         line = self._lines.readline()
         assert line, "the daemon closed the connection without a reply"
         return json.loads(line)
@@ -113,7 +113,7 @@ MakeDaemon = Callable[..., "Daemon"]  # the `daemons` fixture: (programs, **sett
 class Daemon:
     """One qsupervisord under test. `teardown` always leaves no process of its tree."""
 
-    def __init__(self, workdir: Path, daemon: Dict[str, Any], programs: Dict[str, Any]) -> None:
+    def __init__(self, workdir: Path, daemon: dict[str, Any], programs: dict[str, Any]) -> None:
         self.workdir = workdir
         self.settings = daemon
         self.config_path = workdir / "queues.yaml"
@@ -121,18 +121,18 @@ class Daemon:
         self.pidfile = Path(daemon["pidfile"])
         self.logfile = Path(daemon["logfile"])
         self.log_dir = Path(daemon["log_dir"])
-        self.proc: Optional[subprocess.Popen] = None
-        self.pgids: Set[int] = set()
-        self.seen_pids: Set[int] = set()
+        self.proc: subprocess.Popen | None = None
+        self.pgids: set[int] = set()
+        self.seen_pids: set[int] = set()
         self.write(programs)
 
-    def write(self, programs: Dict[str, Any]) -> None:
+    def write(self, programs: dict[str, Any]) -> None:
         write_config(self.config_path, self.settings, programs)
 
     # -- starting and stopping ------------------------------------------------------------
 
     def start(self, foreground: bool = True, wait: bool = True,
-              env: Optional[Dict[str, str]] = None) -> None:
+              env: dict[str, str] | None = None) -> None:
         """`env`: variables added to the daemon's environment."""
         out = open(self.workdir / "qsupervisord.out", "ab")
         argv = [QSUPERVISORD, "-c", str(self.config_path), *(["-n"] if foreground else [])]
@@ -151,18 +151,18 @@ class Daemon:
         if wait:
             self.wait_running()
 
-    def pidfile_pid(self) -> Optional[int]:
+    def pidfile_pid(self) -> int | None:
         try:
             return int(self.pidfile.read_text().strip())
         except (OSError, ValueError):
             return None
 
-    def master_from_pidfile(self) -> Optional[int]:
+    def master_from_pidfile(self) -> int | None:
         """The pidfile's pid once it names our live master (not a stale pid)."""
         pid = self.pidfile_pid()
         return pid if pid is not None and pid in self.find_masters() else None
 
-    def find_masters(self) -> Set[int]:
+    def find_masters(self) -> set[int]:
         """Live masters running our configuration, found by their process title: the
         teardown's way to a detached daemon whose start failed half-way."""
         title = f"qsupervisord: master [{self.config_path}]"
@@ -238,7 +238,7 @@ class Daemon:
     def ctl(self, *args: str, as_json: bool = True, timeout: float = 60.0) -> CtlResult:
         return run_ctl(["-c", str(self.config_path)], *args, as_json=as_json, timeout=timeout)
 
-    def status(self, *names: str) -> Dict[str, Any]:
+    def status(self, *names: str) -> dict[str, Any]:
         """`status --json`; exit 3 (a worker not RUNNING) still carries the picture."""
         result = self.ctl("status", *names)
         assert result.returncode in (0, 3), str(result)
@@ -251,14 +251,14 @@ class Daemon:
         assert result.returncode == 0, str(result)
         return int(result.json()["master"])
 
-    def tree_pids(self) -> Set[int]:
+    def tree_pids(self) -> set[int]:
         return tree_pids(self.status())
 
-    def wait_running(self, *names: str) -> Dict[str, Any]:
+    def wait_running(self, *names: str) -> dict[str, Any]:
         """Wait until every (named) program is RUNNING with all its workers RUNNING and
         none draining; return that status."""
-        latest: Dict[str, Any] = {}
-        last: List[CtlResult] = []
+        latest: dict[str, Any] = {}
+        last: list[CtlResult] = []
 
         def settled() -> bool:
             if self.proc is not None and self.proc.poll() is not None:
@@ -277,7 +277,7 @@ class Daemon:
                                        f"\ndaemon output: {self.output()}")
         return dict(latest)
 
-    def log_events(self) -> List[Dict[str, Any]]:
+    def log_events(self) -> list[dict[str, Any]]:
         events = []
         for line in self.logfile.read_text(errors="replace").splitlines():
             try:
@@ -290,14 +290,14 @@ class Daemon:
         return (self.log_dir / f"{name}.log").read_text(errors="replace")
 
 
-def _program_settled(program: Dict[str, Any]) -> bool:
+def _program_settled(program: dict[str, Any]) -> bool:
     current = [w for w in program["workers"] if not w["draining"] and not w.get("superseded")]
     return (program["state"] == "RUNNING" and len(current) == program["desired"]
             and len(current) == len(program["workers"])
             and all(w["state"] == "RUNNING" and w["pid"] for w in current))
 
 
-def tree_pids(status: Dict[str, Any]) -> Set[int]:
+def tree_pids(status: dict[str, Any]) -> set[int]:
     """The master, every leader and every worker pid that a status reply names."""
     pids = {int(status["master"]["pid"])}
     for program in status.get("programs", {}).values():
@@ -308,14 +308,14 @@ def tree_pids(status: Dict[str, Any]) -> Set[int]:
     return pids
 
 
-def worker_pids(status: Dict[str, Any], name: str) -> Dict[int, int]:
+def worker_pids(status: dict[str, Any], name: str) -> dict[int, int]:
     """slot -> pid of the program's current workers (not those draining, nor those still
     serving until their successor runs)."""
     return {w["slot"]: w["pid"] for w in status["programs"][name]["workers"]
             if not w["draining"] and not w.get("superseded")}
 
 
-def busy_worker(status: Dict[str, Any], name: str) -> Optional[Dict[str, Any]]:
+def busy_worker(status: dict[str, Any], name: str) -> dict[str, Any] | None:
     """A worker of the program that is in the middle of a job, if any."""
     return next((w for w in status["programs"][name]["workers"]
                  if w["state"] == "RUNNING" and w["job"]), None)

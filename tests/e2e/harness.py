@@ -15,15 +15,12 @@ import os
 import subprocess
 import sys
 import time
+from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 from typing import (
     Any,
     Callable,
-    Counter,
-    Dict,
-    Iterable,
-    List,
-    Optional,
     TypeVar,
     Union,
 )
@@ -90,7 +87,7 @@ def process_group(pid: int) -> int:
     return int(stat[stat.rindex(b")") + 2:].split()[2])
 
 
-def alive(pids: Iterable[int]) -> List[int]:
+def alive(pids: Iterable[int]) -> list[int]:
     return [pid for pid in pids if pid_alive(pid)]
 
 
@@ -104,9 +101,9 @@ def dead_pid() -> int:
 # -- configuration ----------------------------------------------------------------------------
 
 
-def daemon_section(workdir: Path, **overrides: Any) -> Dict[str, Any]:
+def daemon_section(workdir: Path, **overrides: Any) -> dict[str, Any]:
     """Every path inside `workdir`; handlers come from tests/e2e/apps."""
-    section: Dict[str, Any] = {
+    section: dict[str, Any] = {
         "broker": BROKER_URL,
         "socket": str(workdir / "qsv.sock"),
         "pidfile": str(workdir / "qsv.pid"),
@@ -120,9 +117,9 @@ def daemon_section(workdir: Path, **overrides: Any) -> Dict[str, Any]:
     return section
 
 
-def program(queue: str, ledger: "Ledger", handler: str = "e2eapp.handlers:work",
-            workers: int = 1, environment: Optional[Dict[str, str]] = None,
-            **settings: Any) -> Dict[str, Any]:
+def program(queue: str, ledger: Ledger, handler: str = "e2eapp.handlers:work",
+            workers: int = 1, environment: dict[str, str] | None = None,
+            **settings: Any) -> dict[str, Any]:
     env = {"E2E_LEDGER": str(ledger.path), **(environment or {})}
     return {"handler": handler, "queue": queue, "workers": workers,
             "stop_timeout": f"{STOP_TIMEOUT:g}s", "environment": env, **settings}
@@ -134,7 +131,7 @@ RUNTIME_HANDLER = "e2eapp.runtime:work"
 QUICK_BACKOFF = {"initial": "0.2s", "factor": 2, "max": "5s", "jitter": 0}
 
 
-def runtime_program(queue: str, ledger: "Ledger", **settings: Any) -> Dict[str, Any]:
+def runtime_program(queue: str, ledger: Ledger, **settings: Any) -> dict[str, Any]:
     """A program of the worker-runtime tests: e2eapp.runtime's handler, quick retries and
     a short stop_timeout (a test's teardown must not wait on a job that blocks)."""
     settings.setdefault("handler", RUNTIME_HANDLER)
@@ -143,7 +140,7 @@ def runtime_program(queue: str, ledger: "Ledger", **settings: Any) -> Dict[str, 
     return program(queue, ledger, **settings)
 
 
-def write_config(path: Path, daemon: Dict[str, Any], programs: Dict[str, Any]) -> Path:
+def write_config(path: Path, daemon: dict[str, Any], programs: dict[str, Any]) -> Path:
     path.write_text(yaml.safe_dump({"qsupervisord": daemon, "programs": programs},
                                    sort_keys=False))
     return path
@@ -169,7 +166,7 @@ class Ledger:
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    def entries(self) -> List[Dict[str, Any]]:
+    def entries(self) -> list[dict[str, Any]]:
         try:
             text = self.path.read_text()
         except FileNotFoundError:
@@ -181,11 +178,11 @@ class Ledger:
     def counts(self) -> Counter[str]:
         return collections.Counter(e["id"] for e in self.entries())
 
-    def missing(self, ids: Iterable[str]) -> List[str]:
+    def missing(self, ids: Iterable[str]) -> list[str]:
         seen = self.counts()
         return [i for i in ids if i not in seen]
 
-    def wait_for_ids(self, ids: Iterable[str], timeout: float = DEADLINE) -> List[Dict[str, Any]]:
+    def wait_for_ids(self, ids: Iterable[str], timeout: float = DEADLINE) -> list[dict[str, Any]]:
         wanted = list(ids)
         wait_for(lambda: not self.missing(wanted), timeout=timeout,
                  what=lambda: f"the ledger to record all {len(wanted)} jobs; missing "
@@ -193,5 +190,5 @@ class Ledger:
         wanted_set = set(wanted)
         return [e for e in self.entries() if e["id"] in wanted_set]
 
-    def entry(self, msg_id: str) -> Dict[str, Any]:
+    def entry(self, msg_id: str) -> dict[str, Any]:
         return self.wait_for_ids([msg_id])[-1]

@@ -9,8 +9,9 @@ import re
 import subprocess
 import threading
 import uuid
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import Any
 
 import pika
 import pika.exceptions
@@ -36,7 +37,7 @@ class Broker:
     def __init__(self) -> None:
         self._conn = _connect()
         self._open_channel()
-        self.queues: List[str] = []
+        self.queues: list[str] = []
 
     def _open_channel(self) -> None:
         self._channel = self._conn.channel()
@@ -67,8 +68,8 @@ class Broker:
         self.channel.queue_declare(name, durable=True, arguments={"x-queue-type": queue_type})
         return name
 
-    def publish(self, queue: str, payload: Optional[Dict[str, Any]] = None,
-                msg_id: Optional[str] = None, headers: Optional[Dict[str, Any]] = None) -> str:
+    def publish(self, queue: str, payload: dict[str, Any] | None = None,
+                msg_id: str | None = None, headers: dict[str, Any] | None = None) -> str:
         msg_id = msg_id or uuid.uuid4().hex
         self.channel.basic_publish(
             "", queue, json.dumps(payload or {}).encode(),
@@ -77,19 +78,19 @@ class Broker:
             mandatory=True)
         return msg_id
 
-    def publish_many(self, queue: str, count: int, **payload: Any) -> List[str]:
+    def publish_many(self, queue: str, count: int, **payload: Any) -> list[str]:
         return [self.publish(queue, dict(payload)) for _ in range(count)]
 
-    def publish_batch(self, queue: str, payloads: Iterable[Dict[str, Any]],
-                      batch: int = 500) -> List[str]:
+    def publish_batch(self, queue: str, payloads: Iterable[dict[str, Any]],
+                      batch: int = 500) -> list[str]:
         """Publish fast: in transactions of `batch` messages, each committed (the broker
         has them all) before the next begins; a message returned unroutable fails."""
-        returned: List[str] = []
+        returned: list[str] = []
         channel = self._conn.channel()
         channel.add_on_return_callback(
             lambda _ch, _method, props, _body: returned.append(props.message_id))
         channel.tx_select()
-        ids: List[str] = []
+        ids: list[str] = []
         try:
             for payload in payloads:
                 msg_id = uuid.uuid4().hex
@@ -106,8 +107,8 @@ class Broker:
         assert not returned, f"{len(returned)} messages returned unroutable by {queue}"
         return ids
 
-    def publish_raw(self, queue: str, body: bytes, msg_id: Optional[str] = None,
-                    content_type: Optional[str] = None) -> str:
+    def publish_raw(self, queue: str, body: bytes, msg_id: str | None = None,
+                    content_type: str | None = None) -> str:
         """Publish `body` as it is (no JSON encoding), confirmed."""
         msg_id = msg_id or uuid.uuid4().hex
         self.channel.basic_publish(
@@ -116,11 +117,11 @@ class Broker:
             mandatory=True)
         return msg_id
 
-    def peek(self, queue: str, limit: int = 100) -> List[Tuple[Any, bytes]]:
+    def peek(self, queue: str, limit: int = 100) -> list[tuple[Any, bytes]]:
         """(properties, body) of up to `limit` messages at the head of `queue`, left in it:
         read unacknowledged on a channel of their own, handed back by closing it."""
         channel = self._conn.channel()
-        found: List[Tuple[Any, bytes]] = []
+        found: list[tuple[Any, bytes]] = []
         try:
             while len(found) < limit:
                 method, properties, body = channel.basic_get(queue, auto_ack=False)
@@ -131,7 +132,7 @@ class Broker:
             channel.close()
         return found
 
-    def counts(self, queue: str) -> "QueueCounts":
+    def counts(self, queue: str) -> QueueCounts:
         ok = self.channel.queue_declare(queue, passive=True).method
         return QueueCounts(messages=ok.message_count, consumers=ok.consumer_count)
 
@@ -200,7 +201,7 @@ def _policy_of(queues: Iterable[str]) -> set:
     return set(found.values()) if len(found) == len(wanted) else set()
 
 
-def connection_heartbeats() -> Dict[str, int]:
+def connection_heartbeats() -> dict[str, int]:
     """connection name -> heartbeat timeout (seconds) the broker negotiated with it."""
     proc = subprocess.run(["rabbitmqctl", "-q", "list_connections", "client_properties",
                            "timeout", "--formatter", "json"],
@@ -243,9 +244,9 @@ class ConsumerSampler:
 
     def __init__(self, queue: str) -> None:
         self.queue = queue
-        self.samples: List[int] = []
+        self.samples: list[int] = []
         self._stop = threading.Event()
-        self._error: Optional[BaseException] = None
+        self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="consumer-sampler", daemon=True)
 
     def _run(self) -> None:
@@ -262,7 +263,7 @@ class ConsumerSampler:
         except BaseException as exc:  # reported by __exit__ in the test's thread
             self._error = exc
 
-    def __enter__(self) -> "ConsumerSampler":
+    def __enter__(self) -> ConsumerSampler:
         self._thread.start()
         wait_for(lambda: self.samples or self._error, what="the first consumer count sample")
         return self

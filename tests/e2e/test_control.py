@@ -7,7 +7,6 @@ import subprocess
 import threading
 import uuid
 from pathlib import Path
-from typing import List
 
 from .daemon import MakeDaemon, RawClient, run_ctl, run_ctl_as, worker_pids
 from .harness import DEADLINE, QSUPERVISORCTL, Ledger, program, wait_for
@@ -153,7 +152,7 @@ def test_tail_shows_captured_worker_output_and_follows_new_lines(
     follower = subprocess.Popen([QSUPERVISORCTL, "-c", str(daemon.config_path), "tail", "out",
                                  "-f", "-n", "1"], stdout=subprocess.PIPE, text=True,
                                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    seen: List[str] = []
+    seen: list[str] = []
 
     def read_lines() -> None:
         assert follower.stdout is not None

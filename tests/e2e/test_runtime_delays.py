@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import statistics
 import time
-from typing import Dict, List, Tuple
 
 import qsupervisor
 
@@ -19,7 +18,7 @@ MARGIN = 1.0  # generous: the bound is about correctness (it did arrive when due
 DELAYS = [10.0, 8.0, 6.0, 5.0, 4.0, 3.0, 2.5, 2.0, 1.5, 1.0, 0.7, 0.5]  # longest first
 
 
-def lateness_report(label: str, lateness: List[float]) -> str:
+def lateness_report(label: str, lateness: list[float]) -> str:
     ordered = sorted(lateness)
     return (f"{label}: {len(ordered)} messages, lateness p50 "
             f"{statistics.median(ordered) * 1000:.0f} ms, max {ordered[-1] * 1000:.0f} ms")
@@ -32,7 +31,7 @@ def test_delayed_messages_published_longest_first_each_run_when_due_within_the_b
     daemon.start()
 
     # (earliest allowed start, latest allowed start) of each message, by id.
-    windows: Dict[str, Tuple[float, float]] = {}
+    windows: dict[str, tuple[float, float]] = {}
     for delay in DELAYS:
         before = time.time()
         msg_id = qsupervisor.publish(queue, {"tag": f"delay {delay:g}"}, delay=delay,

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import collections
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any
 
 from .daemon import MakeDaemon
 from .harness import Ledger, runtime_program, wait_for
@@ -23,7 +23,7 @@ ATTEMPTS = 2
 LOOKS = 100  # `failed` runs: five times RabbitMQ 4's default delivery limit
 
 
-def _fail_messages(tmp_path: Path, broker: Broker, queue: str, count: int) -> List[str]:
+def _fail_messages(tmp_path: Path, broker: Broker, queue: str, count: int) -> list[str]:
     flag = tmp_path / "poisoned"
     flag.touch()
     return [broker.publish(queue, {"fail_while": str(flag), "tag": f"poison {n}"})
@@ -36,7 +36,7 @@ def _dead_lettered(broker: Broker, ledger: Ledger, dead_letters: str, count: int
                           f"{ledger.entries()}")
 
 
-def _assert_each_ran(ledger: Ledger, ids: List[str], times: int) -> None:
+def _assert_each_ran(ledger: Ledger, ids: list[str], times: int) -> None:
     counts = ledger.counts()
     assert {i: counts[i] for i in ids} == {i: times for i in ids}
 
@@ -135,5 +135,5 @@ def test_a_dead_letter_queue_made_by_an_earlier_release_is_kept_and_looking_neve
     _assert_each_ran(ledger, poison, ATTEMPTS)
 
 
-def _workers(daemon: Any, name: str) -> List[Dict[str, Any]]:
+def _workers(daemon: Any, name: str) -> list[dict[str, Any]]:
     return daemon.status(name)["programs"][name]["workers"]

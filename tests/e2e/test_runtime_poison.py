@@ -8,7 +8,7 @@ import collections
 import json
 import re
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any
 
 import pika
 
@@ -21,7 +21,7 @@ INITIAL, FACTOR = 0.3, 2  # backoff without jitter: retries after 0.3, 0.6 and 1
 BOUND = 0.1 + 1.0  # the delay resolution plus a generous margin
 
 
-def attempts_of(ledger: Ledger, msg_id: str) -> List[Dict[str, Any]]:
+def attempts_of(ledger: Ledger, msg_id: str) -> list[dict[str, Any]]:
     return sorted((e for e in ledger.entries() if e["id"] == msg_id), key=lambda e: e["t"])
 
 
@@ -59,7 +59,7 @@ def test_poison_messages_are_retried_with_growing_delays_then_dead_lettered_with
     # The dead letters carry their error in the documented headers.
     headers = {props.message_id: props.headers for props, _ in broker.peek(dead_letters)}
     assert sorted(headers) == sorted(poison)
-    for msg_id, h in headers.items():
+    for h in headers.values():
         assert h["x-qsupervisor-reason"] == "exception"
         assert h["x-qsupervisor-error-type"] == "RuntimeError"
         assert h["x-qsupervisor-error"] == f"poisoned by {flag}"

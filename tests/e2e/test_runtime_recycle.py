@@ -3,14 +3,14 @@ is replaced at once, never counted as a crash."""
 
 from __future__ import annotations
 
-from typing import Any, Dict
+from typing import Any
 
 from .daemon import MakeDaemon, worker_pids
 from .harness import Ledger, pid_alive, runtime_program, wait_for
 from .rabbit import Broker
 
 
-def slot0(daemon: Any, name: str) -> Dict[str, Any]:
+def slot0(daemon: Any, name: str) -> dict[str, Any]:
     return next(w for w in daemon.status(name)["programs"][name]["workers"]
                 if w["slot"] == 0 and not w["draining"])
 

@@ -4,7 +4,7 @@ letters, the last minute's counts, and the job each worker is running."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any
 
 from .daemon import MakeDaemon, RawClient
 from .harness import Ledger, runtime_program, wait_for
@@ -17,7 +17,7 @@ def test_status_shows_queue_depths_last_minute_counts_and_the_running_job(
     daemon = daemons({"status": runtime_program(queue, ledger, prefetch=1, attempts=2)})
     daemon.start()
 
-    def program() -> Dict[str, Any]:
+    def program() -> dict[str, Any]:
         return daemon.status("status")["programs"]["status"]
 
     # Two jobs done, one undecodable (dead-lettered), one failing twice (retried, then

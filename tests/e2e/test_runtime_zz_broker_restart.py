@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import collections
 import time
-from typing import Any, Callable, Dict
+from typing import Any, Callable
 
 import pytest
 
@@ -26,7 +26,7 @@ pytestmark = pytest.mark.broker_restart
 RECOVERY = 90.0  # seconds: a deadline for the broker and the workers to be back
 
 
-def reconnected(daemon: Any, name: str, pids: Dict[int, int], broker: Broker,
+def reconnected(daemon: Any, name: str, pids: dict[int, int], broker: Broker,
                 queue: str) -> None:
     """Wait until the same workers (no restart: a lost broker is not a crash) consume
     again, status showing no broker error."""

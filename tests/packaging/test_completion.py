@@ -8,7 +8,6 @@ import shlex
 import subprocess
 import sys
 from pathlib import Path
-from typing import List
 
 import pytest
 
@@ -33,12 +32,12 @@ def ctl(tmp_path: Path) -> Path:
     return script
 
 
-def bash(script: str) -> List[str]:
+def bash(script: str) -> list[str]:
     run = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True)
     return run.stdout.split()
 
 
-def complete(ctl: Path, line: str) -> List[str]:
+def complete(ctl: Path, line: str) -> list[str]:
     """What pressing TAB at the end of `line` offers."""
     if not BASH_COMPLETION.exists():
         pytest.skip("bash-completion is not installed (apt-get install bash-completion)")
@@ -51,7 +50,7 @@ def complete(ctl: Path, line: str) -> List[str]:
         f"COMP_POINT=${{#COMP_LINE}}; _qsupervisorctl; printf '%s\\n' \"${{COMPREPLY[@]}}\""))
 
 
-def commands() -> List[str]:
+def commands() -> list[str]:
     for action in ctl_main.build_parser()._actions:
         if hasattr(action, "choices") and isinstance(action.choices, dict):
             return sorted(action.choices)

@@ -11,8 +11,8 @@ import argparse
 import re
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Dict, Iterator, List, Tuple
 
 import pytest
 
@@ -51,9 +51,9 @@ def plain(roff: str) -> str:
     return "\n".join(lines)
 
 
-def sections(roff: str, macro: str) -> Dict[str, str]:
+def sections(roff: str, macro: str) -> dict[str, str]:
     """Plain text of each .SH (or .SS) part, keyed by its heading in plain text."""
-    parts: Dict[str, List[str]] = {}
+    parts: dict[str, list[str]] = {}
     current = ""
     for line in roff.splitlines():
         if line.startswith(macro + " "):
@@ -66,7 +66,7 @@ def sections(roff: str, macro: str) -> Dict[str, str]:
     return {name: plain("\n".join(body)) for name, body in parts.items()}
 
 
-def tagged_names(roff_part: str) -> List[str]:
+def tagged_names(roff_part: str) -> list[str]:
     """The first word of each .TP tag (the line after .TP), as written."""
     lines = roff_part.splitlines()
     return [plain(lines[i + 1]).split()[0] for i, line in enumerate(lines[:-1])
@@ -110,18 +110,18 @@ def positionals(parser: argparse.ArgumentParser) -> Iterator[str]:
             yield str(action.metavar or action.dest.upper())
 
 
-def subcommands(parser: argparse.ArgumentParser) -> Dict[str, argparse.ArgumentParser]:
+def subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             return dict(action.choices)
     return {}
 
 
-def command_sections() -> Dict[str, str]:
+def command_sections() -> dict[str, str]:
     """qsupervisorctl.1's COMMANDS: command name -> plain text of its .SS part."""
     commands_roff = raw_section(CTL_PAGE, "COMMANDS")
     parts = sections(commands_roff, ".SS")
-    by_name: Dict[str, str] = {}
+    by_name: dict[str, str] = {}
     for heading, text in parts.items():
         if heading:
             by_name[heading.split()[0]] = heading + "\n" + text
@@ -165,7 +165,7 @@ def test_ctl_commands_match_the_page() -> None:
     assert in_page - in_code == set(), f"qsupervisorctl.1 describes unknown commands: {in_page - in_code}"
 
 
-def _command_params() -> List[Tuple[str, str]]:
+def _command_params() -> list[tuple[str, str]]:
     params = []
     for name, parser in subcommands(ctl_main.build_parser()).items():
         params += [(name, o) for o in options(parser) if o not in ("-h", "--help")]
@@ -196,7 +196,7 @@ def test_ctl_environment_is_described() -> None:
 # -- qsupervisor.yaml(5) ------------------------------------------------------------------
 
 
-def _keys(section: schema.Section) -> List[str]:
+def _keys(section: schema.Section) -> list[str]:
     keys = []
     for key, spec in section.keys.items():
         keys.append(key)

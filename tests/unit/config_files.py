@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import textwrap
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any
 
 import pytest
 
@@ -25,7 +25,7 @@ def write(path: Path, text: str) -> str:
     return str(path)
 
 
-def problems(path: str) -> List[str]:
+def problems(path: str) -> list[str]:
     with pytest.raises(ConfigError) as info:
         load_config(path)
     return [str(problem) for problem in info.value.problems]
@@ -58,6 +58,6 @@ def program(name: str, **settings: Any) -> ProgramConfig:
 
 def config(*programs: ProgramConfig, **daemon: Any) -> Config:
     """A whole configuration of these programs, the daemon section made of `daemon`."""
-    by_name: Dict[str, ProgramConfig] = {p.name: p for p in programs}
+    by_name: dict[str, ProgramConfig] = {p.name: p for p in programs}
     return Config(path="/etc/qsupervisor/queues.yaml", daemon=DaemonConfig(**daemon),
                   programs=by_name)

@@ -16,7 +16,7 @@ import os
 import signal
 import socket
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any
 
 from qsupervisor import ipc
 from qsupervisor.config import DaemonConfig, ProgramConfig
@@ -59,7 +59,7 @@ class ManualClock:
 
 
 class FakeWorker:
-    def __init__(self, leader: "FakeLeader", wid: int, slot: int, pid: int,
+    def __init__(self, leader: FakeLeader, wid: int, slot: int, pid: int,
                  channel_fd: int, stats_fd: int) -> None:
         self.leader = leader
         self.wid = wid
@@ -68,7 +68,7 @@ class FakeWorker:
         self.channel = socket.socket(fileno=channel_fd)
         self.stats = Stats(stats_fd)
         os.close(stats_fd)
-        self.signals: List[int] = []
+        self.signals: list[int] = []
         self.exited = False
 
     def send(self, **msg: Any) -> None:
@@ -80,8 +80,8 @@ class FakeWorker:
     def start_job(self, job_id: str) -> None:
         self.stats.job_started(job_id)
 
-    def exit(self, code: int = 0, sig: Optional[int] = None, reason: Optional[str] = None,
-             error: Optional[str] = None, settled: bool = False) -> None:
+    def exit(self, code: int = 0, sig: int | None = None, reason: str | None = None,
+             error: str | None = None, settled: bool = False) -> None:
         """Leave: say why first (as a worker does), then the leader reports the status."""
         if self.exited:
             return
@@ -93,24 +93,24 @@ class FakeWorker:
 
 
 class FakeLeader:
-    def __init__(self, world: "World", program: ProgramConfig, sock: socket.socket,
+    def __init__(self, world: World, program: ProgramConfig, sock: socket.socket,
                  pid: int) -> None:
         self.world = world
         self.program = program
         self.sock = sock.dup()  # the master closes its copy of the leader's end
         self.sock.setblocking(False)
         self.pid = pid
-        self.workers: Dict[int, FakeWorker] = {}
-        self.spawned: List[FakeWorker] = []
-        self.requests: List[ipc.Message] = []  # what the master asked besides spawn
+        self.workers: dict[int, FakeWorker] = {}
+        self.spawned: list[FakeWorker] = []
+        self.requests: list[ipc.Message] = []  # what the master asked besides spawn
         self.retiring = False
         self.exited = False
-        self.fail_spawns: Optional[str] = None  # answer spawn_failed with this error
+        self.fail_spawns: str | None = None  # answer spawn_failed with this error
 
     def send(self, **msg: Any) -> None:
         ipc.send(self.sock, msg)
 
-    def ready(self, files: Tuple[Tuple[str, float], ...] = ()) -> None:
+    def ready(self, files: tuple[tuple[str, float], ...] = ()) -> None:
         if files:
             self.send(ev="preload_files", files=[list(f) for f in files])
         self.send(ev="ready", modules=len(files))
@@ -135,7 +135,7 @@ class FakeLeader:
             elif op == "queue_stats" and self.world.queue_stats is not None:
                 self.send(ev="queue_stats", rid=msg.get("rid"), **self.world.queue_stats)
 
-    def _spawn(self, msg: ipc.Message, fds: List[int]) -> None:
+    def _spawn(self, msg: ipc.Message, fds: list[int]) -> None:
         if self.fail_spawns is not None:
             for fd in fds:
                 os.close(fd)
@@ -169,10 +169,10 @@ class FakeLeader:
 class FakeProcesses:
     """master/system.py's Processes, with fake leaders instead of forks."""
 
-    def __init__(self, world: "World") -> None:
+    def __init__(self, world: World) -> None:
         self.world = world
-        self.signals: List[Tuple[int, int]] = []
-        self.exits: List[Tuple[int, int]] = []  # what reap() hands the master next
+        self.signals: list[tuple[int, int]] = []
+        self.exits: list[tuple[int, int]] = []  # what reap() hands the master next
 
     def start_leader(self, program: ProgramConfig, daemon: DaemonConfig, log_format: str,
                      sock: socket.socket, output_fd: int) -> int:
@@ -189,7 +189,7 @@ class FakeProcesses:
         if self.world.obedient:
             self.world.obey(pid, sig)
 
-    def reap(self) -> Optional[Tuple[int, int]]:
+    def reap(self) -> tuple[int, int] | None:
         return self.exits.pop(0) if self.exits else None
 
 
@@ -197,7 +197,7 @@ class World:
     """Hosts programs as the master does (master/host.py's Host), or feeds a real Master
     (attach): then leader exits reach it through reap() and handle_chld()."""
 
-    def __init__(self, auto_ready: bool = True, daemon: Optional[DaemonConfig] = None) -> None:
+    def __init__(self, auto_ready: bool = True, daemon: DaemonConfig | None = None) -> None:
         self.clock = ManualClock()
         self.loop = EventLoop(self.clock)
         self.processes = FakeProcesses(self)
@@ -205,10 +205,10 @@ class World:
         self.log_format = "json"
         self.auto_ready = auto_ready
         self.obedient = True
-        self.fork_error: Optional[str] = None
-        self.queue_stats: Optional[Dict[str, Any]] = None  # leaders' answer; None: silence
-        self.leaders: List[FakeLeader] = []
-        self.pids: Dict[int, Any] = {}
+        self.fork_error: str | None = None
+        self.queue_stats: dict[str, Any] | None = None  # leaders' answer; None: silence
+        self.leaders: list[FakeLeader] = []
+        self.pids: dict[int, Any] = {}
         self.changes = 0
         self._next_pid = PID_BASE
         self._devnull = os.open(os.devnull, os.O_WRONLY)
@@ -252,7 +252,7 @@ class World:
 
     # -- finding the fakes --------------------------------------------------------------
 
-    def live_leaders(self) -> List[FakeLeader]:
+    def live_leaders(self) -> list[FakeLeader]:
         return [leader for leader in self.leaders if not leader.exited]
 
     def leader(self) -> FakeLeader:
@@ -261,7 +261,7 @@ class World:
         assert len(live) == 1, f"{len(live)} live leaders"
         return live[0]
 
-    def workers(self) -> List[FakeWorker]:
+    def workers(self) -> list[FakeWorker]:
         return [w for leader in self.leaders for w in leader.workers.values()]
 
     def worker(self, slot: int) -> FakeWorker:
@@ -269,7 +269,7 @@ class World:
         assert len(found) == 1, f"{len(found)} live workers in slot {slot}"
         return found[0]
 
-    def find(self, pid: int) -> Optional[FakeWorker]:
+    def find(self, pid: int) -> FakeWorker | None:
         return next((w for w in self.workers() if w.pid == pid), None)
 
     # -- what processes do ----------------------------------------------------------------

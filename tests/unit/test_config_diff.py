@@ -3,7 +3,7 @@ from __future__ import annotations
 import dataclasses
 import textwrap
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any
 
 import pytest
 
@@ -213,7 +213,7 @@ def test_a_new_consumer_timeout_changes_only_the_daemon_section() -> None:
     ],
 )
 def test_runtime_program_settings_change_the_program(
-    before: Dict[str, Any], after: Dict[str, Any], detail: str
+    before: dict[str, Any], after: dict[str, Any], detail: str
 ) -> None:
     diff = diff_configs(config(program("orders", **before)), config(program("orders", **after)))
     assert diff == ConfigDiff(changed=("orders",))

@@ -494,7 +494,7 @@ def test_full_jitter_can_reach_zero_but_not_below() -> None:
 
 def test_without_jitter_the_delay_ignores_rand() -> None:
     backoff = Backoff(initial=0.5, factor=3.0, max=60.0, jitter=0.0)
-    assert {backoff.delay(2, lambda: r) for r in (0.0, 0.3, 0.99)} == {1.5}
+    assert {backoff.delay(2, lambda r=r: r) for r in (0.0, 0.3, 0.99)} == {1.5}
 
 
 def test_factor_one_retries_at_a_constant_delay() -> None:

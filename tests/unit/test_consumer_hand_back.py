@@ -6,7 +6,7 @@ Never a basic.reject, which counts on every version."""
 
 from __future__ import annotations
 
-from typing import Any, List, Tuple
+from typing import Any
 
 import pika
 import pika.exceptions
@@ -20,7 +20,7 @@ from qsupervisor.worker.consumer import Consumer, Delivery, WorkerEvents
 class FakeChannel:
     """Records the AMQP methods the consumer calls, on one log shared by its channels."""
 
-    def __init__(self, calls: List[Tuple[Any, ...]], refuse_publish: bool = False) -> None:
+    def __init__(self, calls: list[tuple[Any, ...]], refuse_publish: bool = False) -> None:
         self.calls = calls
         self.is_open = True
         self.consumer_tags = ["ctag"]
@@ -55,8 +55,8 @@ class QuietRunner:
 
 
 def _consumer(nack_is_free: bool, refuse_publish: bool = False, max_jobs: int = 0,
-              prefetch: int = 10) -> Tuple[Consumer, List[Tuple[Any, ...]]]:
-    calls: List[Tuple[Any, ...]] = []
+              prefetch: int = 10) -> tuple[Consumer, list[tuple[Any, ...]]]:
+    calls: list[tuple[Any, ...]] = []
     program = ProgramConfig(name="orders", handler="shop.jobs:work", queue="orders",
                             prefetch=prefetch)
     consumer = Consumer("amqp://guest:guest@127.0.0.1:5672/%2F", program,

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from typing import Dict, List, Optional
 
 import pytest
 
@@ -113,7 +112,7 @@ def test_bindings_route_a_one_digit_into_the_level_queue_and_a_zero_onwards() ->
 
 
 def topic_match(pattern: str, key: str) -> bool:
-    def match(p: List[str], k: List[str]) -> bool:
+    def match(p: list[str], k: list[str]) -> bool:
         if not p:
             return not k
         if p[0] == "#":
@@ -126,9 +125,9 @@ def simulate(c: DelayChain, routing_key: str) -> int:
     """Units of TTL a message published to the entry exchange waits before reaching the
     destination queue; fails if it is routed to zero or several places."""
     decls = c.declarations()
-    ttl_units: Dict[str, int] = {q.name: q.arguments["x-message-ttl"] // 100
+    ttl_units: dict[str, int] = {q.name: q.arguments["x-message-ttl"] // 100
                                  for q in decls if isinstance(q, QueueDecl)}
-    dlx: Dict[str, Optional[str]] = {q.name: q.arguments["x-dead-letter-exchange"] or None
+    dlx: dict[str, str | None] = {q.name: q.arguments["x-dead-letter-exchange"] or None
                                      for q in decls if isinstance(q, QueueDecl)}
     bindings = [b for b in decls if isinstance(b, BindingDecl)]
     exchange, waited = c.exchange, 0

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-from typing import List
 
 from qsupervisor.master.loop import EventLoop
 
 
 def test_timers_fire_in_deadline_order_and_cancelled_ones_do_not() -> None:
     loop = EventLoop()
-    fired: List[str] = []
+    fired: list[str] = []
     loop.call_later(0.02, lambda: fired.append("late"))
     loop.call_later(0.0, lambda: fired.append("early"))
     loop.call_later(0.01, lambda: fired.append("cancelled")).cancel()
@@ -27,7 +26,7 @@ def test_with_no_timers_the_loop_blocks_instead_of_polling() -> None:
 def test_a_reader_is_called_when_its_fd_is_readable_and_can_be_removed() -> None:
     loop = EventLoop()
     r, w = os.pipe()
-    got: List[bytes] = []
+    got: list[bytes] = []
     loop.add_reader(r, lambda: got.append(os.read(r, 10)))
     os.write(w, b"hi")
     loop.run_once()
@@ -41,7 +40,7 @@ def test_a_reader_is_called_when_its_fd_is_readable_and_can_be_removed() -> None
 
 def test_idle_callbacks_run_once_after_the_current_batch() -> None:
     loop = EventLoop()
-    calls: List[int] = []
+    calls: list[int] = []
     callback = lambda: calls.append(1)  # noqa: E731
     loop.call_when_idle(callback)
     loop.call_when_idle(callback)

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Dict
+from typing import Any
 
 import pika
 import pytest
@@ -11,7 +11,7 @@ from qsupervisor.broker import messages as m
 
 def test_json_payloads_are_compact_utf8_with_the_json_content_type() -> None:
     body, content_type = m.encode({"name": "café", "n": [1, 2]}, "json")
-    assert body == '{"name":"café","n":[1,2]}'.encode("utf-8")
+    assert body == '{"name":"café","n":[1,2]}'.encode()
     assert content_type == "application/json"
     assert m.decode(body, "json") == {"name": "café", "n": [1, 2]}
 
@@ -25,7 +25,7 @@ def test_json_refuses_what_other_languages_cannot_read() -> None:
 
 def test_raw_payloads_pass_through_as_bytes() -> None:
     assert m.encode(b"\x00\xff", "raw") == (b"\x00\xff", "application/octet-stream")
-    assert m.encode("é", "raw") == ("é".encode("utf-8"), "application/octet-stream")
+    assert m.encode("é", "raw") == ("é".encode(), "application/octet-stream")
     assert m.decode(b"\x00\xff", "raw") == b"\x00\xff"
     with pytest.raises(TypeError):
         m.encode(123, "raw")
@@ -92,7 +92,7 @@ def test_due_at_rounds_up_to_the_next_millisecond() -> None:
     assert m.due_at_for(0.0001, now=1000) == 1001
 
 
-CHAIN_HEADERS: Dict[str, Any] = {
+CHAIN_HEADERS: dict[str, Any] = {
     "x-death": [{"queue": "orders.delay.q00", "reason": "expired", "count": 1}],
     "x-first-death-queue": "orders.delay.q00",
     "x-first-death-reason": "expired",

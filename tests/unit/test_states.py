@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, List, Tuple
+from typing import Any
 
 import pytest
 
@@ -37,7 +37,7 @@ def test_every_state_has_a_row_in_its_table() -> None:
     [W.STARTING, W.EXITED, W.FATAL, W.EXITED],  # gave up, then an explicit start or a stop
     [W.RUNNING, W.EXITED, W.BACKOFF, W.EXITED],  # stopped while waiting to restart
 ])
-def test_worker_lifecycles_the_master_uses_are_allowed(path: List[WorkerState]) -> None:
+def test_worker_lifecycles_the_master_uses_are_allowed(path: list[WorkerState]) -> None:
     thing = Thing(path[0])
     for state in path[1:]:
         transition(thing, state)
@@ -67,14 +67,14 @@ def test_program_cannot_skip_stopping_on_its_way_down() -> None:
 
 
 def test_a_transition_to_the_same_state_is_a_silent_no_op() -> None:
-    events: List[Tuple[str, dict]] = []
+    events: list[tuple[str, dict]] = []
     thing = Thing(W.RUNNING)
     transition(thing, W.RUNNING, lambda event, **kw: events.append((event, kw)))
     assert thing.state is W.RUNNING and events == []
 
 
 def test_transitions_are_logged_with_old_new_and_context() -> None:
-    events: List[Tuple[str, dict]] = []
+    events: list[tuple[str, dict]] = []
     thing = Thing(W.STARTING)
     transition(thing, W.RUNNING, lambda event, **kw: events.append((event, kw)),
                program="orders", slot=2, pid=42)

@@ -4,7 +4,7 @@ last minute's figures (each bucket counts only while it is less than a minute ol
 from __future__ import annotations
 
 import os
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 

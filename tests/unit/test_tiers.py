@@ -9,7 +9,6 @@ import ast
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, List, Set
 
 import pytest
 
@@ -26,7 +25,7 @@ def tier(module: str) -> str:
     return PACKAGES.get(parts[1], "shared") if len(parts) > 1 else "shared"
 
 
-def modules() -> Dict[str, Path]:
+def modules() -> dict[str, Path]:
     found = {}
     for path in PACKAGE.rglob("*.py"):
         parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
@@ -35,9 +34,9 @@ def modules() -> Dict[str, Path]:
     return found
 
 
-def imports(name: str, path: Path, known: Set[str]) -> Set[str]:
+def imports(name: str, path: Path, known: set[str]) -> set[str]:
     package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
-    found: Set[str] = set()
+    found: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             targets = [alias.name for alias in node.names]
@@ -82,8 +81,8 @@ def test_the_master_imports_no_leader_worker_or_broker_code() -> None:
 
 
 def test_no_import_circle() -> None:
-    state: Dict[str, int] = {}  # 1: on the path, 2: done
-    path: List[str] = []
+    state: dict[str, int] = {}  # 1: on the path, 2: done
+    path: list[str] = []
 
     def visit(module: str) -> None:
         state[module] = 1

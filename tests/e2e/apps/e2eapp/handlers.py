@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib
 import os
 import time
-from typing import Any, Dict, Optional
+from typing import Any
 
 from e2eapp import ledger
 
@@ -26,7 +26,7 @@ def code_version() -> str:
     return str(importlib.import_module(module).VERSION)
 
 
-def run_job(payload: Dict[str, Any], version: Optional[str] = None) -> None:
+def run_job(payload: dict[str, Any], version: str | None = None) -> None:
     if payload.get("sleep"):
         time.sleep(float(payload["sleep"]))
     if payload.get("print"):
@@ -37,11 +37,11 @@ def run_job(payload: Dict[str, Any], version: Optional[str] = None) -> None:
         raise RuntimeError(f"e2e handler failure: {failure}")
 
 
-def work(payload: Dict[str, Any]) -> None:
+def work(payload: dict[str, Any]) -> None:
     run_job(payload)
 
 
-def print_notify_socket(payload: Dict[str, Any]) -> None:
+def print_notify_socket(payload: dict[str, Any]) -> None:
     """Prints what the worker sees of $NOTIFY_SOCKET (the systemd notification test)."""
     print(f"NOTIFY_SOCKET={os.environ.get('NOTIFY_SOCKET')!r}", flush=True)
     run_job(payload)

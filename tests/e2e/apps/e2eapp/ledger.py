@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Dict
+from typing import Any
 
 import qsupervisor
 
 
 def record(version: str, ok: bool = True, **extra: Any) -> None:
     job = qsupervisor.current_job()
-    entry: Dict[str, Any] = {
+    entry: dict[str, Any] = {
         "id": job.message_id if job else None,
         "attempt": job.attempt if job else None,
         "redelivered": job.redelivered if job else None,

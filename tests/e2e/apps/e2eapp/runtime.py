@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import signal
 import time
-from typing import Any, List
+from typing import Any
 
 import qsupervisor
 from e2eapp import ledger
@@ -29,7 +29,7 @@ from e2eapp import ledger
 DUE_AT = "x-qsupervisor-due-at"
 BLOCK_LIMIT = 120.0  # a job blocked on a file gives up eventually, whatever the test did
 
-_hoard: List[bytes] = []  # what `hoard_mib` keeps alive
+_hoard: list[bytes] = []  # what `hoard_mib` keeps alive
 
 
 def work(payload: Any) -> None:
