@@ -21,7 +21,7 @@ import sysconfig
 import time
 import traceback
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Dict, NoReturn, Optional, Set, Tuple
+from typing import TYPE_CHECKING, Any, Callable, NoReturn, Optional
 
 import pika.exceptions
 from setproctitle import setproctitle
@@ -29,6 +29,7 @@ from setproctitle import setproctitle
 from qsupervisor import ipc, logs, procutil
 from qsupervisor.broker.connection import BrokerUnreachable
 from qsupervisor.broker.topology import KeptQueue, TopologyError
+from qsupervisor.channel import Ev, Op
 from qsupervisor.config import DaemonConfig, ProgramConfig
 from qsupervisor.exit_codes import EXIT_INTERNAL_ERROR, EXIT_PRELOAD_FAILED
 from qsupervisor.leader import broker as leader_broker
@@ -50,7 +51,7 @@ class LeaderSpec:
 
 
 DeclareTopology = Callable[[ProgramConfig, DaemonConfig, Optional[KeptQueue]], None]
-QueueStats = Callable[[ProgramConfig, DaemonConfig], Dict[str, Any]]
+QueueStats = Callable[[ProgramConfig, DaemonConfig], dict[str, Any]]
 # (spec, channel fd, stats fd) -> the worker's pid; raises OSError if it cannot fork. The
 # worker's process must never return into the leader.
 ForkWorker = Callable[["WorkerSpec", int, int], int]
@@ -64,7 +65,7 @@ class LeaderDeps:
 
     declare_topology: DeclareTopology = leader_broker.declare_topology
     queue_stats: QueueStats = leader_broker.queue_stats
-    fork_worker: Optional[ForkWorker] = None  # None: fork and run worker/main.py's run
+    fork_worker: ForkWorker | None = None  # None: fork and run worker/main.py's run
 
 
 def fork_leader(program: ProgramConfig, daemon: DaemonConfig, log_format: str,
@@ -78,7 +79,7 @@ def fork_leader(program: ProgramConfig, daemon: DaemonConfig, log_format: str,
 
 
 def run(spec: LeaderSpec, sock: socket.socket, output_fd: int,
-        deps: Optional[LeaderDeps] = None) -> NoReturn:
+        deps: LeaderDeps | None = None) -> NoReturn:
     """Called in the master's child right after fork; never returns."""
     code = EXIT_INTERNAL_ERROR
     try:
@@ -102,14 +103,22 @@ def prepare_process(program: ProgramConfig, daemon: DaemonConfig) -> None:
             sys.path.insert(0, entry)
 
 
-def preloaded_files(before: Set[str]) -> Dict[str, float]:
+def preloaded_files(before: set[str]) -> dict[str, float]:
     """Source files of the modules imported since `before`, with their mtimes; the
-    standard library is left out, since it only changes with the interpreter."""
-    stdlib = {sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["platstdlib"]}
-    files: Dict[str, float] = {}
+    standard library is left out, since it only changes with the interpreter. Outside a
+    virtualenv site-packages sits inside the standard library's directory
+    (/usr/local/lib/python3.X/site-packages): what is installed there is reported."""
+    paths = sysconfig.get_paths()
+    stdlib = {paths["stdlib"], paths["platstdlib"]}
+    installed = {paths["purelib"], paths["platlib"]}
+
+    def under(path: str, roots: set[str]) -> bool:
+        return any(path.startswith(root + os.sep) for root in roots)
+
+    files: dict[str, float] = {}
     for name, module in list(sys.modules.items()):
         path = getattr(module, "__file__", None)
-        if name in before or not path or any(path.startswith(p + os.sep) for p in stdlib):
+        if name in before or not path or (under(path, stdlib) and not under(path, installed)):
             continue
         try:
             files[path] = os.stat(path).st_mtime
@@ -120,16 +129,16 @@ def preloaded_files(before: Set[str]) -> Dict[str, float]:
 
 class _Leader:
     def __init__(self, spec: LeaderSpec, sock: socket.socket, output_fd: int,
-                 deps: Optional[LeaderDeps] = None) -> None:
+                 deps: LeaderDeps | None = None) -> None:
         self.spec = spec
         self.sock = sock
         self.deps = deps or LeaderDeps()
         self._fork_worker: ForkWorker = self.deps.fork_worker or self._fork_real_worker
-        self.children: Set[int] = set()
+        self.children: set[int] = set()
         self.retiring = False
         self.master_gone = False
-        self.kill_at: Optional[float] = None
-        self._stats_cache: Optional[Tuple[float, Dict[str, Any]]] = None
+        self.kill_at: float | None = None
+        self._stats_cache: tuple[float, dict[str, Any]] | None = None
         # Redirected when main() starts, not here: run() calls main() right away, and a
         # unit test can build a leader in its own process to drive the loop's handlers.
         self._output_fd = output_fd
@@ -154,7 +163,7 @@ class _Leader:
         try:
             prepare_process(program, self.spec.daemon)
         except BaseException as exc:
-            return self._fail("preload_failed", exc)
+            return self._fail(Ev.PRELOAD_FAILED, exc)
         if not self._declare_topology():
             return EXIT_PRELOAD_FAILED
         try:
@@ -162,14 +171,14 @@ class _Leader:
             for module in program.preload:
                 importlib.import_module(module)
         except BaseException as exc:
-            return self._fail("preload_failed", exc)
+            return self._fail(Ev.PRELOAD_FAILED, exc)
         files = sorted(preloaded_files(before).items())
         for i in range(0, len(files), FILES_PER_MESSAGE):
-            self._send({"ev": "preload_files", "files": files[i:i + FILES_PER_MESSAGE]})
+            self._send({"ev": Ev.PRELOAD_FILES, "files": files[i:i + FILES_PER_MESSAGE]})
         # Objects that exist now are shared with every worker; keep the collector from
         # touching (and so copying) their pages in the children.
         gc.freeze()
-        self._send({"ev": "ready", "modules": len(files)})
+        self._send({"ev": Ev.READY, "modules": len(files)})
         log.info("leader ready", preloaded=list(program.preload), files=len(files))
         return self._serve()
 
@@ -192,19 +201,19 @@ class _Leader:
                 return True
             except TopologyError as exc:
                 log.error("the broker refused the program's queues", error=str(exc))
-                self._send({"ev": "topology_failed", "error": str(exc)})
+                self._send({"ev": Ev.TOPOLOGY_FAILED, "error": str(exc)})
                 return False
             except (BrokerUnreachable, pika.exceptions.AMQPError, OSError) as exc:
                 log.warning("cannot declare the program's queues yet; retrying",
                             error=str(exc), retry_in=delay)
-                self._send({"ev": "waiting", "error": str(exc)})
+                self._send({"ev": Ev.WAITING, "error": str(exc)})
             if self._master_said_stop(delay):
                 return False
             delay = min(delay * 2, 30.0)
 
     def _queue_kept(self, queue: str, why: str) -> None:
         # The master logs it: the daemon's log (the journal) is where operators look.
-        self._send({"ev": "queue_kept", "queue": queue, "why": why})
+        self._send({"ev": Ev.QUEUE_KEPT, "queue": queue, "why": why})
 
     def _master_said_stop(self, timeout: float) -> bool:
         """Wait up to `timeout` for the master; True if it is gone or retires us."""
@@ -214,7 +223,7 @@ class _Leader:
         msg, fds = ipc.recv(self.sock)
         for fd in fds:
             os.close(fd)
-        return msg is None or msg.get("op") == "retire"
+        return msg is None or msg.get("op") == Op.RETIRE
 
     # -- the loop -----------------------------------------------------------------------
 
@@ -252,18 +261,18 @@ class _Leader:
             self._shutdown("master gone")
             return
         op = msg.get("op")
-        if op == "spawn" and len(fds) == 2:
+        if op == Op.SPAWN and len(fds) == 2:
             self._spawn(msg, fds[0], fds[1])
-        elif op == "retire":
+        elif op == Op.RETIRE:
             self.retiring = True
-        elif op == "queue_stats":
-            self._send({"ev": "queue_stats", "rid": msg.get("rid"), **self._queue_stats()})
+        elif op == Op.QUEUE_STATS:
+            self._send({"ev": Ev.QUEUE_STATS, "rid": msg.get("rid"), **self._queue_stats()})
         else:
             for fd in fds:
                 os.close(fd)
             log.warning("unexpected message from the master", message=msg)
 
-    def _queue_stats(self) -> Dict[str, Any]:
+    def _queue_stats(self) -> dict[str, Any]:
         """Queue depths, read at most once a second: a loop of `status` calls (a watch, a
         monitoring agent) must not cost a broker connection each."""
         now = time.monotonic()
@@ -304,12 +313,12 @@ class _Leader:
         except OSError as exc:
             os.close(channel_fd)
             os.close(stats_fd)
-            self._send({"ev": "spawn_failed", "wid": msg["wid"], "error": str(exc)})
+            self._send({"ev": Ev.SPAWN_FAILED, "wid": msg["wid"], "error": str(exc)})
             return
         os.close(channel_fd)
         os.close(stats_fd)
         self.children.add(pid)
-        self._send({"ev": "spawned", "wid": msg["wid"], "pid": pid})
+        self._send({"ev": Ev.SPAWNED, "wid": msg["wid"], "pid": pid})
 
     def _fork_real_worker(self, spec: WorkerSpec, channel_fd: int, stats_fd: int) -> int:
         from qsupervisor.worker import main as worker_main
@@ -331,7 +340,7 @@ class _Leader:
             if pid == 0:
                 return
             self.children.discard(pid)
-            self._send({"ev": "exited", "pid": pid, "status": status})
+            self._send({"ev": Ev.EXITED, "pid": pid, "status": status})
 
     def _send(self, msg: ipc.Message) -> None:
         if self.master_gone:

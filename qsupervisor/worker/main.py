@@ -17,12 +17,13 @@ import threading
 import time
 import traceback
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, NoReturn, Optional, Tuple
+from typing import Any, Callable, NoReturn
 
 from setproctitle import setproctitle
 
 from qsupervisor import ipc, logs, procutil
 from qsupervisor.broker.delays import DelayChain
+from qsupervisor.channel import Ev, Op
 from qsupervisor.config import DaemonConfig, ProgramConfig
 from qsupervisor.exit_codes import (
     ABANDON_GRACE,
@@ -67,7 +68,7 @@ class MasterChannel(WorkerEvents):
         self.sock = sock
         self._wake = wake
         self._lock = threading.Lock()
-        self._answers: Dict[int, Tuple[threading.Event, list]] = {}
+        self._answers: dict[int, tuple[threading.Event, list]] = {}
         self._next = 0
 
     def send(self, msg: ipc.Message) -> None:
@@ -78,13 +79,13 @@ class MasterChannel(WorkerEvents):
                 pass  # the master is gone; the main thread notices the EOF
 
     def ready(self) -> None:
-        self.send({"ev": "ready"})
+        self.send({"ev": Ev.READY})
 
     def broker_lost(self, error: str) -> None:
-        self.send({"ev": "broker_lost", "error": error})
+        self.send({"ev": Ev.BROKER_LOST, "error": error})
 
     def broker_back(self) -> None:
-        self.send({"ev": "broker_back"})
+        self.send({"ev": Ev.BROKER_BACK})
 
     def job_started(self) -> None:
         try:
@@ -92,7 +93,7 @@ class MasterChannel(WorkerEvents):
         except OSError:
             pass
 
-    def crashes(self, message_id: str) -> Tuple[int, str]:
+    def crashes(self, message_id: str) -> tuple[int, str]:
         """Called from the job thread; the main thread delivers the answer."""
         event: threading.Event = threading.Event()
         box: list = []
@@ -100,7 +101,7 @@ class MasterChannel(WorkerEvents):
             self._next += 1
             rid = self._next
             self._answers[rid] = (event, box)
-        self.send({"op": "crashes", "rid": rid, "id": message_id})
+        self.send({"op": Op.CRASHES, "rid": rid, "id": message_id})
         event.wait(CRASH_QUERY_TIMEOUT)
         with self._lock:
             self._answers.pop(rid, None)
@@ -139,7 +140,7 @@ def _run(spec: WorkerSpec, channel_sock: socket.socket, stats_fd: int) -> int:
     except Exception as exc:
         log.error("cannot import the handler", handler=program.handler,
                   error=traceback.format_exc())
-        channel.send({"ev": "exiting", "reason": "handler import failed",
+        channel.send({"ev": Ev.EXITING, "reason": "handler import failed",
                       "error": f"{program.handler}: {type(exc).__name__}: {exc}"})
         return EXIT_HANDLER_IMPORT
     stats = Stats(stats_fd)
@@ -158,11 +159,11 @@ def _run(spec: WorkerSpec, channel_sock: socket.socket, stats_fd: int) -> int:
     if reason is None:
         log.error("stop_timeout passed with a job still running; leaving it to the broker")
         return EXIT_STOP_TIMEOUT
-    channel.send({"ev": "exiting", "reason": reason})
+    channel.send({"ev": Ev.EXITING, "reason": reason})
     return 0
 
 
-def _memory_exceeded(limit: int) -> Optional[str]:
+def _memory_exceeded(limit: int) -> str | None:
     if limit and (procutil.read_rss(os.getpid()) or 0) > limit:
         return "max_memory"
     return None
@@ -181,14 +182,14 @@ class _Supervisor:
         self.wake_w = wake_w
         self.done = threading.Event()
         self.result: list = []
-        self.stop_deadline: Optional[float] = None
+        self.stop_deadline: float | None = None
         self.stopping = False
         self.age_deadline = time.monotonic() + program.max_age if program.max_age else None
-        self.job_deadline: Optional[float] = None
-        self.job_started: Optional[float] = None
+        self.job_deadline: float | None = None
+        self.job_started: float | None = None
         self.selector = selectors.DefaultSelector()
 
-    def run(self) -> Optional[str]:
+    def run(self) -> str | None:
         """Run the consumer until it stops; its reason, "timeout", or None if it did not
         stop within stop_timeout."""
         signal.set_wakeup_fd(self.wake_w)
@@ -248,12 +249,10 @@ class _Supervisor:
             self.selector.unregister(self.channel.sock)
             _silence_output()
             self._stop("master gone")
-        elif msg.get("op") == "stop":
-            self._stop(str(msg.get("reason") or "stop"))
         elif "rid" in msg:
             self.channel.answer(msg)
 
-    def _check_deadlines(self) -> Optional[str]:
+    def _check_deadlines(self) -> str | None:
         now = time.monotonic()
         if self.job_deadline is not None and now >= self.job_deadline:
             self.job_deadline = None
@@ -269,7 +268,7 @@ class _Supervisor:
         snapshot = self.stats.read()
         return snapshot.job_started is not None and snapshot.job_started == self.job_started
 
-    def _abandon_job(self) -> Optional[str]:
+    def _abandon_job(self) -> str | None:
         """The handler cannot be interrupted (it may sit in a C call), so the process
         leaves without it once its message is settled as a failed attempt."""
         snapshot = self.stats.read()
@@ -281,7 +280,7 @@ class _Supervisor:
                    and self.consumer.abandon_settled)
         # Unsettled, the message returns to the queue when we exit; the master then counts
         # the timeout as a crash of this message.
-        self.channel.send({"ev": "exiting", "reason": "timeout", "error": error,
+        self.channel.send({"ev": Ev.EXITING, "reason": "timeout", "error": error,
                            "settled": bool(settled)})
         return "timeout"
 
