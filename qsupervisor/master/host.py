@@ -1,12 +1,14 @@
-"""What a program and its pool need from the master, as a Protocol: they never see the
-Master class, and a unit test can host them in a small fake (tests/unit/fakes.py)."""
+"""What a program and its pool need from the master, and a pool from its program, as
+Protocols: neither sees the class on the other side, and a unit test can host them in a
+small fake (tests/unit/fakes.py)."""
 
 from __future__ import annotations
 
 from typing import Protocol
 
-from qsupervisor.config import DaemonConfig
+from qsupervisor.config import DaemonConfig, ProgramConfig
 from qsupervisor.master.loop import EventLoop
+from qsupervisor.master.process import LeaderProc
 from qsupervisor.master.system import Processes
 
 
@@ -26,3 +28,21 @@ class Host(Protocol):
     def forget_pid(self, pid: int) -> None: ...
     def changed(self) -> None: ...
     def output_fd(self, program: str) -> int: ...
+
+
+class PoolOwner(Protocol):
+    """What a pool needs from its program."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def config(self) -> ProgramConfig: ...
+    @property
+    def running(self) -> bool: ...  # the program is RUNNING: a slot that empties is refilled
+
+    def spawning_leader(self) -> LeaderProc | None:
+        """The leader new workers are forked from; None while the program does not run
+        (its leader's "ready", or the next start, fills the pool again)."""
+
+    def workers_changed(self) -> None: ...
+    def child_exited(self, pid: int, status: int) -> None: ...  # adopted orphans' exits

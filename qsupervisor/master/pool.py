@@ -1,5 +1,5 @@
 """A program's workers as the master runs them: slots, spawning through the leader,
-rolling replacement, exits, backoff, and the job-timeout watchdog.
+rolling replacement, exits and backoff; its job-timeout watchdog is watchdog.py.
 
 The pool owns its slots and how many there should be (`desired`). The program
 (program.py) owns the leader and the program's state; the pool sees it only through
@@ -15,19 +15,14 @@ import random
 import select
 import signal
 from collections.abc import Iterator
-from typing import (
-    Any,
-    Protocol,
-)
 
 from qsupervisor import ipc, logs, procutil, stats_segment
 from qsupervisor.channel import Ev, Op
-from qsupervisor.config import ProgramConfig
-from qsupervisor.exit_codes import ABANDON_GRACE
 from qsupervisor.master.crashes import CrashLedger
 from qsupervisor.master.exits import KILLED_FOR_TIMEOUT, Exit, ExitFacts, classify_exit
-from qsupervisor.master.host import Host
-from qsupervisor.master.process import LeaderProc, Slot, WorkerProc
+from qsupervisor.master.host import Host, PoolOwner
+from qsupervisor.master.process import Slot, WorkerProc
+from qsupervisor.master.watchdog import JobWatchdog
 from qsupervisor.states import WorkerState, transition
 from qsupervisor.stats_segment import Ring, Snapshot
 
@@ -38,31 +33,10 @@ BACKOFF_INITIAL = 1.0
 BACKOFF_MAX = 60.0
 STABLE_AFTER = 60.0  # a worker RUNNING this long has started cleanly; its failures reset
 RECENT = 60.0  # seconds of exited workers' counters kept for the "last minute" figures
-# The worker abandons a timed-out job itself; the master kills it only if it cannot
-# (its main thread stuck too, e.g. in C code holding the GIL).
-WATCHDOG_MARGIN = ABANDON_GRACE + 5.0
 
 
 def backoff(failures: int) -> float:
     return min(BACKOFF_MAX, BACKOFF_INITIAL * 2 ** max(0, failures - 1))
-
-
-class PoolOwner(Protocol):
-    """What a pool needs from its program."""
-
-    @property
-    def name(self) -> str: ...
-    @property
-    def config(self) -> ProgramConfig: ...
-    @property
-    def running(self) -> bool: ...  # the program is RUNNING: a slot that empties is refilled
-
-    def spawning_leader(self) -> LeaderProc | None:
-        """The leader new workers are forked from; None while the program does not run
-        (its leader's "ready", or the next start, fills the pool again)."""
-
-    def workers_changed(self) -> None: ...
-    def child_exited(self, pid: int, status: int) -> None: ...  # adopted orphans' exits
 
 
 class WorkerPool:
@@ -77,7 +51,8 @@ class WorkerPool:
         self.recent: collections.deque[tuple[float, Ring]] = collections.deque()
         self._pending_spawns: dict[int, WorkerProc] = {}
         self._next_wid = 0
-        self._watchdog: Any = None
+        self._watchdog = JobWatchdog(host, lambda: self.program.config.timeout, self.live,
+                                     lambda worker: self._kill(worker, KILLED_FOR_TIMEOUT))
 
     @property
     def name(self) -> str:
@@ -166,7 +141,7 @@ class WorkerPool:
                 for worker in (slot.worker, slot.predecessor):
                     self.drain(worker, "scale")
                 del self.slots[index]
-        self._arm_watchdog()
+        self._watchdog.arm()
 
     def roll(self) -> None:
         """Start a successor for every slot; each old worker stops once it runs."""
@@ -391,30 +366,6 @@ class WorkerPool:
                         slot=worker.slot, pid=worker.pid)
             worker.killed = why
             self.host.processes.signal(worker.pid, signal.SIGKILL)
-
-    # -- job timeout watchdog -------------------------------------------------------------
-
-    def _arm_watchdog(self) -> None:
-        """A timer only for programs with a job timeout, ticking at a fraction of it: the
-        backstop for a worker too stuck to abandon its own job."""
-        timeout = self.program.config.timeout
-        if not timeout or self._watchdog is not None:
-            return
-        period = max(1.0, min(timeout / 2, 30.0))
-        self._watchdog = self.host.loop.call_later(period, self._watch)
-
-    def _watch(self) -> None:
-        self._watchdog = None
-        limit = self.program.config.timeout + WATCHDOG_MARGIN
-        now = self.host.loop.clock.time()
-        for worker in self.live():
-            if worker.stats is None or worker.pid is None:
-                continue
-            started = worker.stats.read().job_started
-            if started is not None and now - started > limit:
-                self._kill(worker, KILLED_FOR_TIMEOUT)
-        if self.live():
-            self._arm_watchdog()
 
     # -- helpers ------------------------------------------------------------------------
 

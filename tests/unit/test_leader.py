@@ -414,6 +414,14 @@ def ready_leader(start_leader: Callable[..., RunningLeader], **settings: Any) ->
     return leader
 
 
+def spawn_obedient(leader: RunningLeader) -> tuple[socket.socket, int]:
+    """A worker that obeys SIGTERM, spawned and greeting the test: its channel and pid."""
+    channel = leader.spawn(wid=1, slot=OBEYS)
+    pid = leader.expect("spawned")["pid"]
+    assert recv(channel) == {"ev": "hello", "pid": pid, "max_jobs": 0}
+    return channel, pid
+
+
 def test_a_spawned_worker_is_reported_and_so_is_its_exit_status(
         start_leader: Callable[..., RunningLeader]) -> None:
     leader = ready_leader(start_leader)
@@ -450,10 +458,8 @@ def test_a_failed_fork_is_reported_and_the_leader_goes_on(
 def test_a_retired_leader_waits_for_its_last_worker(
         start_leader: Callable[..., RunningLeader]) -> None:
     leader = ready_leader(start_leader)
-    channel = leader.spawn(wid=1, slot=OBEYS)
+    channel, pid = spawn_obedient(leader)
     try:
-        pid = leader.expect("spawned")["pid"]
-        assert recv(channel) == {"ev": "hello", "pid": pid, "max_jobs": 0}
         leader.send(op="retire")
         leader.send(op="queue_stats", rid=3)  # answered: the leader is still there
         assert leader.expect("queue_stats")["rid"] == 3
@@ -483,10 +489,8 @@ def test_queue_depths_are_read_at_most_once_a_second(
 def test_sigterm_stops_the_workers_and_then_the_leader(
         start_leader: Callable[..., RunningLeader], sig: int) -> None:
     leader = ready_leader(start_leader)
-    channel = leader.spawn(wid=1, slot=OBEYS)
+    channel, pid = spawn_obedient(leader)
     try:
-        pid = leader.expect("spawned")["pid"]
-        assert recv(channel) == {"ev": "hello", "pid": pid, "max_jobs": 0}
         os.kill(leader.pid, sig)
         assert recv(channel) == {"ev": "exiting", "reason": "stopped"}
     finally:
@@ -519,10 +523,8 @@ def test_a_worker_that_ignores_sigterm_is_killed_at_stop_timeout(
 def test_when_the_master_goes_the_leader_stops_its_workers_and_exits(
         start_leader: Callable[..., RunningLeader]) -> None:
     leader = ready_leader(start_leader)
-    channel = leader.spawn(wid=1, slot=OBEYS)
+    channel, pid = spawn_obedient(leader)
     try:
-        pid = leader.expect("spawned")["pid"]
-        assert recv(channel) == {"ev": "hello", "pid": pid, "max_jobs": 0}
         leader.sock.close()
         assert recv(channel) == {"ev": "exiting", "reason": "stopped"}
     finally:

@@ -52,17 +52,24 @@ def test_start_waits_for_the_leader_and_its_workers() -> None:
     assert states(runtime) == [W.RUNNING] * 2 and runtime.steady()
 
 
-def test_rolling_reload_never_has_fewer_consumers() -> None:
-    world = World(auto_ready=False)
-    runtime = ProgramRuntime(program("orders", workers=2), world)  # type: ignore[arg-type]
+def running_by_hand(world: World, workers: int) -> ProgramRuntime:
+    """Started with a world that answers nothing by itself; its leader and workers are
+    made ready here, so that the test decides what the next ones do."""
+    runtime = ProgramRuntime(program("orders", workers=workers), world)  # type: ignore[arg-type]
     runtime.start()
     world.run()
     world.leader().ready()
     world.run()
-    old = list(world.workers())
-    for worker in old:
+    for worker in world.workers():
         worker.ready()
     world.run()
+    return runtime
+
+
+def test_rolling_reload_never_has_fewer_consumers() -> None:
+    world = World(auto_ready=False)
+    runtime = running_by_hand(world, 2)
+    old = list(world.workers())
     runtime.reload(preload=False)
     world.run()
     assert runtime.serving() == 2 and not runtime.steady()
@@ -254,14 +261,7 @@ def test_scale_down_drains_the_highest_slots_and_up_adds_new_ones() -> None:
 
 def test_scale_during_a_reload() -> None:
     world = World(auto_ready=False)
-    runtime = ProgramRuntime(program("orders", workers=2), world)  # type: ignore[arg-type]
-    runtime.start()
-    world.run()
-    world.leader().ready()
-    world.run()
-    for worker in world.workers():
-        worker.ready()
-    world.run()
+    runtime = running_by_hand(world, 2)
     runtime.reload(preload=False)
     world.run()
     runtime.scale(1)  # slot 1's old worker and its half-started successor both go
