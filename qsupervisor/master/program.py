@@ -18,6 +18,7 @@ from qsupervisor import ipc, logs, procutil
 from qsupervisor.channel import Ev, Op
 from qsupervisor.config import ProgramConfig
 from qsupervisor.master.host import Host
+from qsupervisor.master.loop import Timer
 from qsupervisor.master.pool import WorkerPool, backoff
 from qsupervisor.master.process import LeaderProc, Slot, WorkerProc
 from qsupervisor.states import ProgramState, WorkerState, transition
@@ -39,7 +40,7 @@ class ProgramRuntime:
         self.pool = WorkerPool(self, host, config.workers)
         self.error: str | None = None  # last leader/preload failure, for status
         self.leader_failures = 0
-        self._leader_timer: Any = None
+        self._leader_timer: Timer | None = None
         self.start_when_stopped = False  # restart, or start during a stop
         self._stats_requests: dict[int, Callable[[dict[str, Any]], None]] = {}
         self._request_ids = itertools.count(1)
