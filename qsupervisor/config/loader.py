@@ -47,6 +47,7 @@ class _Loader:
         if doc is None:
             raise ConfigError(self.problems)
         top = self._top_level(doc, MAIN_KEYS, "(expected 'qsupervisord' or 'programs')")
+        self._require_programs(doc)
         base_dir = os.path.dirname(self.path)
         daemon_values = self._daemon(doc, top.get("qsupervisord"), base_dir)
         self._programs(doc, top.get("programs"), base_dir)
@@ -77,7 +78,7 @@ class _Loader:
         return doc
 
     def _top_level(self, doc: YamlDocument, allowed: tuple[str, ...], hint: str) -> dict[str, Any]:
-        if doc.value is None or () in doc.broken:  # an empty file is a valid configuration
+        if doc.value is None or () in doc.broken:  # reported by _require_programs, or already
             return {}
         if not isinstance(doc.value, dict):
             keys = ", ".join(repr(key) for key in allowed)
@@ -87,6 +88,27 @@ class _Loader:
             if key not in allowed:
                 self._problem(doc, (key,), "unknown key" + (did_you_mean(key, allowed) or f" {hint}"))
         return doc.value
+
+    def _require_programs(self, doc: YamlDocument, include: bool = False) -> None:
+        """A file must say which programs it holds (the main file may leave that to its
+        includes). An empty one (or one of comments only, or without `programs`) is far
+        more often a truncated deploy than a wish to stop everything; applied, it would
+        stop every program. `programs: {}` says "none"."""
+        hint = "write 'programs: {}' for no programs"
+        if () in doc.broken:
+            return  # reported already
+        if doc.value is None:
+            self.problems.append(Problem(doc.file, None, "", "the file is empty (or holds only "
+                                         f"comments): a truncated file? {hint}"))
+        elif isinstance(doc.value, dict) and "programs" not in doc.value:
+            daemon = doc.value.get("qsupervisord")
+            includes = not include and isinstance(daemon, dict) and bool(daemon.get("include"))
+            unknown = set(doc.value) - set(INCLUDE_KEYS if include else MAIN_KEYS)  # reported already, and the likelier cause
+            if not includes and not unknown:
+                self._problem(doc, (), f"no 'programs' key: {hint}")
+        elif (isinstance(doc.value, dict) and doc.value["programs"] is None
+              and ("programs",) not in doc.broken):
+            self._problem(doc, ("programs",), f"'programs' has no value: {hint}")
 
     def _include_files(self, doc: YamlDocument, patterns: tuple[str, ...]) -> list[tuple[str, str]]:
         """(display path, absolute path) of included files, in order, each file once."""
@@ -124,6 +146,7 @@ class _Loader:
         if doc is None:
             return
         top = self._top_level(doc, INCLUDE_KEYS, "(an included file may only hold 'programs')")
+        self._require_programs(doc, include=True)
         self._programs(doc, top.get("programs"), os.path.dirname(absolute))
 
     # -- sections ------------------------------------------------------------------

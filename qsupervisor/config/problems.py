@@ -27,9 +27,12 @@ class Problem:
     line: int | None  # 1-based; None when the problem has no position (unreadable file)
     key: str             # dotted key path, "" for file-level problems
     message: str
+    column: int | None = None  # 1-based; YAML syntax errors point at the character
 
     def __str__(self) -> str:
         where = self.file if self.line is None else f"{self.file}:{self.line}"
+        if self.line is not None and self.column is not None:
+            where += f":{self.column}"
         if self.key:
             return f"{where}: {self.key}: {self.message}"
         return f"{where}: {self.message}"

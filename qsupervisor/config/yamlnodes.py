@@ -9,6 +9,7 @@ keys as the text the user typed (so a program called `on` or `123` stays a strin
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -167,21 +168,69 @@ def _short_tag(tag: str) -> str:
 
 
 def _syntax_problem(file: str, text: str, exc: yaml.YAMLError) -> Problem:
+    """The problem where a person would point at it: PyYAML notices most mistakes later
+    (an unclosed bracket at the end of the file, a missing ':' on the next line)."""
     if isinstance(exc, yaml.reader.ReaderError):
         # Raised for control characters; it carries an offset rather than a mark.
         line = text.count("\n", 0, exc.position) + 1 if isinstance(exc.position, int) else None
         char = exc.character if isinstance(exc.character, str) else chr(exc.character)
         return Problem(file, line, "", f"YAML syntax error: unacceptable character #x{ord(char):04x}")
     mark = getattr(exc, "problem_mark", None)
-    line = mark.line + 1 if mark is not None else None
+    opened = getattr(exc, "context_mark", None)
     what = getattr(exc, "problem", None) or str(exc)
-    context = getattr(exc, "context", None)
+    context = getattr(exc, "context", None) or ""
+    unclosed = _UNCLOSED.get(context)
+    if unclosed is not None and opened is not None:
+        # Point at the bracket or quote that was never closed, not at where the parser gave up.
+        found = "the end of the file" if mark is None or "end" in what else f"line {mark.line + 1}"
+        return Problem(file, opened.line + 1, "", f"YAML syntax error: {unclosed} is never "
+                       f"closed (the parser reached {found} still inside it)", opened.column + 1)
+    if mark is None:
+        return Problem(file, None, "", f"YAML syntax error: {what}")
+    if what == "mapping values are not allowed here":
+        return _stray_colon(file, text, mark)
+    plain = _PLAIN_WORDS.get(what)
+    if plain is not None:
+        return Problem(file, mark.line + 1, "", f"YAML syntax error: {plain}", mark.column + 1)
     # PyYAML splits messages as context + problem; join them back into one sentence.
-    if context and context.startswith("while"):
+    if context.startswith("while"):
         what = f"{what} ({context})"
     elif context:
         what = f"{context}, {what}"
-    return Problem(file, line, "", f"YAML syntax error: {what}")
+    return Problem(file, mark.line + 1, "", f"YAML syntax error: {what}", mark.column + 1)
+
+
+# PyYAML's words for the common mistakes, and what a person would say.
+_PLAIN_WORDS = {
+    "found character '\\t' that cannot start any token":
+        "a tab in the indentation (YAML indents with spaces only)",
+    "expected <block end>, but found '<block mapping start>'":
+        "this line is indented to no level above it (line it up with a key above)",
+    "expected <block end>, but found '<block sequence start>'":
+        "this list item is indented to no level above it (line it up with a key above)",
+}
+
+_UNCLOSED = {"while parsing a flow sequence": "this '['",
+             "while parsing a flow mapping": "this '{'",
+             "while scanning a quoted scalar": "this quote"}
+
+
+def _stray_colon(file: str, text: str, mark: Any) -> Problem:
+    """A ': ' where a value continues from the line above: either that line lacks the ':'
+    after its key, or this line is indented deeper than the key it belongs beside."""
+    lines = text.split("\n")
+    above = next((n for n in range(mark.line - 1, -1, -1)
+                  if lines[n].strip() and not lines[n].lstrip().startswith("#")), None)
+    if above is not None and not _KEY.match(lines[above]):
+        return Problem(file, above + 1, "", "YAML syntax error: no ':' after the key on this "
+                       f"line (line {mark.line + 1} then reads as part of its value)",
+                       len(lines[above]) - len(lines[above].lstrip()) + 1)
+    return Problem(file, mark.line + 1, "", "YAML syntax error: a key indented deeper than "
+                   "the one above it (or a plain value holding ': '; quote such a value)",
+                   len(lines[mark.line]) - len(lines[mark.line].lstrip()) + 1)
+
+
+_KEY = re.compile(r"^\s*(- +)?[^\s#'\"][^:#]*:(\s|$)|^\s*- ")
 
 
 def parse_yaml(text: str, file: str) -> tuple[YamlDocument | None, list[Problem]]:

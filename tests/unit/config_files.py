@@ -42,10 +42,11 @@ def program_file(tmp_path: Path, extra: str) -> str:
 
 
 def daemon_file(tmp_path: Path, extra: str) -> str:
-    """A file whose qsupervisord section has `extra` on line 2."""
+    """A file whose qsupervisord section has `extra` on line 2 (and no programs)."""
     return write(tmp_path / "queues.yaml", f"""
         qsupervisord:
           {extra}
+        programs: {{}}
         """)
 
 

@@ -24,21 +24,51 @@ MISSING_USER = "qsv-no-such-user"
 # -- valid files -----------------------------------------------------------------------
 
 
-def test_empty_file_gives_defaults_and_no_programs(tmp_path: Path) -> None:
-    path = write(tmp_path / "queues.yaml", "")
+# An empty or truncated file must never be read as "no programs": applied by update or
+# SIGHUP it would stop every program. Before, an empty file loaded as defaults and no
+# programs (a test locked that in); now "none" has to be written out.
+@pytest.mark.parametrize("text", ["", "\n\n", "# nothing configured yet\n"])
+def test_an_empty_or_comment_only_file_is_an_error(tmp_path: Path, text: str) -> None:
+    path = str(tmp_path / "queues.yaml")
+    Path(path).write_text(text)
+    assert problems(path) == [f"{path}: the file is empty (or holds only comments): a "
+                              "truncated file? write 'programs: {}' for no programs"]
+
+
+def test_a_file_without_programs_is_an_error(tmp_path: Path) -> None:
+    path = write(tmp_path / "queues.yaml", """
+        qsupervisord:
+          log_level: info
+        """)
+    assert problems(path) == [f"{path}:1: no 'programs' key: write 'programs: {{}}' for no programs"]
+    path = write(tmp_path / "queues.yaml", """
+        # truncated after the key
+        programs:
+        """)
+    assert problems(path) == [
+        f"{path}:2: programs: 'programs' has no value: write 'programs: {{}}' for no programs"]
+
+
+def test_programs_written_out_as_none_and_null_daemon_section_load(tmp_path: Path) -> None:
+    path = write(tmp_path / "queues.yaml", """
+        # nothing configured yet
+        qsupervisord:
+        programs: {}
+        """)
     config = load_config(path)
     assert config == Config(path=path, daemon=DaemonConfig(), programs={})
 
 
-def test_comment_only_file_and_null_sections_are_empty(tmp_path: Path) -> None:
+def test_a_main_file_may_leave_its_programs_to_includes(tmp_path: Path) -> None:
     path = write(tmp_path / "queues.yaml", """
-        # nothing configured yet
         qsupervisord:
-        programs:
+          include: [conf.d/*.yaml]
         """)
-    config = load_config(path)
-    assert config.daemon == DaemonConfig()
-    assert config.programs == {}
+    assert load_config(path).programs == {}  # an empty conf.d
+    write(tmp_path / "conf.d" / "a.yaml", "# emptied by a failed deploy\n")
+    assert problems(path) == [f"{tmp_path / 'conf.d' / 'a.yaml'}: the file is empty (or holds "
+                              "only comments): a truncated file? write 'programs: {}' for no "
+                              "programs"]
 
 
 def test_minimal_program_gets_defaults_queue_named_after_it_and_source(tmp_path: Path) -> None:
@@ -288,33 +318,52 @@ def test_missing_file_is_a_config_error_without_line(tmp_path: Path) -> None:
     assert problems(path) == [f"{path}: cannot read the file: No such file or directory"]
 
 
-def test_yaml_syntax_error_reports_its_line(tmp_path: Path) -> None:
-    path = write(tmp_path / "queues.yaml", """
-        programs:
-          orders:
-            handler: app:run
-            workers: [1, 2
-        """)
-    assert problems(path) == [
-        f"{path}:5: YAML syntax error: expected ',' or ']', but got '<stream end>' "
-        "(while parsing a flow sequence)"
-    ]
+# Syntax errors are named where a person would point: the parser notices most of them a
+# line or more later (these tests used to lock in the parser's line, e.g. line 5 for a '['
+# left open on line 4, or a line past the end of the file).
+SYNTAX_CASES = {
+    "an unclosed bracket, at the end of the file": (
+        "programs:\n  orders:\n    handler: app:run\n    workers: [1, 2\n",
+        "4:14: YAML syntax error: this '[' is never closed (the parser reached the end of the "
+        "file still inside it)"),
+    "an unclosed bracket, before more keys": (
+        "programs:\n  orders:\n    handler: a:b\n    preload: [app.models, app.db\n"
+        "    workers: 2\n",
+        "4:14: YAML syntax error: this '[' is never closed (the parser reached line 5 still "
+        "inside it)"),
+    "an unclosed quote": (
+        "programs:\n  orders:\n    handler: \"a:b\n    workers: 2\n",
+        "3:14: YAML syntax error: this quote is never closed (the parser reached the end of "
+        "the file still inside it)"),
+    "a tab": (
+        "programs:\n  orders:\n\thandler: a:b\n",
+        "3:1: YAML syntax error: a tab in the indentation (YAML indents with spaces only)"),
+    "a key indented too deep": (
+        "programs:\n  orders:\n    handler: a:b\n      workers: 2\n",
+        "4:7: YAML syntax error: a key indented deeper than the one above it (or a plain "
+        "value holding ': '; quote such a value)"),
+    "a key indented to no level": (
+        "programs:\n  orders:\n    handler: a:b\n   workers: 2\n",
+        "4:4: YAML syntax error: this line is indented to no level above it (line it up with "
+        "a key above)"),
+    "a missing colon": (
+        "programs:\n  orders:\n    handler a:b\n    workers: 2\n",
+        "3:5: YAML syntax error: no ':' after the key on this line (line 4 then reads as part "
+        "of its value)"),
+    "a second document": (
+        "programs: {}\n---\nprograms: {}\n",
+        "2:1: YAML syntax error: expected a single document in the stream, but found another "
+        "document"),
+}
 
 
-def test_tab_indentation_is_a_syntax_error_on_its_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize("case", sorted(SYNTAX_CASES))
+def test_a_yaml_syntax_error_names_the_line_and_column_of_the_mistake(
+        tmp_path: Path, case: str) -> None:
+    text, where_and_what = SYNTAX_CASES[case]
     path = str(tmp_path / "queues.yaml")
-    Path(path).write_text("programs:\n  orders:\n\thandler: a:b\n")
-    assert problems(path) == [
-        f"{path}:3: YAML syntax error: found character '\\t' that cannot start any token "
-        "(while scanning for the next token)"
-    ]
-
-
-def test_second_yaml_document_is_a_syntax_error(tmp_path: Path) -> None:
-    path = write(tmp_path / "queues.yaml", "programs: {}\n---\nprograms: {}\n")
-    assert problems(path) == [
-        f"{path}:2: YAML syntax error: expected a single document in the stream, but found another document"
-    ]
+    Path(path).write_text(text)
+    assert problems(path) == [f"{path}:{where_and_what}"]
 
 
 def test_control_character_is_a_syntax_error_on_its_line(tmp_path: Path) -> None:

@@ -64,7 +64,8 @@ def test_yaml_syntax_error_in_an_include_is_reported_and_others_still_checked(tm
     broken = write(tmp_path / "conf.d" / "a.yaml", "programs:\n  x: {handler: 'a:b'\n")
     other = write(tmp_path / "conf.d" / "b.yaml", "programs:\n  y: {workers: -1, handler: 'a:b'}\n")
     assert problems(path) == [
-        f"{broken}:3: YAML syntax error: expected ',' or '}}', but got '<stream end>' (while parsing a flow mapping)",
+        f"{broken}:2:6: YAML syntax error: this '{{' is never closed (the parser reached the "
+        "end of the file still inside it)",
         f"{other}:2: programs.y.workers: expected an integer >= 0, got -1",
     ]
 

@@ -269,9 +269,9 @@ def test_missing_directory_under_an_unwritable_one_is_reported(tmp_path: Path, r
 
 
 def test_log_dir_unwritable_or_uncreatable_is_reported(tmp_path: Path, read_only: Path) -> None:
-    path = write(tmp_path / "queues.yaml", "qsupervisord:\n  log_dir: locked\n")
+    path = write(tmp_path / "queues.yaml", "qsupervisord:\n  log_dir: locked\nprograms: {}\n")
     assert problems(path) == [f"{path}:2: qsupervisord.log_dir: directory {read_only} is not writable"]
-    path = write(tmp_path / "queues.yaml", "qsupervisord:\n  log_dir: locked/logs\n")
+    path = write(tmp_path / "queues.yaml", "qsupervisord:\n  log_dir: locked/logs\nprograms: {}\n")
     assert problems(path) == [
         f"{path}:2: qsupervisord.log_dir: cannot create directory {read_only}/logs: {read_only} is not writable"
     ]

@@ -1,0 +1,76 @@
+"""A bad configuration file never stops what runs.
+
+An empty, comment-only, truncated or broken file (a deploy that failed half-way) is refused
+by `update`, `SIGHUP` and `--check`, named, and changes nothing: the same leader and
+workers keep consuming, and every message published around the attempts is handled once.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+
+from .daemon import MakeDaemon, run_ctl, worker_pids
+from .harness import QSUPERVISORD, Ledger, program
+from .rabbit import Broker
+
+BAD_FILES = {
+    "empty": "",
+    "only comments": "# queues.yaml, emptied by a failed copy\n",
+    "no programs key": "qsupervisord:\n  log_level: debug\n",
+    "truncated after programs": None,  # the real file cut after its 'programs:' line
+    "broken YAML": "programs:\n  orders: [handler: x\n",
+}
+
+
+def truncated(text: str) -> str:
+    return text[: text.index("programs:") + len("programs:")] + "\n"
+
+
+def test_a_bad_file_is_refused_by_update_hup_and_check_and_changes_nothing(
+        daemons: MakeDaemon, broker: Broker, ledger: Ledger) -> None:
+    queue = broker.declare("badfile")
+    daemon = daemons({"orders": program(queue, ledger, workers=2)})
+    daemon.start()
+    before = daemon.status()
+    master = daemon.master_pid()
+    good = daemon.config_path.read_text()
+    published = broker.publish_many(queue, 10)
+    # Without a socket in a readable file, qsupervisorctl is pointed at it directly.
+    target = ["-s", str(daemon.socket)]
+
+    for name, text in BAD_FILES.items():
+        daemon.config_path.write_text(truncated(good) if text is None else text)
+        update = run_ctl(target, "update", as_json=False)
+        assert update.returncode == 2, f"{name}: {update}"
+        assert str(daemon.config_path) in update.stderr, f"{name}: {update}"
+        check = subprocess.run([QSUPERVISORD, "--check", "-c", str(daemon.config_path)],
+                               capture_output=True, text=True, timeout=30)
+        assert check.returncode == 2, f"{name}: {check.stdout}{check.stderr}"
+        assert str(daemon.config_path) in check.stdout + check.stderr, name
+        os.kill(master, signal.SIGHUP)
+        published += broker.publish_many(queue, 5)
+        now = run_ctl(target, "status").json()
+        assert now["programs"].keys() == {"orders"}, name
+        assert now["programs"]["orders"]["state"] == "RUNNING", name
+        assert (now["programs"]["orders"]["leader_pid"]
+                == before["programs"]["orders"]["leader_pid"]), name
+        assert worker_pids(now, "orders") == worker_pids(before, "orders"), name
+
+    daemon.config_path.write_text(good)
+    published += broker.publish_many(queue, 5)
+    ledger.wait_for_ids(published)
+    counts = ledger.counts()
+    assert {msg_id: counts[msg_id] for msg_id in published} == {m: 1 for m in published}
+    assert not [e for e in daemon.log_events() if e.get("event") == "configuration applied"]
+
+
+def test_programs_written_out_as_none_is_applied(
+        daemons: MakeDaemon, broker: Broker, ledger: Ledger) -> None:
+    daemon = daemons({"orders": program(broker.declare("none"), ledger)})
+    daemon.start()
+    daemon.config_path.write_text("programs: {}\n")
+    result = run_ctl(["-s", str(daemon.socket)], "update")
+    assert result.returncode == 0, str(result)
+    assert run_ctl(["-s", str(daemon.socket)], "status").json()["programs"] == {}
