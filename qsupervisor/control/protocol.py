@@ -37,7 +37,9 @@ class ProtocolError(Exception):
 
 
 def encode(message: dict[str, Any]) -> bytes:
-    return json.dumps(message, separators=(",", ":"), default=str).encode() + b"\n"
+    """One line of strict JSON (no NaN or Infinity, which no other JSON parser reads)."""
+    return json.dumps(message, separators=(",", ":"), default=str,
+                      allow_nan=False).encode() + b"\n"
 
 
 def request(cmd: str, args: dict[str, Any] | None = None, req_id: Any = 1) -> dict[str, Any]:
@@ -56,15 +58,30 @@ def stream(req_id: Any, item: Any) -> dict[str, Any]:
     return {"v": VERSION, "id": req_id, "stream": item}
 
 
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"number {text[:20]}{'...' if len(text) > 20 else ''} is too large")
+    return value
+
+
 def parse_request(line: bytes) -> dict[str, Any]:
-    """Validate one request line; raises ProtocolError with a message a human can act on."""
+    """Validate one request line; raises ProtocolError with a message a human can act on.
+    Strict JSON only: NaN, Infinity and numbers that overflow are refused, so nothing a
+    client sends can come back as invalid JSON (a request's id is copied into its reply)."""
     try:
-        msg = json.loads(line)
-    except (ValueError, UnicodeDecodeError) as exc:
+        msg = json.loads(line, parse_constant=_not_json, parse_float=_finite)
+    except (ValueError, UnicodeDecodeError) as exc:  # UnicodeDecodeError: not UTF-8
         raise ProtocolError(BAD_REQUEST, f"not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ProtocolError(BAD_REQUEST, "not valid JSON: nested too deeply") from None
     if not isinstance(msg, dict):
         raise ProtocolError(BAD_REQUEST, "a request must be a JSON object")
-    if msg.get("v") != VERSION:
+    if type(msg.get("v")) is not int or msg["v"] != VERSION:  # true and 1.0 are not 1
         raise ProtocolError(VERSION_MISMATCH,
                             f"protocol version {msg.get('v')!r} not supported; this daemon speaks {VERSION}")
     if not isinstance(msg.get("cmd"), str):

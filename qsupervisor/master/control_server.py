@@ -102,9 +102,15 @@ class Connection:
     def send(self, message: dict[str, Any]) -> None:
         if self.closed:
             return
+        try:
+            data = protocol.encode(message)
+        except ValueError as exc:  # a NaN in a result: never write what is not JSON
+            log.error("reply not sent: it is not strict JSON", error=str(exc))
+            data = protocol.encode(protocol.error(message.get("id"), protocol.FAILED,
+                                                  f"internal error: {exc}"))
         if not self._wbuf:
             self._loop.add_writer(self.sock, self._on_writable)
-        self._wbuf += protocol.encode(message)
+        self._wbuf += data
         if "ok" in message and message.get("id") is not None:
             self.outstanding = max(0, self.outstanding - 1)
             if self._read_closed and not self.outstanding:

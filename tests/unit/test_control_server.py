@@ -153,6 +153,30 @@ def test_bad_lines_get_error_replies_and_the_connection_stays(served: Served) ->
     assert len(served.requests) == 1 and not client.eof
 
 
+def test_hostile_lines_get_error_replies_and_the_connection_stays_usable(served: Served) -> None:
+    client = served.connect()
+    hostile = [b"[" * 100_000, b'{"v": 1, "id": NaN, "cmd": "x"}', b'{"v": 1.0, "cmd": "x"}',
+               b'{"v": 1, "id": 1e999, "cmd": "x"}', b"\xff\xfe{}", b'{"v": 1, "id": 3, "cmd": "status"}']
+    data = b"\n".join(hostile) + b"\n"
+    while data:
+        data = data[client.send(data):]
+        served.spin(1)
+    replies = served.replies(client, len(hostile))
+    assert [r.get("error", {}).get("code") for r in replies[:-1]] == [
+        protocol.BAD_REQUEST, protocol.BAD_REQUEST, protocol.VERSION_MISMATCH,
+        protocol.BAD_REQUEST, protocol.BAD_REQUEST]
+    assert all(r["id"] is None for r in replies[:-1])
+    assert replies[-1] == protocol.ok(3, {"cmd": "status"})
+
+
+def test_a_result_that_is_not_strict_json_becomes_an_error_reply(served: Served) -> None:
+    served.handler = lambda conn, request: conn.send(protocol.ok(request["id"], float("nan")))
+    client = served.connect()
+    client.send(line("status", req_id=4))
+    [reply] = served.replies(client, 1)
+    assert reply["id"] == 4 and reply["error"]["code"] == protocol.FAILED
+
+
 def test_a_failing_command_gets_an_internal_error_reply(served: Served) -> None:
     def broken(conn: Connection, request: Request) -> None:
         raise RuntimeError("boom")

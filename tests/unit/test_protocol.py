@@ -23,6 +23,16 @@ def test_a_well_formed_request_parses_and_gets_default_args() -> None:
     (b'{"cmd": "status"}', protocol.VERSION_MISMATCH, "version None"),
     (b'{"v": 1, "cmd": 5}', protocol.BAD_REQUEST, "'cmd' must be a string"),
     (b'{"v": 1, "cmd": "status", "args": []}', protocol.BAD_REQUEST, "'args' must be an object"),
+    # Each of these used to get through, or past the parser's error handling.
+    (b"[" * 100_000, protocol.BAD_REQUEST, "nested too deeply"),
+    (b'{"v": 1, "id": NaN, "cmd": "status"}', protocol.BAD_REQUEST, "NaN is not JSON"),
+    (b'{"v": 1, "id": Infinity, "cmd": "status"}', protocol.BAD_REQUEST, "Infinity is not JSON"),
+    (b'{"v": 1, "id": -Infinity, "cmd": "status"}', protocol.BAD_REQUEST, "-Infinity is not JSON"),
+    (b'{"v": 1, "id": 1e999, "cmd": "status"}', protocol.BAD_REQUEST, "too large"),
+    (b'{"v": 1, "cmd": "st\xc3\x28tus"}', protocol.BAD_REQUEST, "not valid JSON"),
+    (b'{"v": true, "cmd": "status"}', protocol.VERSION_MISMATCH, "version True"),
+    (b'{"v": 1.0, "cmd": "status"}', protocol.VERSION_MISMATCH, "version 1.0"),
+    (b'{"v": "1", "cmd": "status"}', protocol.VERSION_MISMATCH, "version '1'"),
 ])
 def test_malformed_requests_are_refused_with_a_reason(line: bytes, code: str, fragment: str) -> None:
     with pytest.raises(ProtocolError) as info:
@@ -42,3 +52,9 @@ def test_every_error_code_maps_to_a_ctl_exit_code() -> None:
              if name.isupper() and isinstance(getattr(protocol, name), str)]
     assert set(codes) == set(protocol.EXIT_CODES)
     assert set(protocol.EXIT_CODES.values()) <= {1, 2}
+
+
+def test_the_daemon_never_writes_nan_or_infinity() -> None:
+    with pytest.raises(ValueError):
+        protocol.encode(protocol.ok(1, {"rate": float("nan")}))
+    assert json.loads(protocol.encode(protocol.ok(1, {"rate": 0.5}))) == protocol.ok(1, {"rate": 0.5})
