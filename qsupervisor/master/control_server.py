@@ -7,6 +7,7 @@ only.
 
 from __future__ import annotations
 
+import errno
 import grp
 import os
 import pwd
@@ -20,6 +21,8 @@ from qsupervisor.control import protocol
 from qsupervisor.master.loop import EventLoop
 
 log = logs.get("qsupervisor.control")
+
+ACCEPT_PAUSE = 0.1  # seconds between accept attempts while out of descriptors
 
 _UCRED = struct.Struct("3i")  # pid, uid, gid
 
@@ -211,6 +214,7 @@ class ControlServer:
         os.chmod(path, mode)
         self.sock.listen(128)
         self.sock.setblocking(False)
+        self._accept_paused_since: float | None = None
 
     def start(self, loop: EventLoop, dispatch: Dispatch) -> None:
         self._loop = loop
@@ -224,8 +228,13 @@ class ControlServer:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
-                log.warning("accept failed", error=str(exc))
+                self._accept_failed(exc)
                 return
+            if self._accept_paused_since is not None:
+                log.info("accepting control connections again",
+                         paused_for=round(self._loop.clock.monotonic()
+                                          - self._accept_paused_since, 3))
+                self._accept_paused_since = None
             sock.setblocking(False)
             peer = peer_credentials(sock)
             if not self.policy.allows(*peer):
@@ -233,6 +242,25 @@ class ControlServer:
                 continue
             conn = Connection(sock, self._loop, self._dispatch, self._forget, peer)
             self.connections[sock.fileno()] = conn
+
+    def _accept_failed(self, exc: OSError) -> None:
+        """Out of descriptors (EMFILE, ENFILE), the pending connection stays in the
+        backlog and the listener stays readable: accepting again at once would spin. Stop
+        listening for ACCEPT_PAUSE and try again; one log line per episode, not per try."""
+        if exc.errno not in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+            log.warning("accept failed", error=str(exc))
+            return
+        if self._accept_paused_since is None:
+            self._accept_paused_since = self._loop.clock.monotonic()
+            log.error("out of file descriptors: not accepting control connections; "
+                      f"trying again every {ACCEPT_PAUSE:g} s", error=str(exc))
+        self._loop.remove_reader(self.sock)
+        self._loop.call_later(ACCEPT_PAUSE, self._resume_accepting)
+
+    def _resume_accepting(self) -> None:
+        if self.sock.fileno() != -1:  # not closed by stop_listening meanwhile
+            self._loop.add_reader(self.sock, self._on_accept)
+            self._on_accept()
 
     @staticmethod
     def _refuse(sock: socket.socket, peer: tuple[int, int, int]) -> None:

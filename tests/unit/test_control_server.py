@@ -4,10 +4,12 @@ half-closed and vanished clients, flushing before a close, and who may connect."
 
 from __future__ import annotations
 
+import errno
 import grp
 import json
 import os
 import pwd
+import resource
 import socket
 import stat
 import time
@@ -370,3 +372,36 @@ def test_from_names_adds_root_and_the_daemons_user_and_skips_unknown_names() -> 
     assert policy.uids == {0, os.getuid(), pwd.getpwnam("daemon").pw_uid}
     assert policy.gids == {grp.getgrnam("adm").gr_gid}
     assert PeerPolicy.from_names((), ()) == PeerPolicy(frozenset({0, os.getuid()}), frozenset())
+
+
+def test_out_of_descriptors_the_listener_pauses_instead_of_spinning(
+        served: Served, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An accept that fails with EMFILE leaves the connection in the backlog, so the
+    listener stays readable: retried at once, it spun (600,000 warnings in 8 s)."""
+    failures: list[OSError] = []
+    real = served.server._accept_failed
+    monkeypatch.setattr(served.server, "_accept_failed",
+                        lambda exc: (failures.append(exc), real(exc)))
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 8, hard))
+    client = served.connect()
+    ballast: list[int] = []
+    try:
+        while True:  # every descriptor left taken: accept has none
+            try:
+                ballast.append(os.open(os.devnull, os.O_RDONLY))
+            except OSError:
+                break
+        deadline = time.monotonic() + 0.35
+        while time.monotonic() < deadline:
+            served.loop.run_once(max_wait=0.05)
+    finally:
+        for fd in ballast:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert failures and all(e.errno == errno.EMFILE for e in failures)
+    assert 2 <= len(failures) <= 6  # one try per pause of 0.1 s, not thousands
+    assert served.server.connections == {}
+    served.until(lambda: len(served.server.connections) == 1)  # descriptors back: accepted
+    client.send(line("status", req_id=9))
+    assert served.replies(client, 1) == [protocol.ok(9, {"cmd": "status"})]
