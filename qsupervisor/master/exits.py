@@ -93,14 +93,16 @@ def _summary(facts: ExitFacts, timed_out: bool) -> tuple[ExitKind, str]:
         return ExitKind.RECYCLED, f"recycled: {facts.exit_reason}"
     if facts.exit_error:
         return ExitKind.FAILED, f"failed: {facts.exit_error}"
-    return ExitKind.CRASHED, f"crashed: {facts.how}"
+    during = " during a job" if facts.job_in_hand else ""
+    return ExitKind.CRASHED, f"crashed: {facts.how}{during}"
 
 
 def _crash_cause(facts: ExitFacts, code: int | None) -> str | None:
     """Whether the message the worker died holding counts as a failed attempt: yes if it
-    held one and did not exit with status 0, unless it settled that message itself (an
-    abandoned job whose retry or dead letter the broker confirmed)."""
+    held one, whatever its exit status (a handler may end the process with os._exit(0)),
+    unless it settled that message itself (an abandoned job whose retry or dead letter the
+    broker confirmed)."""
     settled = facts.exit_reason == "timeout" and facts.exit_settled
-    if not facts.job_in_hand or code == 0 or settled:
+    if not facts.job_in_hand or settled:
         return None
     return "killed: timeout" if facts.killed == KILLED_FOR_TIMEOUT else facts.how

@@ -9,6 +9,7 @@ payload (a JSON object) says:
 - `fail_while`: a path; the handler raises while that file exists (a poison message
   that a fix on disk cures);
 - `kill`: the handler SIGKILLs its own worker;
+- `exit_status`: the handler ends its worker's process with os._exit(that status);
 - `hang`: the handler sits in time.sleep(3600), a C call no exception can interrupt;
 - `hoard_mib`: allocate (and touch) that many MiB and keep them for the worker's life.
 
@@ -41,6 +42,8 @@ def work(payload: Any) -> None:
     ledger.record("runtime", ok=not failing, t=started, due=due, tag=spec.get("tag"))
     if spec.get("kill"):
         os.kill(os.getpid(), signal.SIGKILL)
+    if "exit_status" in spec:
+        os._exit(int(spec["exit_status"]))
     if spec.get("hang"):
         time.sleep(3600)
     if spec.get("hoard_mib"):
