@@ -11,6 +11,7 @@ import errno
 import grp
 import os
 import pwd
+import select
 import socket
 import struct
 from dataclasses import dataclass
@@ -138,7 +139,9 @@ class Connection:
         if not data:
             self._read_closed = True
             self._loop.remove_reader(self.sock)
-            if not self.outstanding:
+            if _peer_gone(self.sock):
+                self.close()  # nobody to reply to; a `tail -f` it held goes with it
+            elif not self.outstanding:
                 self.close_after_flush()
             return
         self._rbuf += data
@@ -195,6 +198,15 @@ class Connection:
         for callback in self.on_disconnect:
             callback()
         self._on_close(self)
+
+
+def _peer_gone(sock: socket.socket) -> bool:
+    """At end of file: did the client close its socket, or only its writing side (which a
+    client waiting for its replies may do)? Only a full close raises POLLHUP. Without this,
+    a `tail -f` whose client went away held its descriptor until output next arrived."""
+    poller = select.poll()
+    poller.register(sock, select.POLLHUP)
+    return any(events & select.POLLHUP for _, events in poller.poll(0))
 
 
 class ControlServer:

@@ -1,4 +1,4 @@
-"""A bad configuration file never stops what runs.
+"""Bad input never stops what runs: a bad configuration file, and control clients that go away.
 
 An empty, comment-only, truncated or broken file (a deploy that failed half-way) is refused
 by `update`, `SIGHUP` and `--check`, named, and changes nothing: the same leader and
@@ -11,8 +11,8 @@ import os
 import signal
 import subprocess
 
-from .daemon import MakeDaemon, run_ctl, worker_pids
-from .harness import QSUPERVISORD, Ledger, program
+from .daemon import MakeDaemon, RawClient, run_ctl, worker_pids
+from .harness import QSUPERVISORD, Ledger, program, wait_for
 from .rabbit import Broker
 
 BAD_FILES = {
@@ -74,3 +74,29 @@ def test_programs_written_out_as_none_is_applied(
     result = run_ctl(["-s", str(daemon.socket)], "update")
     assert result.returncode == 0, str(result)
     assert run_ctl(["-s", str(daemon.socket)], "status").json()["programs"] == {}
+
+
+def test_closed_control_connections_release_their_descriptors(
+        daemons: MakeDaemon, broker: Broker, ledger: Ledger) -> None:
+    """Each `tail --follow` whose client went away kept a descriptor in the master until
+    the program next wrote output (100 closed, +100 descriptors)."""
+    daemon = daemons({"orders": program(broker.declare("fds"), ledger)})
+    daemon.start()
+    master = daemon.master_pid()
+
+    def descriptors() -> int:
+        return len(os.listdir(f"/proc/{master}/fd"))
+
+    baseline = descriptors()
+    requests = [b'{"v": 1, "id": 1, "cmd": "tail", "args": {"names": ["orders"], "follow": true}}',
+                b'{"v": 1, "id": 2, "cmd": "status", "args": {}}',
+                b"[" * 10_000, b'{"v": 1, "id": NaN}']
+    for _ in range(50):
+        for request in requests:
+            client = RawClient(daemon.socket)
+            client.send(request + b"\n")
+            client.reply()  # the tail's first lines, or the answer
+            client.close()
+    wait_for(lambda: descriptors() <= baseline, timeout=10,
+             what=lambda: f"the master's descriptors back to {baseline} (now {descriptors()})")
+    assert run_ctl(["-s", str(daemon.socket)], "status").returncode == 0
