@@ -37,9 +37,17 @@ def send(sock: socket.socket, msg: Message, fds: Sequence[int] = ()) -> None:
 
 def recv_message(sock: socket.socket) -> Message | None:
     """A message that carries no fds (the master's side); None at end of file or when the
-    socket failed. Stray fds are closed rather than leaked."""
+    socket failed; BlockingIOError when a non-blocking socket has nothing after all. Stray
+    fds are closed rather than leaked."""
     try:
         msg, fds = recv(sock)
+    except BlockingIOError:
+        raise  # nothing to read after all (a non-blocking socket): not the end
+    except ConnectionResetError:
+        # The peer closed with our messages unread in its queue (a killed leader). The
+        # kernel reports that once, before what the peer sent: its last words, its last
+        # workers' exits among them, are still to be read.
+        return recv_message(sock)
     except OSError:
         return None
     for fd in fds:

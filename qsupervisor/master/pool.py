@@ -21,7 +21,7 @@ from qsupervisor.channel import Ev, Op
 from qsupervisor.master.crashes import CrashLedger
 from qsupervisor.master.exits import KILLED_FOR_TIMEOUT, Exit, ExitFacts, classify_exit
 from qsupervisor.master.host import Host, PoolOwner
-from qsupervisor.master.process import Slot, WorkerProc
+from qsupervisor.master.process import LeaderProc, Slot, WorkerProc
 from qsupervisor.master.watchdog import JobWatchdog
 from qsupervisor.states import WorkerState, transition
 from qsupervisor.stats_segment import Ring, Snapshot
@@ -191,7 +191,7 @@ class WorkerPool:
         master_end, worker_end = ipc.socketpair()
         stats_fd = stats_segment.create()
         try:
-            ipc.send(leader.sock, {"op": Op.SPAWN, "wid": worker.wid, "slot": slot.index,
+            leader.outbox.send({"op": Op.SPAWN, "wid": worker.wid, "slot": slot.index,
                                    "max_jobs": worker.max_jobs}, [worker_end.fileno(), stats_fd])
         except OSError as exc:
             master_end.close()
@@ -200,6 +200,7 @@ class WorkerPool:
             return
         finally:
             worker_end.close()
+        master_end.setblocking(False)  # the master never waits on a worker either
         worker.channel = master_end
         worker.stats = stats_segment.Stats(stats_fd)
         os.close(stats_fd)  # the mapping stays valid
@@ -248,6 +249,14 @@ class WorkerPool:
         if worker is not None:
             self._gone(worker, None, f"fork failed: {error}")
 
+    def leader_gone(self, leader: LeaderProc) -> None:
+        """Workers asked of a leader that is gone before it said it forked them never will
+        be: they are gone too (else they would wait, STARTING or STOPPING, for ever)."""
+        for wid, worker in list(self._pending_spawns.items()):
+            if worker.leader is leader:
+                del self._pending_spawns[wid]
+                self._gone(worker, None, "its leader exited before forking it")
+
     def on_exit(self, pid: int, status: int) -> None:
         worker = next((w for w in self.all_known() if w.pid == pid), None)
         if worker is not None:
@@ -255,7 +264,10 @@ class WorkerPool:
 
     def _on_message(self, worker: WorkerProc) -> None:
         assert worker.channel is not None
-        msg = ipc.recv_message(worker.channel)
+        try:
+            msg = ipc.recv_message(worker.channel)
+        except BlockingIOError:
+            return
         if msg is None:
             self._close_channel(worker)
             return
@@ -264,6 +276,9 @@ class WorkerPool:
             count, how = self.crashes.take(str(msg.get("id")))
             try:
                 ipc.send(worker.channel, {"rid": msg.get("rid"), "count": count, "how": how})
+            except BlockingIOError:
+                log.warning("worker not reading its channel; crash count not answered",
+                            program=self.name, slot=worker.slot, pid=worker.pid)
             except OSError:
                 pass  # the worker that asked has died since
             return
@@ -354,10 +369,13 @@ class WorkerPool:
 
     def _retry(self, slot: Slot, worker: WorkerProc) -> None:
         slot.backoff_timer = None
-        if (slot.worker is worker and worker.state is W.BACKOFF
-                and self.program.running):
+        if slot.worker is worker and worker.state is W.BACKOFF:
+            # Backoff over. Not running now (its leader is being replaced), the slot is
+            # refilled with the others when the leader is ready: fill() takes EXITED
+            # slots, and one left in BACKOFF was never refilled.
             transition(worker, W.EXITED)
-            self.spawn(slot)
+            if self.program.running:
+                self.spawn(slot)
         self.host.changed()
 
     def _kill(self, worker: WorkerProc, why: str) -> None:

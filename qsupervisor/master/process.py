@@ -7,6 +7,7 @@ import socket
 from dataclasses import dataclass, field
 
 from qsupervisor.master.loop import Timer
+from qsupervisor.master.outbox import Outbox
 from qsupervisor.states import WorkerState
 from qsupervisor.stats_segment import Stats
 
@@ -16,6 +17,7 @@ class LeaderProc:
     pid: int
     sock: socket.socket
     started: float  # wall clock, for status's uptime
+    outbox: Outbox  # every message to the leader goes through it: the master never blocks
     ready: bool = False
     files: dict[str, float] = field(default_factory=dict)  # preloaded file -> mtime
 

@@ -8,7 +8,6 @@ leader, a message or EOF from a worker, an exit status, a timer.
 
 from __future__ import annotations
 
-import itertools
 import select
 import signal
 from collections.abc import Iterator
@@ -19,8 +18,10 @@ from qsupervisor.channel import Ev, Op
 from qsupervisor.config import ProgramConfig
 from qsupervisor.master.host import Host
 from qsupervisor.master.loop import Timer
+from qsupervisor.master.outbox import Outbox
 from qsupervisor.master.pool import WorkerPool, backoff
 from qsupervisor.master.process import LeaderProc, Slot, WorkerProc
+from qsupervisor.master.queue_readings import QueueReadings
 from qsupervisor.states import ProgramState, WorkerState, transition
 
 log = logs.get("qsupervisor.master")
@@ -42,8 +43,7 @@ class ProgramRuntime:
         self.leader_failures = 0
         self._leader_timer: Timer | None = None
         self.start_when_stopped = False  # restart, or start during a stop
-        self._stats_requests: dict[int, Callable[[dict[str, Any]], None]] = {}
-        self._request_ids = itertools.count(1)
+        self._readings = QueueReadings(host.loop.clock)
 
     @property
     def name(self) -> str:
@@ -197,8 +197,12 @@ class ProgramRuntime:
             raise
         finally:
             leader_end.close()
-        master_end.settimeout(5.0)  # a wedged leader cannot block the master forever
-        proc = LeaderProc(pid=pid, sock=master_end, started=self.host.loop.clock.time())
+        # Non-blocking: a wedged leader is killed (_leader_wedged), never waited on.
+        # Killed from the loop, not from inside the send that found the outbox full.
+        outbox = Outbox(master_end, self.host.loop,
+                        lambda: self.host.loop.call_later(0, lambda: self._leader_wedged(proc)))
+        proc = LeaderProc(pid=pid, sock=master_end, started=self.host.loop.clock.time(),
+                          outbox=outbox)
         self.host.track_pid(pid, self)
         self.host.loop.add_reader(master_end, lambda: self._on_leader_message(proc))
         if replacing:
@@ -209,7 +213,10 @@ class ProgramRuntime:
 
     def _on_leader_message(self, proc: LeaderProc) -> bool:
         """Act on one message; False at end of file."""
-        msg = ipc.recv_message(proc.sock)
+        try:
+            msg = ipc.recv_message(proc.sock)
+        except BlockingIOError:
+            return True
         if msg is None:
             self.host.loop.remove_reader(proc.sock)
             return False
@@ -227,9 +234,7 @@ class ProgramRuntime:
             log.warning("queue kept as an earlier qsupervisor declared it", program=self.name,
                         queue=msg.get("queue"), why=msg.get("why"))
         elif event == Ev.QUEUE_STATS:
-            callback = self._stats_requests.pop(int(msg.get("rid") or 0), None)
-            if callback is not None:
-                callback(msg)
+            self._readings.answered(msg)
         elif event == Ev.SPAWNED:
             self.pool.on_spawned(int(msg["wid"]), int(msg["pid"]))
         elif event == Ev.SPAWN_FAILED:
@@ -273,7 +278,7 @@ class ProgramRuntime:
         if proc not in self.old_leaders:
             self.old_leaders.append(proc)
         try:
-            ipc.send(proc.sock, {"op": Op.RETIRE})
+            proc.outbox.send({"op": Op.RETIRE})
         except OSError:
             pass
 
@@ -287,6 +292,7 @@ class ProgramRuntime:
             return
         self._read_last_words(proc)
         self.host.loop.remove_reader(proc.sock)
+        proc.outbox.close()
         proc.sock.close()
         if proc in self.old_leaders:
             self.old_leaders.remove(proc)
@@ -296,8 +302,9 @@ class ProgramRuntime:
                 self.error = f"new leader died during preload ({procutil.describe_status(status)})"
         elif proc is self.leader:
             self.leader = None
-            self._stats_requests.clear()  # asked of this leader; nobody will answer them
+            self._readings.forget()  # asked of this leader; nobody will answer
             self._on_leader_lost(proc, status)
+        self.pool.leader_gone(proc)  # after the leader is forgotten: nothing spawns on it
         self._maybe_stopped()
         self.host.changed()
 
@@ -346,13 +353,14 @@ class ProgramRuntime:
         """Ask the leader for the queue depths; False if there is no leader to ask."""
         if self.leader is None or not self.leader.ready:
             return False
-        rid = next(self._request_ids)
-        try:
-            ipc.send(self.leader.sock, {"op": Op.QUEUE_STATS, "rid": rid})
-        except OSError:
-            return False
-        self._stats_requests[rid] = callback
-        return True
+        return self._readings.ask(self.leader.outbox, callback)
+
+    def _leader_wedged(self, proc: LeaderProc) -> None:
+        """It stopped reading its channel with OUTBOX_LIMIT messages waiting: kill it, and
+        its death is handled as any leader's."""
+        log.error("leader not reading its channel; killing it", program=self.name,
+                  leader_pid=proc.pid, waiting=len(proc.outbox))
+        self.host.processes.signal(proc.pid, signal.SIGKILL)
 
     def _maybe_stopped(self) -> None:
         if self.state is not P.STOPPING or self.live_workers():

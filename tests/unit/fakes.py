@@ -106,6 +106,7 @@ class FakeLeader:
         self.retiring = False
         self.exited = False
         self.fail_spawns: str | None = None  # answer spawn_failed with this error
+        self.deaf = False  # stops reading its channel (wedged)
 
     def send(self, **msg: Any) -> None:
         ipc.send(self.sock, msg)
@@ -117,7 +118,7 @@ class FakeLeader:
 
     def serve(self) -> None:
         """Read and act on what the master sent, as the leader's loop does."""
-        while not self.exited:
+        while not self.exited and not self.deaf:
             try:
                 msg, fds = ipc.recv(self.sock)
             except (BlockingIOError, OSError):

@@ -18,7 +18,7 @@ from qsupervisor import __version__, stats_segment
 from qsupervisor.config import ConfigDiff, ConfigError, ProgramConfig
 from qsupervisor.config.problems import Problem
 from qsupervisor.control import protocol
-from qsupervisor.master import commands
+from qsupervisor.master import commands, queue_readings
 from qsupervisor.master.output import ProgramOutput
 from qsupervisor.master.program import ProgramRuntime
 from qsupervisor.master.reconfigure import UnknownPrograms, UpdateResult
@@ -248,10 +248,33 @@ def test_status_with_a_silent_leader_replies_after_the_wait(master: FakeMaster) 
     assert conn.sent == []
     master.world.advance(0.01)
     assert result(conn)["programs"]["orders"]["queue_stats"] is None
+    # The unanswered request is given up after a while; the next status asks again.
+    master.world.advance(queue_readings.EXPIRY)
     master.world.queue_stats = {"error": "connection refused"}  # the leader's broker failed
     conn = ask(master, "status", names=["orders"])
     master.world.run()
     assert result(conn)["programs"]["orders"]["queue_stats"] == {"error": "connection refused"}
+    assert [r["op"] for r in master.world.leader().requests] == ["queue_stats", "queue_stats"]
+
+
+def test_a_burst_of_status_requests_shares_one_question_to_the_leader(
+        master: FakeMaster) -> None:
+    """400 pipelined status requests used to send the leader 400 queue_stats, filling its
+    channel; the master then sat in a blocking send per request and stopped supervising."""
+    master.running("orders")
+    leader = master.world.leader()
+    conns = [ask(master, "status", names=["orders"]) for _ in range(1000)]
+    master.world.run()
+    assert [r["op"] for r in leader.requests] == ["queue_stats"]
+    master.world.advance(commands.QUEUE_STATS_WAIT)
+    assert all(len(conn.sent) == 1 and conn.sent[0]["ok"] for conn in conns)
+    leader.send(ev="queue_stats", rid=leader.requests[0]["rid"], ready=3, consumers=1,
+                dead_letter_ready=0)
+    master.world.run()  # the late answer finds nobody waiting, and nothing breaks
+    conn = ask(master, "status", names=["orders"])
+    master.world.advance(commands.QUEUE_STATS_WAIT)
+    assert result(conn)["programs"]["orders"]["queue_stats"] is None  # asked again: silent
+    assert len(leader.requests) == 2
 
 
 def test_status_during_a_rolling_reload_flags_superseded_and_draining(

@@ -331,3 +331,17 @@ def test_kill_all_kills_workers_and_leaders() -> None:
     runtime.kill_all()
     world.run()
     assert runtime.state is P.STOPPED and world.live_leaders() == []
+
+
+def test_a_slot_whose_backoff_ends_while_its_leader_is_replaced_is_refilled() -> None:
+    """The backoff timer found the program STARTING (its leader died meanwhile), did
+    nothing, and left the slot in BACKOFF: the new leader's fill() skipped it for ever."""
+    world = World()
+    runtime = running(world, workers=1)
+    world.worker(0).exit(1)  # a crash: the slot backs off for 1 s
+    world.run()
+    world.leader().exit(signal.SIGKILL)  # then the leader dies: respawned after 1 s
+    world.run()
+    world.advance(backoff(1))  # the slot's timer fires first, with no leader to spawn from
+    world.advance(0.1)
+    assert runtime.state is P.RUNNING and states(runtime) == [W.RUNNING]
