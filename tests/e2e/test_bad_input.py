@@ -100,3 +100,25 @@ def test_closed_control_connections_release_their_descriptors(
     wait_for(lambda: descriptors() <= baseline, timeout=10,
              what=lambda: f"the master's descriptors back to {baseline} (now {descriptors()})")
     assert run_ctl(["-s", str(daemon.socket)], "status").returncode == 0
+
+
+def test_a_burst_of_pipelined_status_requests_all_get_replies_and_supervision_goes_on(
+        daemons: MakeDaemon, broker: Broker, ledger: Ledger) -> None:
+    """400 status requests pipelined on one connection used to get no reply in 60 s, and
+    a SIGKILLed worker stayed a zombie meanwhile: master and leader blocked on each other."""
+    queue = broker.declare("burst")
+    daemon = daemons({"orders": program(queue, ledger, workers=2)})
+    daemon.start()
+    before = worker_pids(daemon.status(), "orders")
+    client = RawClient(daemon.socket)
+    burst = 1000
+    client.send(b"".join(b'{"v": 1, "id": %d, "cmd": "status", "args": {}}\n' % n
+                         for n in range(burst)))
+    os.kill(before[0], signal.SIGKILL)  # in the middle of it
+    replies = [client.reply() for _ in range(burst)]
+    client.close()
+    assert sorted(r["id"] for r in replies) == list(range(burst))
+    assert all(r["ok"] for r in replies)
+    after = worker_pids(daemon.wait_running(), "orders")
+    assert after[0] != before[0] and after[1] == before[1]  # reaped and replaced
+    ledger.wait_for_ids(broker.publish_many(queue, 5))
