@@ -358,6 +358,8 @@ class ProgramRuntime:
     def _leader_wedged(self, proc: LeaderProc) -> None:
         """It stopped reading its channel with OUTBOX_LIMIT messages waiting: kill it, and
         its death is handled as any leader's."""
+        if proc.sock.fileno() == -1:
+            return  # reaped since: its pid may be another process's now
         log.error("leader not reading its channel; killing it", program=self.name,
                   leader_pid=proc.pid, waiting=len(proc.outbox))
         self.host.processes.signal(proc.pid, signal.SIGKILL)
