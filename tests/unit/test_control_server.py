@@ -401,8 +401,9 @@ def test_out_of_descriptors_the_listener_pauses_instead_of_spinning(
             os.close(fd)
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     assert failures and all(e.errno == errno.EMFILE for e in failures)
-    assert 2 <= len(failures) <= 6  # one try per pause of 0.1 s, not thousands
-    assert served.server.connections == {}
+    # One try per pause of 0.1 s, not thousands (12,557 in 0.35 s without the pause). A
+    # descriptor some other object frees meanwhile may let one accept through early.
+    assert len(failures) <= 6
     served.until(lambda: len(served.server.connections) == 1)  # descriptors back: accepted
     client.send(line("status", req_id=9))
     assert served.replies(client, 1) == [protocol.ok(9, {"cmd": "status"})]
