@@ -29,7 +29,7 @@ class Outbox:
         self._loop = loop
         self._on_overflow = on_overflow
         self._waiting: collections.deque[tuple[ipc.Message, list[int]]] = collections.deque()
-        self.overflowed = False
+        self._overflowed = False
 
     def __len__(self) -> int:
         return len(self._waiting)
@@ -43,8 +43,8 @@ class Outbox:
             except BlockingIOError:
                 self._loop.add_writer(self._sock, self._flush)
         if len(self._waiting) >= OUTBOX_LIMIT:
-            if not self.overflowed:
-                self.overflowed = True
+            if not self._overflowed:
+                self._overflowed = True
                 self._on_overflow()
             return
         self._waiting.append((msg, [os.dup(fd) for fd in fds]))

@@ -68,7 +68,6 @@ class FakeWorker:
         self.channel = socket.socket(fileno=channel_fd)
         self.stats = Stats(stats_fd)
         os.close(stats_fd)
-        self.signals: list[int] = []
         self.exited = False
 
     def send(self, **msg: Any) -> None:
