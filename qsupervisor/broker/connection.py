@@ -1,8 +1,13 @@
-"""Opening a blocking connection, and naming a broker without leaking its password."""
+"""Opening a blocking connection to one of a cluster's nodes, and naming a broker without
+leaking its password."""
 
 from __future__ import annotations
 
 import os
+import random
+import re
+from collections.abc import Sequence
+from typing import Callable, Union
 from urllib.parse import unquote, urlsplit
 
 import pika
@@ -13,14 +18,33 @@ BROKER_ENV = "QSUPERVISOR_BROKER"
 # A short-lived tool must not hang forever on a broker that blocks publishers (memory or
 # disk alarm); long-running users pass their own value in the URL.
 DEFAULT_BLOCKED_TIMEOUT = 30.0
+# Several URLs in $QSUPERVISOR_BROKER: separated by white space, or by commas before the
+# next scheme (a comma inside a URL, in a password say, is left alone).
+_URL_SEPARATOR = re.compile(r"\s+|,\s*(?=amqps?://)")
+
+# One URL, or the nodes of one cluster.
+BrokerUrls = Union[str, Sequence[str]]
 
 
 class BrokerUnreachable(Exception):
-    """The broker could not be connected to; the message names it, password left out."""
+    """No node could be connected to; the message names each, passwords left out."""
 
 
-def default_broker() -> str:
-    return os.environ.get(BROKER_ENV) or DEFAULT_BROKER
+def default_broker() -> tuple[str, ...]:
+    """$QSUPERVISOR_BROKER (one URL, or several), else the local broker."""
+    return split_urls(os.environ.get(BROKER_ENV, "")) or (DEFAULT_BROKER,)
+
+
+def split_urls(text: str) -> tuple[str, ...]:
+    return tuple(url for url in _URL_SEPARATOR.split(text.strip()) if url)
+
+
+def as_urls(broker: BrokerUrls | None) -> tuple[str, ...]:
+    """A single URL or a list, as a tuple; None or empty means the default."""
+    if broker is None:
+        return default_broker()
+    urls = (broker,) if isinstance(broker, str) else tuple(broker)
+    return urls or default_broker()
 
 
 def display_url(url: str) -> str:
@@ -46,13 +70,64 @@ def parameters(url: str, *, name: str) -> pika.URLParameters:
     return params
 
 
-def connect(url: str, *, name: str) -> pika.BlockingConnection:
-    """A BlockingConnection, or BrokerUnreachable saying where and why in one line."""
-    try:
-        return pika.BlockingConnection(parameters(url, name=name))
-    except (pika.exceptions.AMQPError, OSError, ValueError) as exc:
-        raise BrokerUnreachable(
-            f"cannot connect to the broker at {display_url(url)}: {describe_error(exc)}") from exc
+def connect(broker: BrokerUrls, *, name: str,
+            tune: Callable[[pika.URLParameters], None] | None = None) -> pika.BlockingConnection:
+    """A BlockingConnection to the first node that takes it (the list shuffled), or
+    BrokerUnreachable saying where and why."""
+    return BrokerNodes(broker).connect(name=name, tune=tune)[0]
+
+
+class BrokerNodes:
+    """The nodes of one cluster, in the order this process tries them.
+
+    Shuffled once per process, so that a host's workers spread over the nodes instead of
+    all crowding the first one; a node that refuses or drops us goes to the back, so the
+    next attempt starts with one that may be alive.
+    """
+
+    def __init__(self, broker: BrokerUrls,
+                 shuffle: Callable[[list[str]], None] = random.shuffle) -> None:
+        self._order = list(dict.fromkeys(as_urls(broker)))
+        shuffle(self._order)
+
+    @property
+    def urls(self) -> tuple[str, ...]:
+        return tuple(self._order)
+
+    def demote(self, url: str) -> None:
+        """Try `url` last from now on (it refused us, or we lost it)."""
+        if url in self._order and len(self._order) > 1:
+            self._order.remove(url)
+            self._order.append(url)
+
+    def connect(self, *, name: str, tune: Callable[[pika.URLParameters], None] | None = None
+                ) -> tuple[pika.BlockingConnection, str]:
+        """(connection, the URL of the node it reached). Each node is tried once, in
+        order; BrokerUnreachable when none answered, naming each and why."""
+        failures: list[tuple[str, str]] = []
+        for url in list(self._order):
+            try:
+                params = parameters(url, name=name)
+                if tune is not None:
+                    tune(params)
+                return pika.BlockingConnection(params), url
+            except (pika.exceptions.AMQPError, OSError, ValueError) as exc:
+                failures.append((url, describe_error(exc)))
+                self.demote(url)
+        raise BrokerUnreachable(unreachable_message(failures))
+
+
+def unreachable_message(failures: Sequence[tuple[str, str]]) -> str:
+    if len(failures) == 1:
+        url, why = failures[0]
+        return f"cannot connect to the broker at {display_url(url)}: {why}"
+    each = "; ".join(f"{display_url(url)}: {why}" for url, why in failures)
+    return f"cannot connect to any of the {len(failures)} broker nodes ({each})"
+
+
+def display_urls(broker: BrokerUrls) -> str:
+    """The nodes as it is safe to print them, comma-separated."""
+    return ", ".join(display_url(url) for url in as_urls(broker))
 
 
 def describe_error(exc: BaseException) -> str:

@@ -17,9 +17,9 @@ import pika.exceptions
 
 from qsupervisor.broker import messages
 from qsupervisor.broker.connection import (
+    BrokerNodes,
     BrokerUnreachable,
-    connect,
-    default_broker,
+    BrokerUrls,
     display_url,
 )
 from qsupervisor.broker.delays import DelayChain
@@ -93,13 +93,15 @@ class Publisher:
     """One connection and one confirm-mode channel, reused across publishes.
 
     Not thread-safe, like the pika BlockingConnection inside it: use one per thread.
-    After a lost connection the next publish reconnects. `delay` must match the daemon's
-    `delay:` settings: the routing key of a delayed message depends on the resolution.
+    After a lost connection the next publish reconnects, to the next node of a cluster
+    when `broker_url` lists several. `delay` must match the daemon's `delay:` settings:
+    the routing key of a delayed message depends on the resolution.
     """
 
-    def __init__(self, broker_url: str | None = None, *, delay: DelayConfig | None = None,
-                 name: str = "qsupervisor publisher") -> None:
-        self._url = broker_url or default_broker()
+    def __init__(self, broker_url: BrokerUrls | None = None, *,
+                 delay: DelayConfig | None = None, name: str = "qsupervisor publisher") -> None:
+        self._nodes = BrokerNodes(broker_url or ())  # empty: $QSUPERVISOR_BROKER or local
+        self._url = self._nodes.urls[0]  # the node of the current or last connection
         self._delay = delay if delay is not None else DelayConfig()
         self._name = name
         self._connection: pika.BlockingConnection | None = None
@@ -131,6 +133,7 @@ class Publisher:
             raise
         except (pika.exceptions.AMQPError, OSError) as exc:
             self.close()
+            self._nodes.demote(self._url)
             raise PublishError(
                 f"lost the connection to {display_url(self._url)} while publishing message "
                 f"{properties.message_id}; it may or may not have been published: {exc!r}") from exc
@@ -155,7 +158,7 @@ class Publisher:
             return self._channel
         try:
             if self._connection is None or not self._connection.is_open:
-                self._connection = connect(self._url, name=self._name)
+                self._connection, self._url = self._nodes.connect(name=self._name)
             channel = self._connection.channel()
             channel.confirm_delivery()
         except BrokerUnreachable as exc:
@@ -169,10 +172,12 @@ class Publisher:
 
 
 def publish(queue: str, payload: Any, *, delay: float | None = None,
-            headers: Mapping[str, Any] | None = None, broker: str | None = None) -> str:
+            headers: Mapping[str, Any] | None = None, broker: BrokerUrls | None = None) -> str:
     """Publish one message with a short-lived connection; return its message id.
 
-    `broker` defaults to $QSUPERVISOR_BROKER, else amqp://guest:guest@127.0.0.1:5672/%2F.
+    `broker` is one URL or a list (the nodes of one cluster: the first that answers is
+    used); it defaults to $QSUPERVISOR_BROKER (one URL, or several separated by spaces or
+    commas), else amqp://guest:guest@127.0.0.1:5672/%2F.
     For many messages, keep a Publisher instead: a connection per message is slow.
     """
     with Publisher(broker) as publisher:

@@ -22,8 +22,8 @@ def decode_text(data: bytes) -> str | None:
 
 
 
-def read_control_settings(path: str) -> tuple[str, str]:
-    """(absolute socket path, broker URL) for the control tool, as forgiving as possible.
+def read_control_settings(path: str) -> tuple[str, tuple[str, ...]]:
+    """(absolute socket path, broker URLs) for the control tool, as forgiving as possible.
 
     The control tool must still reach a running daemon while someone is halfway through
     editing its config, so anything unreadable falls back to the defaults. Only a
@@ -35,20 +35,26 @@ def read_control_settings(path: str) -> tuple[str, str]:
     except FileNotFoundError:
         raise
     except OSError:  # unreadable (permissions, a directory): the defaults are our best guess
-        return DEFAULT_SOCKET, DEFAULT_BROKER
+        return DEFAULT_SOCKET, (DEFAULT_BROKER,)
     text = decode_text(data)
     section = _daemon_section(text) if text is not None else None
     if not isinstance(section, dict):
-        return DEFAULT_SOCKET, DEFAULT_BROKER
+        return DEFAULT_SOCKET, (DEFAULT_BROKER,)
     socket, broker = section.get("socket"), section.get("broker")
     base_dir = os.path.dirname(os.path.abspath(path))
     if isinstance(socket, str) and socket.strip() and "\0" not in socket:
         socket = resolve_path(socket, base_dir)
     else:
         socket = DEFAULT_SOCKET
-    if not isinstance(broker, str) or not broker.strip():
-        broker = DEFAULT_BROKER
-    return socket, broker
+    return socket, _broker_urls(broker)
+
+
+def _broker_urls(value: Any) -> tuple[str, ...]:
+    """The broker setting, one URL or a list of them; the default where it is unusable."""
+    items = value if isinstance(value, list) else [value]
+    urls = tuple(item for item in items
+                 if isinstance(item, str) and item.startswith(("amqp://", "amqps://")))
+    return urls or (DEFAULT_BROKER,)
 
 
 def _daemon_section(text: str) -> Any:

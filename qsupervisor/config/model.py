@@ -66,7 +66,9 @@ class DelayConfig:
 
 @dataclass(frozen=True)
 class DaemonConfig:
-    broker: str = DEFAULT_BROKER
+    # One URL, or the nodes of one cluster: each process connects to one of them
+    # (shuffled) and moves on to the next when it loses it.
+    broker: tuple[str, ...] = (DEFAULT_BROKER,)
     socket: str = DEFAULT_SOCKET  # absolute after loading
     socket_mode: int = 0o600
     allow_users: tuple[str, ...] = ()

@@ -17,11 +17,12 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from . import fields
 from .fields import FieldInput, Invalid, Parser, describe
 from .model import Backoff, DaemonConfig, DelayConfig, ProgramConfig
+from .problems import KeyPath
 
 PROGRAM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 # Linux sockaddr_un.sun_path is 108 bytes including the terminating NUL.
@@ -79,6 +80,33 @@ def broker_url(field: FieldInput) -> str:
         shown = f"scheme {scheme!r}" if scheme else "no scheme"
         raise Invalid(f"expected an amqp:// or amqps:// URL, got a URL with {shown}")
     return value
+
+
+def broker_urls(field: FieldInput) -> tuple[str, ...]:
+    """One URL, or a list of them: the nodes of one cluster. They must name one virtual
+    host (the program's queues live in it) and each node once."""
+    if not isinstance(field.value, list):
+        return (broker_url(field),)
+    if not field.value:
+        raise Invalid("expected an amqp:// or amqps:// URL, or a list of them (the nodes of "
+                      "one cluster), got an empty list")
+    urls = fields.list_of(broker_url, "amqp:// or amqps:// URLs")(field)
+    errors: list[tuple[KeyPath, str]] = []
+    for index, url in enumerate(urls):
+        if url in urls[:index]:
+            errors.append(((index,), f"the same URL as item {urls.index(url)}"))
+        elif _vhost(url) != _vhost(urls[0]):
+            errors.append(((index,), f"virtual host {_vhost(url)!r} differs from item 0's "
+                                     f"{_vhost(urls[0])!r}: the nodes of one cluster must "
+                                     "name the same one, where the program's queues live"))
+    if errors:
+        raise Invalid(errors=errors)
+    return urls
+
+
+def _vhost(url: str) -> str:
+    path = urlsplit(url).path
+    return unquote(path[1:]) if len(path) > 1 else "/"
 
 
 def socket_path(field: FieldInput) -> str:
@@ -282,7 +310,8 @@ DELAY = Section("delay", DelayConfig, {
 })
 
 DAEMON = Section("qsupervisord", DaemonConfig, {
-    "broker": KeySpec(broker_url, "RabbitMQ URL (amqp:// or amqps://) every worker connects to"),
+    "broker": KeySpec(broker_urls, "RabbitMQ URL (amqp:// or amqps://), or a list of the URLs "
+                      "of one cluster's nodes, that every worker connects to"),
     "socket": KeySpec(socket_path, "control socket path; relative to this file's directory"),
     "socket_mode": KeySpec(socket_mode, "permission bits of the control socket, e.g. '0660'"),
     "allow_users": KeySpec(fields.list_of(user_name, "user names"),

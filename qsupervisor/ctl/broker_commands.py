@@ -96,13 +96,13 @@ def _broker(target: Target, command: str) -> Iterator[pika.BlockingConnection]:
     """A connection for the command; every broker-side failure becomes CommandFailed."""
     import pika.exceptions
 
-    from qsupervisor.broker.connection import BrokerUnreachable, connect, display_url
+    from qsupervisor.broker.connection import BrokerNodes, BrokerUnreachable, display_url
     from qsupervisor.broker.publisher import PublishError
     from qsupervisor.broker.topology import TopologyError
 
-    url = target.daemon.broker
     try:
-        connection = connect(url, name=f"qsupervisorctl {command}")
+        connection, url = BrokerNodes(target.daemon.broker).connect(
+            name=f"qsupervisorctl {command}")
     except BrokerUnreachable as exc:
         raise CommandFailed(str(exc)) from None
     try:

@@ -14,7 +14,8 @@ def render(cmd: str, result: Any) -> str:
 
 
 def not_running(result: dict[str, Any], names: Iterable[str]) -> bool:
-    """True if a named program lacks a RUNNING worker it should have (exit code 3)."""
+    """True if a named program lacks a RUNNING worker it should have, or is DEGRADED
+    (fewer consumers than workers for a while): exit code 3."""
     programs = result.get("programs", {})
     for name in names:
         program = programs.get(name)
@@ -37,8 +38,11 @@ def _status(result: dict[str, Any]) -> str:
 def _program_lines(name: str, program: dict[str, Any]) -> list[str]:
     leader = f"leader {program['leader_pid']}" if program["leader_pid"] else "no leader"
     lines = [f"{name:<16} {program['state']:<9} {leader:<13} "
-             f"{program['running']}/{program['desired']} workers  queue {program['queue']}"]
+             f"{program['running']}/{program['desired']} workers  "
+             f"{program.get('consuming', 0)} consuming  queue {program['queue']}"]
     lines.append("  " + _queue_line(program))
+    if program.get("degraded"):
+        lines.append(f"  degraded: {program['degraded']}")
     if program.get("error"):
         lines.append(f"  error: {program['error']}")
     if program["preload"].get("message"):
@@ -96,11 +100,20 @@ def _worker_line(worker: dict[str, Any]) -> str:
         parts.append("draining")
     elif worker.get("superseded"):
         parts.append("replaced once its successor runs")
+    if worker.get("node"):
+        parts.append(f"node {_host_port(worker['node'])}")
+    elif worker.get("state") == "RUNNING":
+        parts.append("not consuming")
     if worker.get("broker_error"):
         parts.append(f"broker: {worker['broker_error']}")
     if worker.get("last_exit"):
         parts.append(f"last exit: {worker['last_exit']}")
     return "  ".join(parts)
+
+
+def _host_port(url: str) -> str:
+    """'rabbit-2:5672' of 'amqp://guest@rabbit-2:5672/%2F': the node, briefly."""
+    return url.split("@")[-1].split("//")[-1].split("/")[0]
 
 
 def _outcomes(result: dict[str, Any]) -> str:

@@ -32,14 +32,11 @@ def declare_topology(program: ProgramConfig, daemon: DaemonConfig,
 
 def queue_stats(program: ProgramConfig, daemon: DaemonConfig) -> dict[str, Any]:
     """Depths of the program's queue and dead-letter queue, or the reason they are unknown."""
-    params = connection.parameters(daemon.broker, name=f"qsupervisor {program.name} status")
-    params.socket_timeout = STATS_TIMEOUT
-    params.stack_timeout = STATS_TIMEOUT
-    params.connection_attempts = 1
     try:
-        conn = pika.BlockingConnection(params)
-    except (pika.exceptions.AMQPError, OSError) as exc:
-        return {"error": f"broker unreachable: {connection.describe_error(exc)}"}
+        conn = connection.connect(daemon.broker, name=f"qsupervisor {program.name} status",
+                                  tune=_short_timeouts)
+    except connection.BrokerUnreachable as exc:
+        return {"error": str(exc)}
     try:
         queue = topology.queue_depth(conn.channel, program.queue)
         dead = topology.queue_depth(conn.channel, program.dead_letter_queue)
@@ -49,6 +46,12 @@ def queue_stats(program: ProgramConfig, daemon: DaemonConfig) -> dict[str, Any]:
         _close(conn)
     return {"ready": _first(queue), "consumers": queue[1] if queue else None,
             "dead_letter_ready": _first(dead)}
+
+
+def _short_timeouts(params: pika.URLParameters) -> None:
+    params.socket_timeout = STATS_TIMEOUT
+    params.stack_timeout = STATS_TIMEOUT
+    params.connection_attempts = 1
 
 
 def _first(depth: Any | None) -> int | None:

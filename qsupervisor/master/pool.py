@@ -32,6 +32,10 @@ W = WorkerState
 BACKOFF_INITIAL = 1.0
 BACKOFF_MAX = 60.0
 STABLE_AFTER = 60.0  # a worker RUNNING this long has started cleanly; its failures reset
+# A RUNNING program with fewer consumers than slots for this long is degraded. Short
+# enough that a health check sees a lost node or a crash loop at once, long enough that a
+# recycle or the start of a scale-up (a worker is consuming within a second) never shows.
+DEGRADED_GRACE = 10.0
 RECENT = 60.0  # seconds of exited workers' counters kept for the "last minute" figures
 
 
@@ -50,6 +54,7 @@ class WorkerPool:
         # Exited workers' per-second job counts, while they are in the last minute.
         self.recent: collections.deque[tuple[float, Ring]] = collections.deque()
         self._pending_spawns: dict[int, WorkerProc] = {}
+        self._short_since: float | None = None  # monotonic; see track_capacity
         self._next_wid = 0
         self._watchdog = JobWatchdog(host, lambda: self.program.config.timeout, self.live,
                                      lambda worker: self._kill(worker, KILLED_FOR_TIMEOUT))
@@ -104,6 +109,30 @@ class WorkerPool:
                 serving += 1
         return serving
 
+    def consuming(self) -> int:
+        """Slots with a consumer attached: the current worker, or the one it replaces."""
+        count = 0
+        for index in range(self.desired):
+            slot = self.slots.get(index)
+            if slot is not None and any(w is not None and w.consuming
+                                        for w in (slot.worker, slot.predecessor)):
+                count += 1
+        return count
+
+    def track_capacity(self) -> None:
+        """Note when the running program first had fewer consumers than slots; called
+        after everything that can change either."""
+        if not self.program.running or self.consuming() >= self.desired:
+            self._short_since = None
+        elif self._short_since is None:
+            self._short_since = self.host.loop.clock.monotonic()
+
+    def short_for(self) -> float:
+        """Seconds the running program has had fewer consumers than slots (0 if not)."""
+        if self._short_since is None or not self.program.running:
+            return 0.0
+        return self.host.loop.clock.monotonic() - self._short_since
+
     def steady(self) -> bool:
         """Every slot decided: its worker RUNNING with nothing left to replace, or FATAL
         (its predecessor, if any, runs on); nothing draining."""
@@ -142,6 +171,7 @@ class WorkerPool:
                     self.drain(worker, "scale")
                 del self.slots[index]
         self._watchdog.arm()
+        self.track_capacity()
 
     def roll(self) -> None:
         """Start a successor for every slot; each old worker stops once it runs."""
@@ -178,6 +208,7 @@ class WorkerPool:
                 transition(slot.worker, W.EXITED)
         for worker in self.live():
             self.stop_worker(worker, reason)
+        self.track_capacity()
 
     def spawn(self, slot: Slot) -> None:
         leader = self.program.spawning_leader()
@@ -284,17 +315,21 @@ class WorkerPool:
             return
         if event == Ev.READY and worker.state is W.STARTING:
             worker.ready_at = self.host.loop.clock.monotonic()
+            worker.node = _text_or_none(msg.get("node"))
             transition(worker, W.RUNNING, log.info, program=self.name, slot=worker.slot,
                        pid=worker.pid)
             self._on_running(worker)
         elif event == Ev.BROKER_LOST:
             worker.broker_error = str(msg.get("error"))
+            worker.node = None
         elif event == Ev.BROKER_BACK:
             worker.broker_error = None
+            worker.node = _text_or_none(msg.get("node"))
         elif event == Ev.EXITING:
             worker.exit_reason = str(msg.get("reason"))
             worker.exit_error = msg.get("error")
             worker.exit_settled = bool(msg.get("settled"))
+        self.track_capacity()
         self.host.changed()
 
     def _on_running(self, worker: WorkerProc) -> None:
@@ -333,6 +368,7 @@ class WorkerPool:
         if slot is not None and slot.worker is worker:
             slot.last_exit = worker.last_exit
             self._after_slot_exit(slot, worker, meaning)
+        self.track_capacity()
         self.program.workers_changed()
 
     def _account(self, worker: WorkerProc, snapshot: Snapshot | None, meaning: Exit) -> None:
@@ -404,3 +440,7 @@ class WorkerPool:
             self.host.loop.remove_reader(worker.channel)
             worker.channel.close()
             worker.channel = None
+
+
+def _text_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None

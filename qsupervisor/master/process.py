@@ -42,12 +42,19 @@ class WorkerProc:
     exit_settled: bool = False  # it settled its message itself before leaving (timeout)
     kill_timer: Timer | None = None
     broker_error: str | None = None
+    node: str | None = None  # the broker node it consumes from (display URL), if connected
     rss: int | None = None  # cached for status: see master/status.py
     rss_read_at: float = float("-inf")
 
     @property
     def alive(self) -> bool:
         return self.state in (WorkerState.STARTING, WorkerState.RUNNING, WorkerState.STOPPING)
+
+    @property
+    def consuming(self) -> bool:
+        """Its consumer is attached, as far as the worker has told us: RUNNING and not
+        reconnecting to the broker."""
+        return self.state is WorkerState.RUNNING and self.broker_error is None
 
     def ran_for(self, now: float) -> float:
         """Seconds RUNNING, by the master's monotonic clock."""

@@ -19,7 +19,7 @@ from qsupervisor.config import ProgramConfig
 from qsupervisor.master.host import Host
 from qsupervisor.master.loop import Timer
 from qsupervisor.master.outbox import Outbox
-from qsupervisor.master.pool import WorkerPool, backoff
+from qsupervisor.master.pool import DEGRADED_GRACE, WorkerPool, backoff
 from qsupervisor.master.process import LeaderProc, Slot, WorkerProc
 from qsupervisor.master.queue_readings import QueueReadings
 from qsupervisor.states import ProgramState, WorkerState, transition
@@ -85,6 +85,18 @@ class ProgramRuntime:
 
     def serving(self) -> int:
         return self.pool.serving()
+
+    def consuming(self) -> int:
+        return self.pool.consuming()
+
+    def degraded(self) -> str | None:
+        """Why the running program is degraded: fewer consumers than workers for longer
+        than DEGRADED_GRACE; None when it is not."""
+        short_for = self.pool.short_for()
+        if short_for < DEGRADED_GRACE:
+            return None
+        return (f"{self.pool.consuming()} of {self.desired} workers consuming "
+                f"for {short_for:.0f}s")
 
     def recent_exits(self) -> list[tuple[int, int, int]]:
         return self.pool.recent_exits()

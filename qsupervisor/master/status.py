@@ -28,13 +28,18 @@ def program_status(program: ProgramRuntime, clock: Clock, search_path: Sequence[
     now = clock.time()
     summary = _Summary(now, clock.monotonic())
     workers = _read_workers(program, summary, with_workers)
+    degraded = program.degraded()
     status = {
-        "state": program.state.value,
+        # DEGRADED is RUNNING with fewer consumers than workers for a while: not a state
+        # of the program's state machine, the health status and scripts want to see.
+        "state": "DEGRADED" if degraded else program.state.value,
         "queue": program.config.queue,
         "leader_pid": leader.pid if leader else None,
         "leader_uptime": round(now - leader.started, 3) if leader else None,
         "desired": program.desired,
         "running": program.serving(),
+        "consuming": program.consuming(),
+        "degraded": degraded,
         "error": program.error,
         "preload": preload_status(program.name, leader, search_path),
         "last_minute": last_minute(summary.snapshots, program.recent_exits()),
@@ -142,6 +147,8 @@ def worker_status(worker: WorkerProc, draining: bool, snapshot: Snapshot | None,
         "max_jobs": worker.max_jobs,
         "draining": draining,
         "broker_error": worker.broker_error,
+        "node": worker.node if alive else None,
+        "consuming": worker.consuming,
         "last_exit": worker.last_exit,
     }
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import random
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -56,16 +57,18 @@ class Delivery:
 class WorkerEvents:
     """What the consumer tells the rest of the worker (and through it, the master)."""
 
-    def ready(self) -> None: ...
+    def ready(self, node: str) -> None: ...
     def broker_lost(self, error: str) -> None: ...
-    def broker_back(self) -> None: ...
+    def broker_back(self, node: str) -> None: ...
 
 
 class Consumer:
-    def __init__(self, broker: str, program: ProgramConfig, chain: DelayChain, max_jobs: int,
-                 runner: JobRunner, events: WorkerEvents, name: str,
+    def __init__(self, broker: Sequence[str], program: ProgramConfig, chain: DelayChain,
+                 max_jobs: int, runner: JobRunner, events: WorkerEvents, name: str,
                  after_job: Callable[[], str | None] = lambda: None) -> None:
-        self._params = connection.parameters(broker, name=name)
+        self._nodes = connection.BrokerNodes(broker)
+        self._name = name
+        self._node = ""  # the URL of the node of the current (or last) connection
         self._program = program
         self._chain = chain
         self._max_jobs = max_jobs
@@ -130,7 +133,7 @@ class Consumer:
             try:
                 self._consume()
                 failures = 0
-            except (pika.exceptions.AMQPError, OSError) as exc:
+            except (pika.exceptions.AMQPError, OSError, connection.BrokerUnreachable) as exc:
                 self._connection_lost(exc)
                 failures += 1
                 delay = min(RECONNECT_MAX, RECONNECT_INITIAL * 2 ** (failures - 1))
@@ -142,7 +145,8 @@ class Consumer:
         return self._stop_reason or "stop"
 
     def _consume(self) -> None:
-        conn = pika.BlockingConnection(self._params)
+        conn, self._node = self._nodes.connect(name=self._name)
+        node = connection.display_url(self._node)
         try:
             channel = conn.channel()
             self._prefetch = self._prefetch_window()
@@ -162,10 +166,10 @@ class Consumer:
                 self._begin_stop()
             elif not self._announced:
                 self._announced = True
-                self._events.ready()
+                self._events.ready(node)
             else:
-                log.info("reconnected to the broker", queue=self._program.queue)
-                self._events.broker_back()
+                log.info("reconnected to the broker", queue=self._program.queue, node=node)
+                self._events.broker_back(node)
             while not self._finished():
                 conn.process_data_events(time_limit=LIVENESS_CHECK)
                 if not channel.is_open or self._cancelled_by_broker:
@@ -249,6 +253,10 @@ class Consumer:
         with self._lock:
             self._pending.clear()
             self._runner.held(self._in_flight is not None)
+        if self._node and not isinstance(exc, connection.BrokerUnreachable):
+            # The node we were on went away (or closed our channel): another node of the
+            # cluster, if there is one, is tried first.
+            self._nodes.demote(self._node)
         if self._stop_reason is None:
             log.warning("broker connection lost; reconnecting", queue=self._program.queue,
                         error=repr(exc))

@@ -78,14 +78,14 @@ class MasterChannel(WorkerEvents):
             except OSError:
                 pass  # the master is gone; the main thread notices the EOF
 
-    def ready(self) -> None:
-        self.send({"ev": Ev.READY})
+    def ready(self, node: str) -> None:
+        self.send({"ev": Ev.READY, "node": node})
 
     def broker_lost(self, error: str) -> None:
         self.send({"ev": Ev.BROKER_LOST, "error": error})
 
-    def broker_back(self) -> None:
-        self.send({"ev": Ev.BROKER_BACK})
+    def broker_back(self, node: str) -> None:
+        self.send({"ev": Ev.BROKER_BACK, "node": node})
 
     def job_started(self) -> None:
         try:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import pika
 import pytest
 from brokerkit import MakeProgram
@@ -84,3 +86,21 @@ def test_the_publisher_reconnects_after_losing_its_connection(
         publisher._connection.close()  # as if the broker had closed it (white-box)
         publisher.publish(program.queue, 2)
     assert topology.queue_depth(connection.channel, program.queue) == (2, 0)
+
+
+def test_a_node_that_refuses_is_passed_over_for_the_next(
+        broker_url: str, connection: pika.BlockingConnection, make_program: MakeProgram) -> None:
+    refusing = socket.socket()
+    refusing.bind(("127.0.0.1", 0))  # bound, never listening: a node that is down
+    down = f"amqp://guest:guest@127.0.0.1:{refusing.getsockname()[1]}/%2F"
+    program = make_program(queue_type="classic")
+    topology.declare(connection.channel, program, DelayConfig())
+    try:
+        for order in ([down, broker_url], [broker_url, down]):
+            qsupervisor.publish(program.queue, {"order": order}, broker=order)
+            with Publisher(order) as publisher:
+                publisher.publish(program.queue, {"order": order})
+    finally:
+        refusing.close()
+    for _ in range(4):
+        get(connection, program.queue)

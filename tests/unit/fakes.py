@@ -73,8 +73,8 @@ class FakeWorker:
     def send(self, **msg: Any) -> None:
         ipc.send(self.channel, msg)
 
-    def ready(self) -> None:
-        self.send(ev="ready")
+    def ready(self, node: str = "amqp://guest@rabbit-1:5672/%2F") -> None:
+        self.send(ev="ready", node=node)
 
     def start_job(self, job_id: str) -> None:
         self.stats.job_started(job_id)

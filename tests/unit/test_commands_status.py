@@ -18,8 +18,10 @@ from qsupervisor import __version__, stats_segment
 from qsupervisor.config import ConfigDiff, ConfigError, ProgramConfig
 from qsupervisor.config.problems import Problem
 from qsupervisor.control import protocol
+from qsupervisor.ctl import render
 from qsupervisor.master import commands, queue_readings
 from qsupervisor.master.output import ProgramOutput
+from qsupervisor.master.pool import DEGRADED_GRACE
 from qsupervisor.master.program import ProgramRuntime
 from qsupervisor.master.reconfigure import UnknownPrograms, UpdateResult
 from qsupervisor.states import ProgramState
@@ -192,6 +194,68 @@ def test_status_figures_of_a_running_program(master: FakeMaster) -> None:
         second.pid, None, 3, 1, 1)
     brief = status(master, names=["orders"], workers=False)["programs"]["orders"]
     assert brief["workers"] == [] and brief["summary"]["busy"] == 1
+
+
+def test_status_shows_each_workers_node_and_how_many_consume(master: FakeMaster) -> None:
+    master.running("orders")
+    master.world.worker(1).send(ev="broker_lost", error="ConnectionClosedByBroker(320)")
+    master.world.run()
+    orders = status(master, names=["orders"])["programs"]["orders"]
+    assert (orders["state"], orders["running"], orders["consuming"]) == ("RUNNING", 2, 1)
+    w0, w1 = orders["workers"]
+    assert (w0["node"], w0["consuming"]) == ("amqp://guest@rabbit-1:5672/%2F", True)
+    assert (w1["node"], w1["consuming"], w1["state"]) == (None, False, "RUNNING")
+    master.world.worker(1).send(ev="broker_back", node="amqp://guest@rabbit-3:5672/%2F")
+    master.world.run()
+    w1 = status(master, names=["orders"])["programs"]["orders"]["workers"][1]
+    assert (w1["node"], w1["consuming"], w1["broker_error"]) == (
+        "amqp://guest@rabbit-3:5672/%2F", True, None)
+
+
+def test_a_program_short_of_consumers_past_the_grace_is_degraded(master: FakeMaster) -> None:
+    master.running("orders")
+    master.world.worker(0).send(ev="broker_lost", error="connection reset")
+    master.world.run()
+    master.world.advance(DEGRADED_GRACE - 1)
+    orders = status(master, names=["orders"])["programs"]["orders"]
+    assert (orders["state"], orders["degraded"]) == ("RUNNING", None)  # a blip: not yet
+    master.world.advance(2)
+    orders = status(master, names=["orders"])["programs"]["orders"]
+    assert orders["state"] == "DEGRADED"
+    assert orders["degraded"] == f"1 of 2 workers consuming for {DEGRADED_GRACE + 1:.0f}s"
+    assert render.not_running(status(master, names=["orders"]), ["orders"])
+    master.world.worker(0).send(ev="broker_back", node="amqp://guest@rabbit-2:5672/%2F")
+    master.world.run()
+    orders = status(master, names=["orders"])["programs"]["orders"]
+    assert (orders["state"], orders["degraded"], orders["consuming"]) == ("RUNNING", None, 2)
+    assert not render.not_running(status(master, names=["orders"]), ["orders"])
+
+
+def test_crash_backoff_leaving_a_slot_empty_degrades_the_program(master: FakeMaster) -> None:
+    master.running("orders")
+    for delay in (1, 2, 4, 8):  # each crash restarts after its backoff, within the grace
+        master.world.worker(1).exit(sig=signal.SIGKILL)
+        master.world.run()
+        assert master.programs["orders"].consuming() == 1
+        master.world.advance(delay + 0.1)
+        assert status(master, names=["orders"])["programs"]["orders"]["state"] == "RUNNING"
+    master.world.worker(1).exit(sig=signal.SIGKILL)  # now 16 s of backoff
+    master.world.run()
+    master.world.advance(DEGRADED_GRACE + 0.1)
+    assert status(master, names=["orders"])["programs"]["orders"]["state"] == "DEGRADED"
+
+
+def test_a_stopped_program_is_never_degraded(master: FakeMaster) -> None:
+    master.running("orders")
+    master.world.worker(0).send(ev="broker_lost", error="connection reset")
+    master.world.run()
+    master.world.advance(DEGRADED_GRACE + 1)
+    master.programs["orders"].stop()
+    master.world.run()
+    master.programs["orders"].start()
+    master.world.run()
+    orders = status(master, names=["orders"])["programs"]["orders"]
+    assert (orders["state"], orders["degraded"], orders["consuming"]) == ("RUNNING", None, 2)
 
 
 def test_last_minute_counts_recently_exited_workers_and_the_slot_keeps_restarts(

@@ -85,6 +85,21 @@ def test_minimal_program_gets_defaults_queue_named_after_it_and_source(tmp_path:
     assert program.source == f"{path}:2"
 
 
+def test_broker_takes_the_nodes_of_a_cluster(tmp_path: Path) -> None:
+    path = write(tmp_path / "queues.yaml", """
+        qsupervisord:
+          broker:
+            - amqp://u:p@rabbit-1:5672/shop
+            - amqp://u:p@rabbit-2:5672/shop
+            - amqps://u:p@rabbit-3:5671/shop
+        programs:
+          orders: {handler: "shop.jobs:orders"}
+        """)
+    assert load_config(path).daemon.broker == (
+        "amqp://u:p@rabbit-1:5672/shop", "amqp://u:p@rabbit-2:5672/shop",
+        "amqps://u:p@rabbit-3:5671/shop")
+
+
 def test_every_key_is_parsed_into_the_model(tmp_path: Path) -> None:
     (tmp_path / "app").mkdir()
     path = write(tmp_path / "queues.yaml", f"""
@@ -135,7 +150,7 @@ def test_every_key_is_parsed_into_the_model(tmp_path: Path) -> None:
         """)
     config = load_config(path)
     assert config.daemon == DaemonConfig(
-        broker="amqps://u:p@rabbit:5671/prod",
+        broker=("amqps://u:p@rabbit:5671/prod",),
         socket=f"{tmp_path}/run/ctl.sock",
         socket_mode=0o660,
         allow_users=("root",),

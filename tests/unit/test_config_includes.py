@@ -109,7 +109,15 @@ def test_control_settings_resolve_a_relative_socket(tmp_path: Path) -> None:
           socket: run/ctl.sock
           broker: amqp://u:p@rabbit/
         """)
-    assert read_control_settings(path) == (f"{tmp_path}/run/ctl.sock", "amqp://u:p@rabbit/")
+    assert read_control_settings(path) == (f"{tmp_path}/run/ctl.sock", ("amqp://u:p@rabbit/",))
+
+
+def test_control_settings_read_the_nodes_of_a_cluster(tmp_path: Path) -> None:
+    path = write(tmp_path / "queues.yaml", """
+        qsupervisord:
+          broker: [amqp://u:p@rabbit-1/, amqp://u:p@rabbit-2/]
+        """)
+    assert read_control_settings(path)[1] == ("amqp://u:p@rabbit-1/", "amqp://u:p@rabbit-2/")
 
 @pytest.mark.parametrize(
     "text",

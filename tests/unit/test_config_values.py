@@ -158,6 +158,14 @@ def test_program_directory_must_exist_and_be_a_directory(tmp_path: Path) -> None
         ("broker: http://rabbit/", "broker", "expected an amqp:// or amqps:// URL, got a URL with scheme 'http'"),
         ("broker: rabbit", "broker", "expected an amqp:// or amqps:// URL, got a URL with no scheme"),
         ("broker: 5", "broker", "expected an amqp:// or amqps:// URL, got 5"),
+        ("broker: []", "broker", "expected an amqp:// or amqps:// URL, or a list of them (the "
+         "nodes of one cluster), got an empty list"),
+        ("broker: [amqp://a/, http://b/]", "broker[1]",
+         "expected an amqp:// or amqps:// URL, got a URL with scheme 'http'"),
+        ("broker: [amqp://a/, amqp://b/, amqp://a/]", "broker[2]", "the same URL as item 0"),
+        ("broker: [amqp://a/shop, amqp://b/]", "broker[1]",
+         "virtual host '/' differs from item 0's 'shop': the nodes of one cluster must name the "
+         "same one, where the program's queues live"),
         ("socket: ''", "socket", "expected a path, got ''"),
         ("socket_mode: 600", "socket_mode",
          "expected an octal file mode such as '0600' (quote it); unquoted 600 is read as the decimal number 600"),

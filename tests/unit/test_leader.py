@@ -381,7 +381,8 @@ def test_the_master_can_retire_a_leader_that_waits_for_the_real_broker(
     master, leader_end = ipc.socketpair()
     output_fd = os.open(tmp_path / "leader.out", os.O_WRONLY | os.O_CREAT, 0o600)
     try:
-        daemon = DaemonConfig(broker=f"amqp://guest:guest@127.0.0.1:{refusing.getsockname()[1]}/%2F")
+        port = refusing.getsockname()[1]
+        daemon = DaemonConfig(broker=(f"amqp://guest:guest@127.0.0.1:{port}/%2F",))
         pid = forkserver.fork_leader(program(), daemon, "json", leader_end, output_fd)
         children.adopt(pid)
         leader_end.close()
@@ -886,14 +887,17 @@ def refused_broker() -> Iterator[DaemonConfig]:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
     try:
-        yield DaemonConfig(broker=f"amqp://guest:guest@127.0.0.1:{sock.getsockname()[1]}/%2F")
+        port = sock.getsockname()[1]
+        yield DaemonConfig(broker=(f"amqp://guest:guest@127.0.0.1:{port}/%2F",))
     finally:
         sock.close()
 
 
 def test_queue_stats_says_why_the_depths_are_unknown(refused_broker: DaemonConfig) -> None:
+    port = refused_broker.broker[0].split(":")[3].split("/")[0]
     assert leader_broker.queue_stats(program(), refused_broker) == {
-        "error": "broker unreachable: connection refused"}
+        "error": f"cannot connect to the broker at amqp://guest@127.0.0.1:{port}/%2F: "
+                 "connection refused"}
 
 
 def test_declaring_on_an_unreachable_broker_is_retryable(refused_broker: DaemonConfig) -> None:

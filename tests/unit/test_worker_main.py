@@ -166,19 +166,19 @@ def rig() -> Iterator[ChannelRig]:
 
 
 def test_the_channel_sends_the_consumers_events_to_the_master(rig: ChannelRig) -> None:
-    rig.channel.ready()
+    rig.channel.ready("amqp://guest@rabbit-1:5672/%2F")
     rig.channel.broker_lost("connection reset")
-    rig.channel.broker_back()
+    rig.channel.broker_back("amqp://guest@rabbit-2:5672/%2F")
     rig.channel.send({"ev": "exiting", "reason": "max_jobs"})
-    assert pending(rig.master) == [{"ev": "ready"},
+    assert pending(rig.master) == [{"ev": "ready", "node": "amqp://guest@rabbit-1:5672/%2F"},
                                    {"ev": "broker_lost", "error": "connection reset"},
-                                   {"ev": "broker_back"},
+                                   {"ev": "broker_back", "node": "amqp://guest@rabbit-2:5672/%2F"},
                                    {"ev": "exiting", "reason": "max_jobs"}]
 
 
 def test_sending_to_a_master_that_is_gone_is_quiet(rig: ChannelRig) -> None:
     rig.master.close()
-    rig.channel.ready()  # EPIPE: the main thread notices the EOF instead
+    rig.channel.ready("amqp://guest@rabbit-1:5672/%2F")  # EPIPE: the main thread notices the EOF instead
 
 
 def test_a_job_start_wakes_the_main_thread_and_a_full_pipe_is_no_error(
