@@ -32,7 +32,7 @@ class Ctl:
                               capture_output=True, timeout=60)
 
 
-def write_config(directory: Path, name: str, queue: str, broker: str = BROKER_URL,
+def write_config(directory: Path, name: str, queue: str, broker: str | list[str] = BROKER_URL,
                  **settings: Any) -> Path:
     config = {
         "qsupervisord": {"broker": broker, "socket": str(directory / "qsv.sock"),
@@ -137,6 +137,23 @@ def test_an_unreachable_broker_exits_1_naming_the_host_without_the_password(
     assert result.returncode == 1
     stderr = result.stderr.decode()
     assert "127.0.0.1:1" in stderr and "s3cret" not in stderr
+
+
+def test_the_broker_commands_pass_over_a_node_that_is_down(
+        tmp_path: Path, unique, cleanup: Cleanup, connection: pika.BlockingConnection) -> None:
+    queue = unique("ctl-nodes")
+    down = "amqp://guest:s3cret@127.0.0.1:1/%2F"  # nothing listens on port 1
+    path = write_config(tmp_path, "jobs", queue, broker=[down, BROKER_URL])
+    config = load_config(str(path))
+    cleanup.topology(topology.Topology.for_program(config.programs["jobs"], config.daemon.delay))
+    for _ in range(3):  # each run shuffles the nodes: the one down comes first now and then
+        result = subprocess.run([QSUPERVISORCTL, "-c", str(path), "publish", "jobs", "{}"],
+                                capture_output=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        shown = subprocess.run([QSUPERVISORCTL, "-c", str(path), "failed", "jobs"],
+                               capture_output=True, timeout=60)
+        assert shown.returncode == 0, shown.stderr
+    assert len(get_all(connection, queue)) == 3
 
 
 def test_failed_shows_dead_letters_without_removing_them(
