@@ -125,11 +125,6 @@ def unreachable_message(failures: Sequence[tuple[str, str]]) -> str:
     return f"cannot connect to any of the {len(failures)} broker nodes ({each})"
 
 
-def display_urls(broker: BrokerUrls) -> str:
-    """The nodes as it is safe to print them, comma-separated."""
-    return ", ".join(display_url(url) for url in as_urls(broker))
-
-
 def describe_error(exc: BaseException) -> str:
     """pika's connection errors, made readable: most wrap their cause in args[0]."""
     if isinstance(exc, pika.exceptions.ProbableAuthenticationError):
