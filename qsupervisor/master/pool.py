@@ -39,6 +39,12 @@ def backoff(failures: int) -> float:
     return min(BACKOFF_MAX, BACKOFF_INITIAL * 2 ** max(0, failures - 1))
 
 
+def _due(slot: Slot) -> float:
+    """When a backing-off slot restarts (monotonic)."""
+    assert slot.backoff_timer is not None
+    return slot.backoff_timer.when
+
+
 class WorkerPool:
     def __init__(self, owner: PoolOwner, host: Host, desired: int) -> None:
         self.program = owner
@@ -141,6 +147,7 @@ class WorkerPool:
                 for worker in (slot.worker, slot.predecessor):
                     self.drain(worker, "scale")
                 del self.slots[index]
+        self._keep_one_coming()  # a leader replaced, or a scale, during a crash storm
         self._watchdog.arm()
 
     def roll(self) -> None:
@@ -333,6 +340,7 @@ class WorkerPool:
         if slot is not None and slot.worker is worker:
             slot.last_exit = worker.last_exit
             self._after_slot_exit(slot, worker, meaning)
+        self._keep_one_coming()
         self.program.workers_changed()
 
     def _account(self, worker: WorkerProc, snapshot: Snapshot | None, meaning: Exit) -> None:
@@ -366,6 +374,36 @@ class WorkerPool:
         transition(worker, W.BACKOFF, log.warning, program=self.name, slot=slot.index,
                    pid=worker.pid, retry_in=delay)
         slot.backoff_timer = self.host.loop.call_later(delay, lambda: self._retry(slot, worker))
+
+    def _keep_one_coming(self) -> None:
+        """The floor under crash backoff. Each slot's delay grows on its own, so a storm
+        of crashes across every slot (an OOM killer on a tight host) would leave them all
+        backing off for up to BACKOFF_MAX with no consumer at all, while messages pile up.
+        While no worker is STARTING or RUNNING, the slot whose restart is due soonest
+        restarts within BACKOFF_INITIAL instead. Its failure count still grows (FATAL
+        still comes after start_retries failed starts), and the other slots keep their
+        delays: one consumer at most sooner, not a crash loop of all of them."""
+        if not self.program.running or self._consuming():
+            return
+        waiting = [slot for index, slot in self.slots.items()
+                   if index < self.desired and slot.backoff_timer is not None
+                   and slot.worker is not None and slot.worker.state is W.BACKOFF]
+        if not waiting:
+            return  # nothing backing off: every slot FATAL, or being filled already
+        soonest = min(waiting, key=_due)
+        if _due(soonest) - self.host.loop.clock.monotonic() <= BACKOFF_INITIAL:
+            return
+        worker = soonest.worker
+        assert worker is not None
+        self._cancel_backoff(soonest)
+        log.warning("no worker left consuming; restarting one slot sooner", program=self.name,
+                    slot=soonest.index, retry_in=BACKOFF_INITIAL)
+        soonest.backoff_timer = self.host.loop.call_later(
+            BACKOFF_INITIAL, lambda: self._retry(soonest, worker))
+
+    def _consuming(self) -> bool:
+        """A worker consumes or is about to: a draining one (STOPPING) has cancelled."""
+        return any(w.state in (W.STARTING, W.RUNNING) for w in self.all_known())
 
     def _retry(self, slot: Slot, worker: WorkerProc) -> None:
         slot.backoff_timer = None
