@@ -12,7 +12,6 @@ from __future__ import annotations
 import collections
 import os
 import random
-import select
 import signal
 from collections.abc import Iterator
 
@@ -434,7 +433,7 @@ class WorkerPool:
         """Handle what the worker sent before it exited. The leader's report of the exit
         may be read first; without the worker's "exiting" (why it left), a recycle would
         be taken for a crash and its slot backed off instead of refilled at once."""
-        while worker.channel is not None and select.select([worker.channel], [], [], 0)[0]:
+        while worker.channel is not None and ipc.readable(worker.channel):
             self._on_message(worker)  # at end of file it closes the channel
 
     def _close_channel(self, worker: WorkerProc) -> None:
