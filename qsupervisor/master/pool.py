@@ -21,6 +21,7 @@ from qsupervisor.master.crashes import CrashLedger
 from qsupervisor.master.exits import KILLED_FOR_TIMEOUT, Exit, ExitFacts, classify_exit
 from qsupervisor.master.host import Host, PoolOwner
 from qsupervisor.master.process import LeaderProc, Slot, WorkerProc
+from qsupervisor.master.questions import CrashQuestions
 from qsupervisor.master.watchdog import JobWatchdog
 from qsupervisor.states import WorkerState, transition
 from qsupervisor.stats_segment import Ring, Snapshot
@@ -52,6 +53,7 @@ class WorkerPool:
         self.slots: dict[int, Slot] = {}
         self.draining: list[WorkerProc] = []
         self.crashes = CrashLedger()
+        self.questions = CrashQuestions(host, self.crashes, lambda: self.name, self.live)
         # Exited workers' per-second job counts, while they are in the last minute.
         self.recent: collections.deque[tuple[float, Ring]] = collections.deque()
         self._pending_spawns: dict[int, WorkerProc] = {}
@@ -279,14 +281,10 @@ class WorkerPool:
             return
         event, op = msg.get("ev"), msg.get("op")
         if op == Op.CRASHES:
-            count, how = self.crashes.take(str(msg.get("id")))
-            try:
-                ipc.send(worker.channel, {"rid": msg.get("rid"), "count": count, "how": how})
-            except BlockingIOError:
-                log.warning("worker not reading its channel; crash count not answered",
-                            program=self.name, slot=worker.slot, pid=worker.pid)
-            except OSError:
-                pass  # the worker that asked has died since
+            self.questions.ask(worker, msg.get("rid"), str(msg.get("id")))
+            return
+        if event == Ev.UNSETTLED:
+            self._unsettled(worker, str(msg.get("id")), str(msg.get("how")))
             return
         if event == Ev.READY and worker.state is W.STARTING:
             worker.ready_at = self.host.loop.clock.monotonic()
@@ -302,6 +300,15 @@ class WorkerPool:
             worker.exit_error = msg.get("error")
             worker.exit_settled = bool(msg.get("settled"))
         self.host.changed()
+
+    def _unsettled(self, worker: WorkerProc, message_id: str, how: str) -> None:
+        """The worker ran a job whose outcome it could not settle (its broker connection
+        died under the job): the broker redelivers the message, and that run counts as
+        a failed attempt as a death would."""
+        log.warning("a job's outcome was lost with its broker connection; counted as a "
+                    "failed attempt", program=self.name, slot=worker.slot, pid=worker.pid,
+                    message_id=message_id, how=how)
+        self.crashes.record(message_id, how)
 
     def _on_running(self, worker: WorkerProc) -> None:
         slot = self.slots.get(worker.slot)
@@ -328,6 +335,7 @@ class WorkerPool:
             exit_settled=worker.exit_settled, was_ready=worker.ready_at is not None,
             job_in_hand=snapshot is not None and snapshot.job_id is not None))
         self._account(worker, snapshot, meaning)
+        self.questions.worker_gone(worker)  # its lost job is in the ledger now
         worker.last_exit = meaning.summary
         transition(worker, W.EXITED, log.info, program=self.name, slot=worker.slot,
                    pid=worker.pid, exit=worker.last_exit)

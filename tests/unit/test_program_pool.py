@@ -8,6 +8,7 @@ import random
 import signal
 
 from qsupervisor.exit_codes import EXIT_HANDLER_IMPORT
+from qsupervisor.master import questions
 from qsupervisor.master.pool import BACKOFF_INITIAL, BACKOFF_MAX, STABLE_AFTER, backoff
 from qsupervisor.master.program import ProgramRuntime
 from qsupervisor.states import ProgramState, WorkerState
@@ -521,3 +522,98 @@ def test_a_stopping_program_gets_no_floor() -> None:
     world.run()
     assert runtime.state is P.STOPPING  # its leader has not left yet
     assert next_restart_in(world, runtime) == float("inf")
+
+
+# -- a redelivered message another worker still holds ------------------------------------
+
+LOST = "killed: broker connection lost during the job"
+
+
+def test_a_question_about_a_message_another_worker_holds_kills_it_and_waits_for_its_exit(
+) -> None:
+    world = World()
+    runtime = running(world, workers=2)
+    stale, asker = world.worker(0), world.worker(1)
+    stale.start_job("msg-7")  # its connection died under the job; the broker redelivered
+    world.obedient = False
+    asker.send(op="crashes", rid=4, id="msg-7")
+    world.run()
+    assert (stale.pid, signal.SIGKILL) in world.processes.signals
+    assert asker.received() == []  # not before the stale worker's exit is handled
+    world.advance(questions.ANSWER_BOUND - 0.1)
+    assert asker.received() == []
+    stale.exit(sig=signal.SIGKILL)
+    world.run()
+    assert asker.received() == [{"rid": 4, "count": 1, "how": LOST}]  # the lost run counts
+    slot = runtime.slot(0)
+    assert slot is not None
+    assert slot.last_exit == ("killed: its message was redelivered "
+                              "(broker connection lost during the job)")
+    assert states(runtime) == [W.RUNNING, W.RUNNING]  # replaced at once, no backoff
+    assert slot.failures == 0 and slot.restarts == 1
+    assert len(runtime.pool.crashes) == 0  # told, and so forgotten
+
+
+def test_a_question_nobody_else_holds_is_answered_at_once_with_the_ledger() -> None:
+    world = World()
+    runtime = running(world, workers=2)
+    runtime.pool.crashes.record("msg-8", "signal SIGSEGV")
+    world.worker(0).start_job("msg-other")
+    world.worker(1).send(op="crashes", rid=1, id="msg-8")
+    world.run()
+    assert world.worker(1).received() == [{"rid": 1, "count": 1, "how": "signal SIGSEGV"}]
+    world.worker(1).send(op="crashes", rid=2, id="msg-9")
+    world.run()
+    assert world.worker(1).received() == [{"rid": 2, "count": 0, "how": ""}]
+    assert not any(sig == signal.SIGKILL for _, sig in world.processes.signals)
+
+
+def test_the_asker_holding_the_message_itself_is_not_killed() -> None:
+    world = World()
+    running(world, workers=1)
+    world.worker(0).start_job("msg-1")  # a stale stats read of its own: not another worker
+    world.worker(0).send(op="crashes", rid=1, id="msg-1")
+    world.run()
+    assert world.worker(0).received() == [{"rid": 1, "count": 0, "how": ""}]
+    assert world.processes.signals == []
+
+
+def test_a_stale_worker_whose_exit_is_never_reported_delays_the_answer_by_the_bound() -> None:
+    world = World()
+    running(world, workers=2)
+    stale, asker = world.worker(0), world.worker(1)
+    stale.start_job("msg-7")
+    world.obedient = False  # the kill is never seen (a wedged leader)
+    asker.send(op="crashes", rid=1, id="msg-7")
+    world.run()
+    world.advance(questions.ANSWER_BOUND - 0.01)
+    assert asker.received() == []
+    world.advance(0.01)
+    assert asker.received() == [{"rid": 1, "count": 0, "how": ""}]
+    stale.exit(sig=signal.SIGKILL)  # reported after all: recorded for the next delivery
+    world.run()
+    assert asker.received() == []
+    assert len(world.processes.signals) == 1  # killed once
+
+
+def test_a_body_derived_id_another_worker_holds_is_answered_at_once_and_kills_nobody() -> None:
+    """Two messages with the same body and no message_id share their derived id: the
+    other worker may be running its own copy, legitimately."""
+    world = World()
+    running(world, workers=2)
+    world.worker(0).start_job("sha1:0123456789abcdef")
+    world.worker(1).send(op="crashes", rid=1, id="sha1:0123456789abcdef")
+    world.run()
+    assert world.worker(1).received() == [{"rid": 1, "count": 0, "how": ""}]
+    assert world.processes.signals == []
+
+
+def test_a_reported_unsettled_job_counts_as_a_failed_attempt() -> None:
+    world = World()
+    runtime = running(world, workers=1)
+    how = "broker connection lost before the job's outcome was settled"
+    world.worker(0).send(ev="unsettled", id="msg-3", how=how)
+    world.worker(0).send(op="crashes", rid=1, id="msg-3")  # its redelivered copy, after
+    world.run()
+    assert world.worker(0).received() == [{"rid": 1, "count": 1, "how": how}]
+    assert states(runtime) == [W.RUNNING]  # the worker lives on
