@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 import pika
+import pytest
 
 from qsupervisor.broker.delays import DelayChain
 from qsupervisor.config.model import ProgramConfig
@@ -220,3 +221,54 @@ def test_outcomes_on_a_connection_the_broker_hung_up_on_are_told_not_acked() -> 
         client.close()
     assert calls == []
     assert journal.log == [("unsettled", "msg-6", consumer_mod.LOST_BEFORE_SETTLED)]
+
+
+class _ReconnectChannel(FakeChannel):
+    def __init__(self, journal: Journal) -> None:
+        super().__init__([])
+        self.journal = journal
+
+    def confirm_delivery(self) -> None:
+        pass
+
+    def add_on_cancel_callback(self, callback: Any) -> None:
+        pass
+
+    def basic_consume(self, queue: str, callback: Any) -> str:
+        self.journal.add("consume", queue)
+        return "ctag"
+
+
+class _ReconnectingConnection:
+    """A new connection that opens its channels, then is lost at its first I/O turn."""
+
+    def __init__(self, journal: Journal) -> None:
+        self.journal = journal
+        self.is_open = True
+
+    def channel(self) -> _ReconnectChannel:
+        return _ReconnectChannel(self.journal)
+
+    def process_data_events(self, time_limit: float = 0) -> None:
+        self.is_open = False
+        raise pika.exceptions.StreamLostError("lost again")
+
+
+def test_outcomes_of_the_previous_connection_are_told_before_consuming_again(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    journal = Journal()
+    consumer, _ = _consumer(journal)
+    monkeypatch.setattr(consumer_mod.pika, "BlockingConnection",
+                        lambda params: _ReconnectingConnection(journal))
+    consumer._generation = 1
+    consumer._announced = True
+    consumer._results.extend([(_delivery(1, 5, "done"), jobs.Outcome(jobs.ACK, "done")),
+                              (_delivery(1, 6, "later"), jobs.Outcome(jobs.REDELAY, "later"))])
+    try:
+        consumer._consume()
+    except pika.exceptions.StreamLostError:
+        pass
+    # Its redelivered copy can only come on the new consumer: the master hears first.
+    assert journal.log == [("unsettled", "done", consumer_mod.LOST_BEFORE_SETTLED),
+                           ("consume", "orders")]
+    assert consumer._generation == 2 and not consumer._results

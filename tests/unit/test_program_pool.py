@@ -578,6 +578,29 @@ def test_the_asker_holding_the_message_itself_is_not_killed() -> None:
     assert world.processes.signals == []
 
 
+def test_a_draining_worker_still_holding_the_message_is_killed_too() -> None:
+    """A reload's predecessor stops consuming but finishes its job: if the broker has
+    redelivered that job's message, its ack cannot land either."""
+    world = World()
+    runtime = running(world, workers=1)
+    old = world.worker(0)
+    old.start_job("msg-7")
+    world.obedient = False  # the old worker keeps running its job after SIGTERM
+    runtime.reload(preload=False)
+    world.run()
+    new = next(w for w in world.workers() if w is not old)
+    new.ready()
+    world.run()
+    assert [w.state for w in runtime.workers()] == [W.RUNNING, W.STOPPING]
+    new.send(op="crashes", rid=1, id="msg-7")
+    world.run()
+    assert (old.pid, signal.SIGKILL) in world.processes.signals
+    old.exit(sig=signal.SIGKILL)
+    world.run()
+    assert new.received() == [{"rid": 1, "count": 1, "how": LOST}]
+    assert states(runtime) == [W.RUNNING]
+
+
 def test_a_stale_worker_whose_exit_is_never_reported_delays_the_answer_by_the_bound() -> None:
     world = World()
     running(world, workers=2)
