@@ -159,26 +159,11 @@ def test_what_the_broker_dead_letters_by_policy_shows_in_failed_and_can_be_retri
 
 
 
-HEARTBEAT = 2  # seconds; RabbitMQ closes a connection after two missed heartbeats
-# Seconds one C call holds the GIL: the connection dies under it (RabbitMQ 3.10 closed it
-# about 6 s into the job), with a margin for the machine's speed, which varies with its
-# load. With two workers a run costs no more than the broker's detection: the worker still
-# holding the job is killed once the message has been redelivered to the other one.
+HEARTBEAT = 2  # seconds
+# Seconds one C call holds the GIL, so that the connection dies under it: RabbitMQ 3.10
+# closed it about 6 s into the job. With two workers a run lasts no longer than that: the
+# worker still holding the job is killed once the message has gone to the other one.
 HOLD_GIL = 5 * HEARTBEAT
-
-
-def sum_size_for(seconds: float) -> int:
-    """N such that sum(range(N)) takes about `seconds` here: measured, not guessed, since
-    the machine's speed (and load) varies."""
-    probe = 20_000_000
-    fastest = min(_timed_sum(probe) for _ in range(3))
-    return int(probe * seconds / fastest)
-
-
-def _timed_sum(n: int) -> float:
-    started = time.perf_counter()
-    sum(range(n))
-    return time.perf_counter() - started
 
 
 @pytest.mark.parametrize("workers", [2, 1])
@@ -186,18 +171,18 @@ def test_a_job_that_holds_the_gil_past_the_heartbeat_counts_every_lost_run_and_n
         daemons: MakeDaemon, broker: Broker, ledger: Ledger, workers: int) -> None:
     """pika's I/O thread cannot answer heartbeats while the handler holds the GIL; the
     broker closes the connection and redelivers the message. With two workers the other
-    one gets it while the first still runs it: before the fix the message ran 9 times in
-    45 s, 8 of them while the run before was still going, always as attempt 1, and was
-    never dead-lettered. With one worker, the job ends, its ack is lost, and the copy comes
-    back to the same worker: the worker tells the master it lost the outcome."""
+    one gets it while the first still runs it: before the fix the message ran 10 times in
+    53 s, 9 of them while an earlier run was still going, always as attempt 1, and was
+    never dead-lettered; now the master kills the first. With one worker the job ends, its
+    ack is lost, and the copy comes back to the same worker (before: 4 runs in 45 s, all
+    attempt 1); now the worker tells the master it lost the outcome."""
     queue = broker.declare("gil")
     dead_letters = f"{queue}.failed"
-    size = sum_size_for(HOLD_GIL)  # before the daemon competes for the CPU
     separator = "&" if "?" in BROKER_URL else "?"
     daemon = daemons({"gil": runtime_program(queue, ledger, workers=workers, attempts=3)},
                      broker=f"{BROKER_URL}{separator}heartbeat={HEARTBEAT}")
     daemon.start()
-    hog = broker.publish(queue, {"hold_gil": size, "tag": "hog"})
+    hog = broker.publish(queue, {"hold_gil": HOLD_GIL, "tag": "hog"})
 
     def runs() -> list[dict[str, Any]]:
         return [e for e in attempts_of(ledger, hog) if e.get("end") is None]

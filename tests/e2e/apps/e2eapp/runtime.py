@@ -12,11 +12,13 @@ payload (a JSON object) says:
 - `exit_status`: the handler ends its worker's process with os._exit(that status);
 - `hang`: the handler sits in time.sleep(3600), a C call no exception can interrupt;
 - `hoard_mib`: allocate (and touch) that many MiB and keep them for the worker's life;
-- `hold_gil`: compute sum(range(N)), one C call that holds the GIL throughout (pika's I/O
-  thread cannot answer heartbeats meanwhile), then append a second ledger line with the
-  run's `end`. The start line of such a job also lists, in `alive`, the pids of earlier
-  runs of the same message that have no end line and whose process still exists: a run
-  that overlaps another shows there, even when the other was killed before its end.
+- `hold_gil`: whole seconds to spend in one C call that keeps the GIL (libc's sleep through
+  ctypes.PyDLL, which, unlike CDLL, does not release it), like a long computation in C but
+  as long on a busy machine as on an idle one; pika's I/O thread cannot answer heartbeats
+  meanwhile. Then a second ledger line records the run's `end`. The start line of such a
+  job lists, in `alive`, the pids of earlier runs of the same message that have no end line
+  and whose process still exists: a run that overlaps another shows there, even when the
+  other was killed before its end.
 
 `raw` is the handler of programs with `format: raw`: it records the type and the bytes
 it received.
@@ -24,6 +26,7 @@ it received.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import signal
@@ -48,7 +51,7 @@ def work(payload: Any) -> None:
     extra = {"alive": _earlier_runs_alive(job.message_id)} if job and "hold_gil" in spec else {}
     ledger.record("runtime", ok=not failing, t=started, due=due, tag=spec.get("tag"), **extra)
     if "hold_gil" in spec:
-        sum(range(int(spec["hold_gil"])))
+        ctypes.PyDLL(None).sleep(int(spec["hold_gil"]))
         ledger.record("runtime", t=started, end=time.time(), tag="end")
     if spec.get("kill"):
         os.kill(os.getpid(), signal.SIGKILL)
