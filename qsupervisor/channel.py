@@ -11,6 +11,10 @@ from __future__ import annotations
 
 from typing import Final
 
+# The longest the master takes to answer a `crashes` question: it waits for the exit of a
+# worker that still held the message (master/questions.py). The worker waits longer.
+CRASH_ANSWER_BOUND: Final = 5.0
+
 
 class Op:
     """Requests."""
@@ -39,5 +43,6 @@ class Ev:
     BROKER_LOST: Final = "broker_lost"
     BROKER_BACK: Final = "broker_back"
     EXITING: Final = "exiting"  # leaving on purpose, with the reason
+    UNSETTLED: Final = "unsettled"  # a job's outcome was lost with the broker connection
     # ipc.py's stand-in for a message that was not a JSON object
     GARBAGE: Final = "garbage"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import socket
 from collections.abc import Sequence
 from typing import Any
@@ -25,6 +26,15 @@ MAX_FDS = 4
 
 def socketpair() -> tuple[socket.socket, socket.socket]:
     return socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+
+
+def readable(sock: socket.socket) -> bool:
+    """Whether a message (or end of file) waits on the socket, without waiting. poll, not
+    select: select() refuses descriptors from 1024 up, which a master with many workers
+    (a channel each) reaches."""
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(0))
 
 
 def send(sock: socket.socket, msg: Message, fds: Sequence[int] = ()) -> None:

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
+
+# A message without a `message_id` is named "sha1:" and 16 hex digits of its body's SHA-1
+# (broker/messages.py). Such names are not unique: identical bodies share one, which is
+# why the master does not act on another worker holding the same name (master/questions.py).
+DERIVED_ID_PREFIX: Final = "sha1:"
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,8 @@ from typing import Any
 
 import pika
 
+from qsupervisor.job import DERIVED_ID_PREFIX
+
 # -- body --------------------------------------------------------------------------------
 
 FORMAT_JSON = "json"
@@ -146,7 +148,7 @@ def message_id_of(properties: Any, body: bytes) -> str:
     message_id = getattr(properties, "message_id", None)
     if isinstance(message_id, str) and message_id:
         return message_id
-    return "sha1:" + hashlib.sha1(body).hexdigest()[:16]
+    return DERIVED_ID_PREFIX + hashlib.sha1(body).hexdigest()[:16]
 
 
 # -- reading headers ------------------------------------------------------------------------

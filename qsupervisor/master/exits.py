@@ -19,10 +19,15 @@ from qsupervisor.exit_codes import EXIT_HANDLER_IMPORT, EXIT_JOB_TIMEOUT
 
 # The master's reason when it SIGKILLs a worker whose job ran past `timeout`.
 KILLED_FOR_TIMEOUT = "timeout"
+# ... and when the broker redelivered the message of its job in hand to another worker:
+# its channel is gone (the broker redelivers only then), so that job can never be settled.
+KILLED_FOR_REDELIVERY = "redelivered"
+REDELIVERED_CAUSE = "killed: broker connection lost during the job"
 
 
 class ExitKind(enum.Enum):
     TIMED_OUT = "killed: timeout"  # a job ran past `timeout`: abandoned, or killed for it
+    REDELIVERED = "killed: its message was redelivered"  # its broker connection died
     KILLED = "killed"  # SIGKILLed by the master after `stop_timeout`
     STOPPED = "stopped"  # the master asked it to stop
     RECYCLED = "recycled"  # it left on purpose, status 0, saying why
@@ -37,7 +42,7 @@ class ExitFacts:
     status: int | None  # the wait status; None when there was no process (fork failed)
     how: str  # the status in words ("exit code 1", "signal SIGKILL", "fork failed: ...")
     stop_reason: str | None = None  # why the master asked it to stop
-    killed: str | None = None  # why the master SIGKILLed it: stop_timeout | timeout
+    killed: str | None = None  # why the master SIGKILLed it: stop_timeout | timeout | redelivered
     exit_reason: str | None = None  # what the worker said on its way out
     exit_error: str | None = None
     exit_settled: bool = False  # it settled its job's message itself (after a timeout)
@@ -74,8 +79,11 @@ def classify_exit(facts: ExitFacts) -> Exit:
     timed_out = code == EXIT_JOB_TIMEOUT or facts.killed == KILLED_FOR_TIMEOUT
     kind, summary = _summary(facts, timed_out)
     # Recycled on purpose, stopped for a reason (one that has passed when its leader died),
-    # or replaced after a job timeout: a new worker at once, never a failure.
-    replace_now = bool(facts.stop_reason or timed_out or (code == 0 and facts.exit_reason))
+    # or replaced after a job timeout or a redelivery of its job: a new worker at once,
+    # never a failure (the job's message, not the worker, is what failed).
+    redelivered = facts.killed == KILLED_FOR_REDELIVERY
+    replace_now = bool(facts.stop_reason or timed_out or redelivered
+                       or (code == 0 and facts.exit_reason))
     start_failure = not replace_now and (not facts.was_ready or code == EXIT_HANDLER_IMPORT)
     return Exit(kind, summary, replace_now, start_failure, _crash_cause(facts, code))
 
@@ -84,6 +92,9 @@ def _summary(facts: ExitFacts, timed_out: bool) -> tuple[ExitKind, str]:
     status_zero = facts.code == 0
     if timed_out:
         return ExitKind.TIMED_OUT, f"killed: timeout ({facts.exit_error or facts.how})"
+    if facts.killed == KILLED_FOR_REDELIVERY:
+        return (ExitKind.REDELIVERED,
+                f"{ExitKind.REDELIVERED.value} (broker connection lost during the job)")
     if facts.killed:
         return ExitKind.KILLED, f"killed: {facts.killed} ({facts.stop_reason or facts.how})"
     if facts.stop_reason:
@@ -105,4 +116,6 @@ def _crash_cause(facts: ExitFacts, code: int | None) -> str | None:
     settled = facts.exit_reason == "timeout" and facts.exit_settled
     if not facts.job_in_hand or settled:
         return None
-    return "killed: timeout" if facts.killed == KILLED_FOR_TIMEOUT else facts.how
+    if facts.killed == KILLED_FOR_TIMEOUT:
+        return "killed: timeout"
+    return REDELIVERED_CAUSE if facts.killed == KILLED_FOR_REDELIVERY else facts.how

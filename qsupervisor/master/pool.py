@@ -12,7 +12,6 @@ from __future__ import annotations
 import collections
 import os
 import random
-import select
 import signal
 from collections.abc import Iterator
 
@@ -22,6 +21,7 @@ from qsupervisor.master.crashes import CrashLedger
 from qsupervisor.master.exits import KILLED_FOR_TIMEOUT, Exit, ExitFacts, classify_exit
 from qsupervisor.master.host import Host, PoolOwner
 from qsupervisor.master.process import LeaderProc, Slot, WorkerProc
+from qsupervisor.master.questions import CrashQuestions
 from qsupervisor.master.watchdog import JobWatchdog
 from qsupervisor.states import WorkerState, transition
 from qsupervisor.stats_segment import Ring, Snapshot
@@ -43,6 +43,12 @@ def backoff(failures: int) -> float:
     return min(BACKOFF_MAX, BACKOFF_INITIAL * 2 ** max(0, failures - 1))
 
 
+def _due(slot: Slot) -> float:
+    """When a backing-off slot restarts (monotonic)."""
+    assert slot.backoff_timer is not None
+    return slot.backoff_timer.when
+
+
 class WorkerPool:
     def __init__(self, owner: PoolOwner, host: Host, desired: int) -> None:
         self.program = owner
@@ -51,6 +57,7 @@ class WorkerPool:
         self.slots: dict[int, Slot] = {}
         self.draining: list[WorkerProc] = []
         self.crashes = CrashLedger()
+        self.questions = CrashQuestions(host, self.crashes, lambda: self.name, self.live)
         # Exited workers' per-second job counts, while they are in the last minute.
         self.recent: collections.deque[tuple[float, Ring]] = collections.deque()
         self._pending_spawns: dict[int, WorkerProc] = {}
@@ -170,6 +177,7 @@ class WorkerPool:
                 for worker in (slot.worker, slot.predecessor):
                     self.drain(worker, "scale")
                 del self.slots[index]
+        self._keep_one_coming()  # a leader replaced, or a scale, during a crash storm
         self._watchdog.arm()
         self.track_capacity()
 
@@ -304,14 +312,10 @@ class WorkerPool:
             return
         event, op = msg.get("ev"), msg.get("op")
         if op == Op.CRASHES:
-            count, how = self.crashes.take(str(msg.get("id")))
-            try:
-                ipc.send(worker.channel, {"rid": msg.get("rid"), "count": count, "how": how})
-            except BlockingIOError:
-                log.warning("worker not reading its channel; crash count not answered",
-                            program=self.name, slot=worker.slot, pid=worker.pid)
-            except OSError:
-                pass  # the worker that asked has died since
+            self.questions.ask(worker, msg.get("rid"), str(msg.get("id")))
+            return
+        if event == Ev.UNSETTLED:
+            self._unsettled(worker, str(msg.get("id")), str(msg.get("how")))
             return
         if event == Ev.READY and worker.state is W.STARTING:
             worker.ready_at = self.host.loop.clock.monotonic()
@@ -331,6 +335,15 @@ class WorkerPool:
             worker.exit_settled = bool(msg.get("settled"))
         self.track_capacity()
         self.host.changed()
+
+    def _unsettled(self, worker: WorkerProc, message_id: str, how: str) -> None:
+        """The worker ran a job whose outcome it could not settle (its broker connection
+        died under the job): the broker redelivers the message, and that run counts as
+        a failed attempt as a death would."""
+        log.warning("a job's outcome was lost with its broker connection; counted as a "
+                    "failed attempt", program=self.name, slot=worker.slot, pid=worker.pid,
+                    message_id=message_id, how=how)
+        self.crashes.record(message_id, how)
 
     def _on_running(self, worker: WorkerProc) -> None:
         slot = self.slots.get(worker.slot)
@@ -357,6 +370,7 @@ class WorkerPool:
             exit_settled=worker.exit_settled, was_ready=worker.ready_at is not None,
             job_in_hand=snapshot is not None and snapshot.job_id is not None))
         self._account(worker, snapshot, meaning)
+        self.questions.worker_gone(worker)  # its lost job is in the ledger now
         worker.last_exit = meaning.summary
         transition(worker, W.EXITED, log.info, program=self.name, slot=worker.slot,
                    pid=worker.pid, exit=worker.last_exit)
@@ -368,6 +382,7 @@ class WorkerPool:
         if slot is not None and slot.worker is worker:
             slot.last_exit = worker.last_exit
             self._after_slot_exit(slot, worker, meaning)
+        self._keep_one_coming()
         self.track_capacity()
         self.program.workers_changed()
 
@@ -403,6 +418,36 @@ class WorkerPool:
                    pid=worker.pid, retry_in=delay)
         slot.backoff_timer = self.host.loop.call_later(delay, lambda: self._retry(slot, worker))
 
+    def _keep_one_coming(self) -> None:
+        """The floor under crash backoff. Each slot's delay grows on its own, so a storm
+        of crashes across every slot (an OOM killer on a tight host) would leave them all
+        backing off for up to BACKOFF_MAX with no consumer at all, while messages pile up.
+        While no worker is STARTING or RUNNING, the slot whose restart is due soonest
+        restarts within BACKOFF_INITIAL instead. Its failure count still grows (FATAL
+        still comes after start_retries failed starts), and the other slots keep their
+        delays: one consumer at most sooner, not a crash loop of all of them."""
+        if not self.program.running or self._consuming():
+            return
+        waiting = [slot for index, slot in self.slots.items()
+                   if index < self.desired and slot.backoff_timer is not None
+                   and slot.worker is not None and slot.worker.state is W.BACKOFF]
+        if not waiting:
+            return  # nothing backing off: every slot FATAL, or being filled already
+        soonest = min(waiting, key=_due)
+        if _due(soonest) - self.host.loop.clock.monotonic() <= BACKOFF_INITIAL:
+            return
+        worker = soonest.worker
+        assert worker is not None
+        self._cancel_backoff(soonest)
+        log.warning("no worker left consuming; restarting one slot sooner", program=self.name,
+                    slot=soonest.index, retry_in=BACKOFF_INITIAL)
+        soonest.backoff_timer = self.host.loop.call_later(
+            BACKOFF_INITIAL, lambda: self._retry(soonest, worker))
+
+    def _consuming(self) -> bool:
+        """A worker consumes or is about to: a draining one (STOPPING) has cancelled."""
+        return any(w.state in (W.STARTING, W.RUNNING) for w in self.all_known())
+
     def _retry(self, slot: Slot, worker: WorkerProc) -> None:
         slot.backoff_timer = None
         if slot.worker is worker and worker.state is W.BACKOFF:
@@ -432,7 +477,7 @@ class WorkerPool:
         """Handle what the worker sent before it exited. The leader's report of the exit
         may be read first; without the worker's "exiting" (why it left), a recycle would
         be taken for a crash and its slot backed off instead of refilled at once."""
-        while worker.channel is not None and select.select([worker.channel], [], [], 0)[0]:
+        while worker.channel is not None and ipc.readable(worker.channel):
             self._on_message(worker)  # at end of file it closes the channel
 
     def _close_channel(self, worker: WorkerProc) -> None:

@@ -38,7 +38,7 @@ class WorkerProc:
     exit_reason: str | None = None  # what the worker said on its way out
     exit_error: str | None = None
     last_exit: str | None = None  # the summary status shows
-    killed: str | None = None  # why the master SIGKILLed it: stop_timeout | timeout
+    killed: str | None = None  # why the master SIGKILLed it: stop_timeout | timeout | redelivered
     exit_settled: bool = False  # it settled its message itself before leaving (timeout)
     kill_timer: Timer | None = None
     broker_error: str | None = None

@@ -8,7 +8,6 @@ leader, a message or EOF from a worker, an exit status, a timer.
 
 from __future__ import annotations
 
-import select
 import signal
 from collections.abc import Iterator
 from typing import Any, Callable
@@ -323,7 +322,7 @@ class ProgramRuntime:
     def _read_last_words(self, proc: LeaderProc) -> None:
         """Handle what the leader sent before it exited: its exit may be reaped before its
         socket is read, and the exits of its last workers are in there."""
-        while select.select([proc.sock], [], [], 0)[0] and self._on_leader_message(proc):
+        while ipc.readable(proc.sock) and self._on_leader_message(proc):
             pass
 
     def _on_leader_lost(self, proc: LeaderProc, status: int) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import random
+import socket
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -39,6 +40,11 @@ LIVENESS_CHECK = 5.0
 # counts towards a quorum queue's delivery limit, and the job would run again for nothing.
 PUBLISH_RETRY_INITIAL = 1.0
 PUBLISH_RETRY_MAX = 30.0
+# How the master is told a job's outcome was lost with the connection (`unsettled`): the
+# broker redelivers the message, and the run counts as a failed attempt.
+LOST_DURING_JOB = "broker connection lost during the job"
+LOST_BEFORE_SETTLED = "broker connection lost before the job's outcome was settled"
+TCP_ESTABLISHED = 1  # linux/tcp_states.h; the first byte of TCP_INFO is the state
 
 
 class ChannelLost(pika.exceptions.AMQPError):
@@ -60,6 +66,7 @@ class WorkerEvents:
     def ready(self, node: str) -> None: ...
     def broker_lost(self, error: str) -> None: ...
     def broker_back(self, node: str) -> None: ...
+    def unsettled(self, message_id: str, how: str) -> None: ...
 
 
 class Consumer:
@@ -157,8 +164,12 @@ class Consumer:
             confirms.confirm_delivery()
             with self._lock:
                 self._generation += 1
-                self._results.clear()  # outcomes of the previous connection cannot be acked
+                # Outcomes of the previous connection cannot be acked: the broker redelivers
+                # those messages, on this connection at the earliest, so the master hears of
+                # them before this worker can ask about a redelivered copy.
+                lost, self._results = list(self._results), collections.deque()
                 self._conn, self._channel, self._confirms = conn, channel, confirms
+            self._report_lost(lost, LOST_BEFORE_SETTLED)
             self._cancelled_by_broker = False
             channel.add_on_cancel_callback(self._on_broker_cancel)
             self._consumer_tag = channel.basic_consume(self._program.queue, self._on_message)
@@ -266,7 +277,13 @@ class Consumer:
         """Carry out finished jobs' outcomes; runs on the I/O thread."""
         with self._lock:
             results, self._results = list(self._results), collections.deque()
-            generation, channel = self._generation, self._channel
+            generation, channel, conn = self._generation, self._channel, self._conn
+        if results and _broker_hung_up(conn):
+            # A handler that held the GIL past the heartbeat timeout starved this thread:
+            # the broker has closed the connection, but pika has not read that yet, and an
+            # ack written now would vanish unnoticed.
+            self._report_lost(results, LOST_BEFORE_SETTLED)
+            return
         if self._stop_reason is not None:
             # Cancel before the acks: an ack frees a prefetch slot, which the broker would
             # fill with a message this worker then has to give back.
@@ -275,7 +292,9 @@ class Consumer:
             self._narrow_prefetch(channel)
         for delivery, outcome in results:
             if delivery.generation != generation or channel is None or not channel.is_open:
-                continue  # its channel is gone: the broker redelivers it
+                # Its channel is gone: the broker redelivers it.
+                self._report_lost([(delivery, outcome)], LOST_BEFORE_SETTLED)
+                continue
             self._settle(channel, delivery, outcome)
 
     def _prefetch_window(self) -> int:
@@ -302,10 +321,12 @@ class Consumer:
             log.warning("could not narrow the prefetch window", error=repr(exc))
 
     def _settle(self, channel: Any, delivery: Delivery, outcome: Outcome,
-                pause: float = PUBLISH_RETRY_INITIAL) -> bool:
+                pause: float = PUBLISH_RETRY_INITIAL, report_lost: bool = True) -> bool:
         """Publish what the outcome asks for, confirmed, then ack the original; if the
         publish fails the original stays unacked and the publish is tried again after
-        `pause`: never both lost. True once the original is acked."""
+        `pause`: never both lost. True once the original is acked. A settle the channel
+        fails is reported to the master, unless the caller accounts for it otherwise
+        (an abandoned job: the master records it from the worker's exit)."""
         try:
             if outcome.kind == jobs.ACK:
                 _ack_unflushed(channel, delivery.tag)
@@ -324,6 +345,8 @@ class Consumer:
         except (pika.exceptions.AMQPError, OSError) as exc:
             log.warning("could not settle the message; the broker will redeliver it",
                         message_id=outcome.message_id, error=repr(exc))
+            if report_lost:
+                self._report_lost([(delivery, outcome)], LOST_BEFORE_SETTLED)
             return False
 
     def _publish(self, outcome: Outcome) -> None:
@@ -359,6 +382,8 @@ class Consumer:
         def again() -> None:
             if channel.is_open and delivery.generation == self._generation:
                 self._settle(channel, delivery, outcome, min(PUBLISH_RETRY_MAX, pause * 2))
+            else:  # held until its channel went: the broker redelivers it
+                self._report_lost([(delivery, outcome)], LOST_BEFORE_SETTLED)
         self._conn_call_later(pause, again)
 
     def _settle_abandoned(self, delivery: Delivery, reason: str, error: str) -> None:
@@ -368,7 +393,8 @@ class Consumer:
                 attempt = jobs.attempt_of_delivery(delivery.properties)
                 outcome = self._runner.failure(delivery.properties, delivery.body, attempt,
                                                reason, error_type="Timeout", error=error)
-                self.abandon_settled = self._settle(channel, delivery, outcome)
+                self.abandon_settled = self._settle(channel, delivery, outcome,
+                                                    report_lost=False)
                 self._runner.job_finished(outcome.stat)
         finally:
             self.abandon_done.set()
@@ -394,7 +420,11 @@ class Consumer:
                 # taken them yet: it takes this one too. One I/O-thread wake-up per batch,
                 # not per message.
                 settle_queued = bool(self._results)
-                self._results.append((delivery, outcome))
+                # The connection it came on is gone (the I/O thread has seen it close): it
+                # cannot be settled, and a redelivered copy may be next in _pending.
+                lost = delivery.generation != self._generation or self._conn is None
+                if not lost:
+                    self._results.append((delivery, outcome))
                 if outcome.kind != jobs.REDELAY:
                     self._jobs_started += 1
                 if self._max_jobs and self._jobs_started >= self._max_jobs:
@@ -404,8 +434,24 @@ class Consumer:
                     self._stop_reason = recycle
                 self._runner.held(len(self._pending))
                 conn = self._conn
+            if lost:
+                # Told from this thread, before it takes the next delivery: the master has
+                # it before this worker asks about a redelivered copy.
+                self._report_lost([(delivery, outcome)], LOST_DURING_JOB)
             if not settle_queued:
                 _call_soon(conn, self._settle_results)
+
+    def _report_lost(self, results: list[tuple[Delivery, Outcome]], how: str) -> None:
+        """Tell the master of jobs whose outcome went with the connection: the broker
+        redelivers their messages, and each run counts as a failed attempt. A redelay
+        was no run, and is not told."""
+        for _delivery, outcome in results:
+            if outcome.kind == jobs.REDELAY:
+                continue
+            log.warning("the job's outcome was lost with the broker connection; it counts "
+                        "as a failed attempt when the message comes back",
+                        message_id=outcome.message_id, how=how)
+            self._events.unsettled(outcome.message_id, how)
 
 
 def _ack_unflushed(channel: Any, tag: int) -> None:
@@ -419,6 +465,24 @@ def _ack_unflushed(channel: Any, tag: int) -> None:
         channel.basic_ack(tag)
     else:
         impl.basic_ack(delivery_tag=tag, multiple=False)
+
+
+def _broker_hung_up(conn: pika.BlockingConnection | None) -> bool:
+    """Whether the broker has closed this connection's TCP socket (our side is no longer
+    ESTABLISHED: the peer's FIN or RST has arrived) although pika has not read it yet.
+    Reads the kernel's state, not the socket's data, so it is safe beside pika's thread.
+    Best effort: False when pika keeps its socket elsewhere than every 1.x release does,
+    or the platform has no TCP_INFO."""
+    transport = getattr(getattr(conn, "_impl", None), "_transport", None)
+    sock = getattr(transport, "_sock", None)
+    option = getattr(socket, "TCP_INFO", None)
+    if sock is None or option is None:
+        return False
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, option, 1)
+    except (OSError, ValueError):
+        return False
+    return bool(info) and info[0] != TCP_ESTABLISHED
 
 
 def _call_soon(conn: pika.BlockingConnection | None, callback: Callable[[], None]) -> None:

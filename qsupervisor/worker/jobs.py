@@ -65,11 +65,12 @@ class JobRunner:
         if redelivered:
             crashes, how = self._crash_lookup(msg_id)
             if crashes:
-                # The worker that ran this message before died during the job: that was
-                # a failed attempt, so a message that kills every worker ends dead-lettered.
+                # An earlier run of this message was lost: its worker died during the job,
+                # or its broker connection did. That was a failed attempt, so a message
+                # that kills every worker (or starves every connection) ends dead-lettered.
                 outcome = self.failure(properties, body, attempt + crashes - 1,
                                        messages.REASON_CRASHED, error_type="WorkerDied",
-                                       error=f"a worker died during this job ({how})")
+                                       error=f"an earlier run of this job was lost ({how})")
                 self._stats.job_finished(outcome.stat)
                 return outcome
         self._stats.job_started(msg_id)

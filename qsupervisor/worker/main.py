@@ -23,7 +23,7 @@ from setproctitle import setproctitle
 
 from qsupervisor import ipc, logs, procutil
 from qsupervisor.broker.delays import DelayChain
-from qsupervisor.channel import Ev, Op
+from qsupervisor.channel import CRASH_ANSWER_BOUND, Ev, Op
 from qsupervisor.config import DaemonConfig, ProgramConfig
 from qsupervisor.exit_codes import (
     ABANDON_GRACE,
@@ -38,7 +38,10 @@ from qsupervisor.worker.jobs import JobRunner
 
 log = logs.get("qsupervisor.worker")
 
-CRASH_QUERY_TIMEOUT = 2.0
+# The master may hold its answer while a worker that still had the message is killed and
+# reaped (up to CRASH_ANSWER_BOUND); an answer that came later would be lost, and the
+# lost run with it.
+CRASH_QUERY_TIMEOUT = CRASH_ANSWER_BOUND + 5.0
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,9 @@ class MasterChannel(WorkerEvents):
 
     def broker_back(self, node: str) -> None:
         self.send({"ev": Ev.BROKER_BACK, "node": node})
+
+    def unsettled(self, message_id: str, how: str) -> None:
+        self.send({"ev": Ev.UNSETTLED, "id": message_id, "how": how})
 
     def job_started(self) -> None:
         try:

@@ -1,19 +1,23 @@
 """A handler that keeps failing on some messages: retries with growing delays, then the
 dead-letter queue with the error; `failed` shows it, `retry-failed` brings it back,
-`purge-failed` empties the queue."""
+`purge-failed` empties the queue. And a handler that holds the GIL past the heartbeat
+timeout: each run whose connection died under it counts as an attempt, and no two runs of
+the message overlap."""
 
 from __future__ import annotations
 
 import collections
 import json
 import re
+import time
 from pathlib import Path
 from typing import Any
 
 import pika
+import pytest
 
 from .daemon import MakeDaemon
-from .harness import Ledger, runtime_program, wait_for
+from .harness import BROKER_URL, Ledger, runtime_program, wait_for
 from .rabbit import Broker, rabbitmqctl
 
 ATTEMPTS = 4
@@ -153,3 +157,54 @@ def test_what_the_broker_dead_letters_by_policy_shows_in_failed_and_can_be_retri
     finally:
         rabbitmqctl("clear_policy", policy)
 
+
+
+HEARTBEAT = 2  # seconds
+# Seconds one C call holds the GIL, so that the connection dies under it: RabbitMQ 3.10
+# closed it about 6 s into the job. With two workers a run lasts no longer than that: the
+# worker still holding the job is killed once the message has gone to the other one.
+HOLD_GIL = 5 * HEARTBEAT
+
+
+@pytest.mark.parametrize("workers", [2, 1])
+def test_a_job_that_holds_the_gil_past_the_heartbeat_counts_every_lost_run_and_never_overlaps(
+        daemons: MakeDaemon, broker: Broker, ledger: Ledger, workers: int) -> None:
+    """pika's I/O thread cannot answer heartbeats while the handler holds the GIL; the
+    broker closes the connection and redelivers the message. With two workers the other
+    one gets it while the first still runs it: before the fix the message ran 10 times in
+    53 s, 9 of them while an earlier run was still going, always as attempt 1, and was
+    never dead-lettered; now the master kills the first. With one worker the job ends, its
+    ack is lost, and the copy comes back to the same worker (before: 4 runs in 45 s, all
+    attempt 1); now the worker tells the master it lost the outcome."""
+    queue = broker.declare("gil")
+    dead_letters = f"{queue}.failed"
+    separator = "&" if "?" in BROKER_URL else "?"
+    daemon = daemons({"gil": runtime_program(queue, ledger, workers=workers, attempts=3)},
+                     broker=f"{BROKER_URL}{separator}heartbeat={HEARTBEAT}")
+    daemon.start()
+    hog = broker.publish(queue, {"hold_gil": HOLD_GIL, "tag": "hog"})
+
+    def runs() -> list[dict[str, Any]]:
+        return [e for e in attempts_of(ledger, hog) if e.get("end") is None]
+
+    wait_for(lambda: broker.counts(dead_letters).messages == 1, timeout=30 + 15 * workers,
+             what=lambda: f"the message dead-lettered after 3 runs; runs: {runs()}")
+    time.sleep(1.0)  # a stray copy would run now
+    started = runs()
+    assert [r["attempt"] for r in started] == [1, 2, 3], started
+    # No run began while an earlier one was still going: each earlier run had written its
+    # end line, or its process was gone (killed, and reaped) when the next one started.
+    ends = {(e["pid"], e["t"]): e["end"] for e in attempts_of(ledger, hog) if "end" in e}
+    for earlier, later in zip(started, started[1:]):
+        assert ends.get((earlier["pid"], earlier["t"]), 0) <= later["t"], (earlier, later)
+    assert all(r["alive"] == [] for r in started), started
+    counts = broker.counts(queue)
+    assert counts.messages == 0, counts
+
+    (props, _), = broker.peek(dead_letters)
+    assert props.message_id == hog
+    assert props.headers["x-qsupervisor-reason"] == "crashed"
+    assert props.headers["x-qsupervisor-attempts"] == 3
+    # Each lost run counted, whether the master killed the worker still holding it (its
+    # copy had gone to the other worker) or the worker told it had lost the outcome.
+    assert "broker connection lost" in props.headers["x-qsupervisor-error"], props.headers

@@ -79,6 +79,16 @@ class FakeWorker:
     def start_job(self, job_id: str) -> None:
         self.stats.job_started(job_id)
 
+    def received(self) -> list[ipc.Message]:
+        """What the master has sent this worker and it has not read yet."""
+        found = []
+        while ipc.readable(self.channel):
+            msg = ipc.recv_message(self.channel)
+            if msg is None:
+                break
+            found.append(msg)
+        return found
+
     def exit(self, code: int = 0, sig: int | None = None, reason: str | None = None,
              error: str | None = None, settled: bool = False) -> None:
         """Leave: say why first (as a worker does), then the leader reports the status."""

@@ -48,6 +48,21 @@ def test_a_worker_the_watchdog_killed_for_its_timeout_is_replaced_and_its_job_re
     assert meaning.crash_cause == "killed: timeout"
 
 
+def test_a_worker_killed_because_its_message_was_redelivered_is_replaced_and_its_job_recorded(
+) -> None:
+    meaning = classify(signalled(signal.SIGKILL), "signal SIGKILL", killed="redelivered",
+                       job_in_hand=True)
+    assert (meaning.kind, meaning.summary) == (
+        ExitKind.REDELIVERED,
+        "killed: its message was redelivered (broker connection lost during the job)")
+    assert meaning.replace_now and not meaning.start_failure  # never a failure
+    assert meaning.crash_cause == "killed: broker connection lost during the job"
+    # Also while it was being stopped (a reload's drain): the kill is what it died of.
+    stopping = classify(signalled(signal.SIGKILL), "signal SIGKILL", killed="redelivered",
+                        stop_reason="reload", job_in_hand=True)
+    assert stopping.kind is ExitKind.REDELIVERED and stopping.replace_now
+
+
 def test_a_worker_killed_after_stop_timeout_is_as_stopped_naming_why_it_was_stopped() -> None:
     meaning = classify(signalled(signal.SIGKILL), "signal SIGKILL", stop_reason="reload",
                        killed="stop_timeout", job_in_hand=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 
 import pytest
 
@@ -91,3 +92,20 @@ def test_a_wedged_leader_is_killed_and_replaced_not_waited_on(
     assert runtime.leader is not None and runtime.leader.pid != wedged.pid
     world.advance(1.0)
     assert runtime.serving() == 5 and runtime.steady()
+
+
+def test_readable_works_on_descriptors_select_refuses() -> None:
+    """The master checks a dying worker's or leader's channel for last words with
+    ipc.readable; select() raised ValueError from fd 1024 up, which a master with many
+    workers reaches (and the unit suite, with its hundreds of fake processes, did)."""
+    a, b = ipc.socketpair()
+    high = socket.socket(fileno=os.dup2(a.fileno(), 1500))
+    try:
+        assert high.fileno() >= 1024
+        assert not ipc.readable(high)
+        ipc.send(b, {"ev": "ready"})
+        assert ipc.readable(high)
+    finally:
+        high.close()
+        a.close()
+        b.close()

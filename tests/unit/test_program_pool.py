@@ -4,10 +4,12 @@ stop while starting, scale during reload."""
 
 from __future__ import annotations
 
+import random
 import signal
 
 from qsupervisor.exit_codes import EXIT_HANDLER_IMPORT
-from qsupervisor.master.pool import STABLE_AFTER, backoff
+from qsupervisor.master import questions
+from qsupervisor.master.pool import BACKOFF_INITIAL, BACKOFF_MAX, STABLE_AFTER, backoff
 from qsupervisor.master.program import ProgramRuntime
 from qsupervisor.states import ProgramState, WorkerState
 from tests.unit.config_files import program
@@ -113,8 +115,8 @@ def test_failed_preload_on_reload_leaves_the_running_program_alone() -> None:
 
 def test_crashes_back_off_then_the_slot_goes_fatal_and_start_revives_it() -> None:
     world = World()
-    runtime = running(world, workers=1, start_retries=3)
-    world.auto_ready = False  # from now on its workers die before they are ready
+    runtime = running(world, workers=2, start_retries=3)  # slot 1 serves throughout
+    world.auto_ready = False  # from now on new workers die before they are ready
     delays = []
     slot = runtime.slot(0)
     assert slot is not None
@@ -136,7 +138,7 @@ def test_crashes_back_off_then_the_slot_goes_fatal_and_start_revives_it() -> Non
     world.auto_ready = True
     runtime.start()
     world.run()
-    assert states(runtime) == [W.RUNNING] and runtime.problems() == []
+    assert states(runtime) == [W.RUNNING] * 2 and runtime.problems() == []
 
 
 def test_a_worker_that_ran_a_while_is_not_counted_towards_fatal() -> None:
@@ -345,3 +347,296 @@ def test_a_slot_whose_backoff_ends_while_its_leader_is_replaced_is_refilled() ->
     world.advance(backoff(1))  # the slot's timer fires first, with no leader to spawn from
     world.advance(0.1)
     assert runtime.state is P.RUNNING and states(runtime) == [W.RUNNING]
+
+
+# -- the floor under crash backoff ---------------------------------------------------------
+
+
+def consuming(runtime: ProgramRuntime) -> list:
+    return [w for w in runtime.workers() if w.state in (W.STARTING, W.RUNNING)]
+
+
+def next_restart_in(world: World, runtime: ProgramRuntime) -> float:
+    due = [s.backoff_timer.when for s in runtime.pool.slots.values()
+           if s.backoff_timer is not None]
+    return min(due) - world.clock.monotonic() if due else float("inf")
+
+
+def test_a_crash_storm_across_every_slot_never_leaves_the_program_without_a_consumer() -> None:
+    """An OOM killer SIGKILLing a random worker every 0.3 s: each slot's delay grows to
+    BACKOFF_MAX, and before the floor all four sat in a 60 s backoff at once (16,249
+    messages waiting, no consumer for a minute)."""
+    world = World()
+    runtime = running(world, workers=4)
+    rng = random.Random(11)
+    empty_for = longest_empty = 0.0
+    for _ in range(2000):  # ten minutes
+        live = world.workers()
+        if live:
+            rng.choice(live).exit(sig=signal.SIGKILL)
+            world.run()
+        if not consuming(runtime):
+            assert next_restart_in(world, runtime) <= BACKOFF_INITIAL
+        world.advance(0.3)
+        empty_for = 0.0 if consuming(runtime) else empty_for + 0.3
+        longest_empty = max(longest_empty, empty_for)
+    slots = runtime.pool.slots.values()
+    assert max(backoff(s.failures) for s in slots) == BACKOFF_MAX  # a real storm
+    assert longest_empty <= BACKOFF_INITIAL + 0.3
+    assert all(w.state is not W.FATAL for w in runtime.workers())  # crashes after RUNNING
+
+
+def test_a_slot_keeps_its_growing_backoff_while_another_slot_serves() -> None:
+    world = World()
+    runtime = running(world, workers=2)
+    slot = runtime.slot(0)
+    assert slot is not None
+    delays = []
+    for _ in range(7):
+        world.worker(0).exit(1)
+        world.run()
+        assert slot.worker is not None and slot.worker.state is W.BACKOFF
+        delays.append(next_restart_in(world, runtime))
+        world.advance(delays[-1])
+        assert slot.worker.state is W.RUNNING
+    assert delays == [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 60.0]
+
+
+def test_the_last_consumer_failing_restarts_after_the_initial_delay_and_counts() -> None:
+    world = World()
+    runtime = running(world, workers=2)
+    first, second = runtime.slot(0), runtime.slot(1)
+    assert first is not None and second is not None
+    first.failures = second.failures = 5  # both have failed often: 32 s, then 60 s
+    world.worker(0).exit(1)
+    world.run()
+    assert next_restart_in(world, runtime) == 32.0  # slot 1 still serves
+    world.worker(1).exit(1)
+    world.run()
+    # Slot 0 was due soonest (in 32 s): it comes back after 1 s; slot 1 keeps its 32 s.
+    assert next_restart_in(world, runtime) == BACKOFF_INITIAL
+    assert first.backoff_timer is not None and second.backoff_timer is not None
+    assert second.backoff_timer.when - world.clock.monotonic() == 32.0
+    assert (first.failures, second.failures) == (6, 6)  # the counts still grow
+    world.advance(BACKOFF_INITIAL)
+    assert [w.state for w in runtime.workers()] == [W.RUNNING, W.BACKOFF]
+    world.worker(0).exit(1)  # the one consumer fails again: again the floor
+    world.run()
+    assert next_restart_in(world, runtime) == BACKOFF_INITIAL and first.failures == 7
+
+
+def test_start_failures_still_go_fatal_and_the_floor_moves_to_another_slot() -> None:
+    world = World()
+    runtime = running(world, workers=2, start_retries=3)
+    world.auto_ready = False  # new workers now die before they are ready
+    world.worker(1).exit(1)
+    world.run()
+    world.worker(0).exit(1)
+    world.run()
+    slots = [runtime.slot(0), runtime.slot(1)]
+    for _ in range(20):
+        if any(s is not None and s.worker is not None and s.worker.state is W.FATAL
+               for s in slots):
+            break
+        assert not consuming(runtime) and next_restart_in(world, runtime) <= BACKOFF_INITIAL
+        world.advance(next_restart_in(world, runtime))
+        for worker in world.workers():
+            worker.exit(1)
+        world.run()
+    fatal = [s for s in slots if s is not None and s.worker is not None
+             and s.worker.state is W.FATAL]
+    assert len(fatal) == 1 and fatal[0].start_failures == 3
+    # The other slot, still backing off, is now the one that comes back soon.
+    assert next_restart_in(world, runtime) <= BACKOFF_INITIAL
+
+
+def test_a_reload_predecessor_still_serving_keeps_the_new_workers_backoff() -> None:
+    world = World(auto_ready=False)
+    runtime = running_by_hand(world, 1)
+    old = world.worker(0)
+    runtime.reload(preload=False)
+    world.run()
+    slot = runtime.slot(0)
+    assert slot is not None
+    slot.failures = 5
+    new = next(w for w in world.workers() if w is not old)
+    new.exit(1)
+    world.run()
+    assert next_restart_in(world, runtime) == 32.0  # the old worker still consumes
+    old.exit(sig=signal.SIGKILL)  # then it dies too: nobody consumes
+    world.run()
+    assert next_restart_in(world, runtime) == BACKOFF_INITIAL
+
+
+def test_a_scale_that_drains_the_last_consumer_brings_a_backing_off_slot_sooner() -> None:
+    world = World()
+    runtime = running(world, workers=2)
+    slot = runtime.slot(0)
+    assert slot is not None
+    slot.failures = 6
+    world.worker(0).exit(1)
+    world.run()
+    assert next_restart_in(world, runtime) == 60.0
+    runtime.scale(1)  # slot 1, the one consuming, goes
+    world.run()
+    assert next_restart_in(world, runtime) == BACKOFF_INITIAL
+    world.advance(BACKOFF_INITIAL)
+    assert [w.state for w in runtime.live_workers()] == [W.RUNNING]
+
+
+def test_a_floor_restart_due_while_the_leader_is_replaced_runs_on_the_new_leader() -> None:
+    world = World()
+    runtime = running(world, workers=2)
+    first, second = runtime.slot(0), runtime.slot(1)
+    assert first is not None and second is not None
+    first.failures = second.failures = 6
+    world.worker(0).exit(1)
+    world.run()
+    world.worker(1).exit(1)
+    world.run()
+    assert next_restart_in(world, runtime) == BACKOFF_INITIAL  # slot 0, due soonest
+    world.leader().exit(signal.SIGKILL)
+    world.run()
+    assert runtime.state is P.STARTING
+    world.advance(max(BACKOFF_INITIAL, backoff(1)))  # the floor's timer, the new leader
+    world.run()
+    assert runtime.state is P.RUNNING
+    assert [w.state for w in runtime.workers()] == [W.RUNNING, W.BACKOFF]
+    assert second.backoff_timer is not None  # the other slot keeps its delay
+    assert second.backoff_timer.when - world.clock.monotonic() > 50
+
+
+def test_a_stopping_program_gets_no_floor() -> None:
+    world = World()
+    runtime = running(world, workers=2)
+    for index in (0, 1):
+        slot = runtime.slot(index)
+        assert slot is not None
+        slot.failures = 6
+    world.worker(0).exit(1)
+    world.run()
+    world.obedient = False
+    runtime.stop()
+    world.run()
+    world.worker(1).exit(1)  # the last consumer goes while the program stops
+    world.run()
+    assert runtime.state is P.STOPPING  # its leader has not left yet
+    assert next_restart_in(world, runtime) == float("inf")
+
+
+# -- a redelivered message another worker still holds ------------------------------------
+
+LOST = "killed: broker connection lost during the job"
+
+
+def test_a_question_about_a_message_another_worker_holds_kills_it_and_waits_for_its_exit(
+) -> None:
+    world = World()
+    runtime = running(world, workers=2)
+    stale, asker = world.worker(0), world.worker(1)
+    stale.start_job("msg-7")  # its connection died under the job; the broker redelivered
+    world.obedient = False
+    asker.send(op="crashes", rid=4, id="msg-7")
+    world.run()
+    assert (stale.pid, signal.SIGKILL) in world.processes.signals
+    assert asker.received() == []  # not before the stale worker's exit is handled
+    world.advance(questions.ANSWER_BOUND - 0.1)
+    assert asker.received() == []
+    stale.exit(sig=signal.SIGKILL)
+    world.run()
+    assert asker.received() == [{"rid": 4, "count": 1, "how": LOST}]  # the lost run counts
+    slot = runtime.slot(0)
+    assert slot is not None
+    assert slot.last_exit == ("killed: its message was redelivered "
+                              "(broker connection lost during the job)")
+    assert states(runtime) == [W.RUNNING, W.RUNNING]  # replaced at once, no backoff
+    assert slot.failures == 0 and slot.restarts == 1
+    assert len(runtime.pool.crashes) == 0  # told, and so forgotten
+
+
+def test_a_question_nobody_else_holds_is_answered_at_once_with_the_ledger() -> None:
+    world = World()
+    runtime = running(world, workers=2)
+    runtime.pool.crashes.record("msg-8", "signal SIGSEGV")
+    world.worker(0).start_job("msg-other")
+    world.worker(1).send(op="crashes", rid=1, id="msg-8")
+    world.run()
+    assert world.worker(1).received() == [{"rid": 1, "count": 1, "how": "signal SIGSEGV"}]
+    world.worker(1).send(op="crashes", rid=2, id="msg-9")
+    world.run()
+    assert world.worker(1).received() == [{"rid": 2, "count": 0, "how": ""}]
+    assert not any(sig == signal.SIGKILL for _, sig in world.processes.signals)
+
+
+def test_the_asker_holding_the_message_itself_is_not_killed() -> None:
+    world = World()
+    running(world, workers=1)
+    world.worker(0).start_job("msg-1")  # a stale stats read of its own: not another worker
+    world.worker(0).send(op="crashes", rid=1, id="msg-1")
+    world.run()
+    assert world.worker(0).received() == [{"rid": 1, "count": 0, "how": ""}]
+    assert world.processes.signals == []
+
+
+def test_a_draining_worker_still_holding_the_message_is_killed_too() -> None:
+    """A reload's predecessor stops consuming but finishes its job: if the broker has
+    redelivered that job's message, its ack cannot land either."""
+    world = World()
+    runtime = running(world, workers=1)
+    old = world.worker(0)
+    old.start_job("msg-7")
+    world.obedient = False  # the old worker keeps running its job after SIGTERM
+    runtime.reload(preload=False)
+    world.run()
+    new = next(w for w in world.workers() if w is not old)
+    new.ready()
+    world.run()
+    assert [w.state for w in runtime.workers()] == [W.RUNNING, W.STOPPING]
+    new.send(op="crashes", rid=1, id="msg-7")
+    world.run()
+    assert (old.pid, signal.SIGKILL) in world.processes.signals
+    old.exit(sig=signal.SIGKILL)
+    world.run()
+    assert new.received() == [{"rid": 1, "count": 1, "how": LOST}]
+    assert states(runtime) == [W.RUNNING]
+
+
+def test_a_stale_worker_whose_exit_is_never_reported_delays_the_answer_by_the_bound() -> None:
+    world = World()
+    running(world, workers=2)
+    stale, asker = world.worker(0), world.worker(1)
+    stale.start_job("msg-7")
+    world.obedient = False  # the kill is never seen (a wedged leader)
+    asker.send(op="crashes", rid=1, id="msg-7")
+    world.run()
+    world.advance(questions.ANSWER_BOUND - 0.01)
+    assert asker.received() == []
+    world.advance(0.01)
+    assert asker.received() == [{"rid": 1, "count": 0, "how": ""}]
+    stale.exit(sig=signal.SIGKILL)  # reported after all: recorded for the next delivery
+    world.run()
+    assert asker.received() == []
+    assert len(world.processes.signals) == 1  # killed once
+
+
+def test_a_body_derived_id_another_worker_holds_is_answered_at_once_and_kills_nobody() -> None:
+    """Two messages with the same body and no message_id share their derived id: the
+    other worker may be running its own copy, legitimately."""
+    world = World()
+    running(world, workers=2)
+    world.worker(0).start_job("sha1:0123456789abcdef")
+    world.worker(1).send(op="crashes", rid=1, id="sha1:0123456789abcdef")
+    world.run()
+    assert world.worker(1).received() == [{"rid": 1, "count": 0, "how": ""}]
+    assert world.processes.signals == []
+
+
+def test_a_reported_unsettled_job_counts_as_a_failed_attempt() -> None:
+    world = World()
+    runtime = running(world, workers=1)
+    how = "broker connection lost before the job's outcome was settled"
+    world.worker(0).send(ev="unsettled", id="msg-3", how=how)
+    world.worker(0).send(op="crashes", rid=1, id="msg-3")  # its redelivered copy, after
+    world.run()
+    assert world.worker(0).received() == [{"rid": 1, "count": 1, "how": how}]
+    assert states(runtime) == [W.RUNNING]  # the worker lives on

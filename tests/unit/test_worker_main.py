@@ -27,6 +27,7 @@ import pytest
 
 from qsupervisor import ipc, procutil
 from qsupervisor import stats_segment as stats_mod
+from qsupervisor.channel import CRASH_ANSWER_BOUND
 from qsupervisor.config import DaemonConfig, ProgramConfig
 from qsupervisor.exit_codes import (
     EXIT_HANDLER_IMPORT,
@@ -169,11 +170,19 @@ def test_the_channel_sends_the_consumers_events_to_the_master(rig: ChannelRig) -
     rig.channel.ready("amqp://guest@rabbit-1:5672/%2F")
     rig.channel.broker_lost("connection reset")
     rig.channel.broker_back("amqp://guest@rabbit-2:5672/%2F")
+    rig.channel.unsettled("msg-5", "broker connection lost during the job")
     rig.channel.send({"ev": "exiting", "reason": "max_jobs"})
     assert pending(rig.master) == [{"ev": "ready", "node": "amqp://guest@rabbit-1:5672/%2F"},
                                    {"ev": "broker_lost", "error": "connection reset"},
                                    {"ev": "broker_back", "node": "amqp://guest@rabbit-2:5672/%2F"},
+                                   {"ev": "unsettled", "id": "msg-5",
+                                    "how": "broker connection lost during the job"},
                                    {"ev": "exiting", "reason": "max_jobs"}]
+
+
+def test_the_crashes_question_outwaits_the_masters_longest_answer() -> None:
+    # The master may hold its answer until a worker that still had the message is gone.
+    assert worker_main.CRASH_QUERY_TIMEOUT > CRASH_ANSWER_BOUND + 1
 
 
 def test_sending_to_a_master_that_is_gone_is_quiet(rig: ChannelRig) -> None:

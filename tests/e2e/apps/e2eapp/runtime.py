@@ -11,7 +11,14 @@ payload (a JSON object) says:
 - `kill`: the handler SIGKILLs its own worker;
 - `exit_status`: the handler ends its worker's process with os._exit(that status);
 - `hang`: the handler sits in time.sleep(3600), a C call no exception can interrupt;
-- `hoard_mib`: allocate (and touch) that many MiB and keep them for the worker's life.
+- `hoard_mib`: allocate (and touch) that many MiB and keep them for the worker's life;
+- `hold_gil`: whole seconds to spend in one C call that keeps the GIL (libc's sleep through
+  ctypes.PyDLL, which, unlike CDLL, does not release it), like a long computation in C but
+  as long on a busy machine as on an idle one; pika's I/O thread cannot answer heartbeats
+  meanwhile. Then a second ledger line records the run's `end`. The start line of such a
+  job lists, in `alive`, the pids of earlier runs of the same message that have no end line
+  and whose process still exists: a run that overlaps another shows there, even when the
+  other was killed before its end.
 
 `raw` is the handler of programs with `format: raw`: it records the type and the bytes
 it received.
@@ -19,6 +26,8 @@ it received.
 
 from __future__ import annotations
 
+import ctypes
+import json
 import os
 import signal
 import time
@@ -39,7 +48,11 @@ def work(payload: Any) -> None:
     due = job.headers.get(DUE_AT) if job else None
     spec = payload if isinstance(payload, dict) else {}
     failing = bool(spec.get("fail_while")) and os.path.exists(spec["fail_while"])
-    ledger.record("runtime", ok=not failing, t=started, due=due, tag=spec.get("tag"))
+    extra = {"alive": _earlier_runs_alive(job.message_id)} if job and "hold_gil" in spec else {}
+    ledger.record("runtime", ok=not failing, t=started, due=due, tag=spec.get("tag"), **extra)
+    if "hold_gil" in spec:
+        ctypes.PyDLL(None).sleep(int(spec["hold_gil"]))
+        ledger.record("runtime", t=started, end=time.time(), tag="end")
     if spec.get("kill"):
         os.kill(os.getpid(), signal.SIGKILL)
     if "exit_status" in spec:
@@ -57,6 +70,30 @@ def work(payload: Any) -> None:
             time.sleep(0.02)
     if failing:
         raise RuntimeError(f"poisoned by {spec['fail_while']}")
+
+
+def _earlier_runs_alive(message_id: str) -> list[int]:
+    """Pids of this message's earlier runs, without an end line, whose process exists."""
+    try:
+        with open(os.environ["E2E_LEDGER"]) as ledger_file:
+            lines = [json.loads(line) for line in ledger_file if line.endswith("}\n")]
+    except FileNotFoundError:
+        return []
+    runs = [e for e in lines if e["id"] == message_id]
+    ended = {(e["pid"], e["t"]) for e in runs if e.get("end") is not None}
+    return sorted({e["pid"] for e in runs
+                   if e.get("end") is None and (e["pid"], e["t"]) not in ended
+                   and e["pid"] != os.getpid() and _exists(e["pid"])})
+
+
+def _exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # a zombie counts: killed but not yet reaped is not over
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def raw(body: Any) -> None:
