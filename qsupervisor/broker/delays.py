@@ -16,6 +16,13 @@ A message therefore waits in exactly the levels of its 1 digits, n units in tota
 level queue has one TTL, so a short delay never waits behind a long one (RabbitMQ only
 expires messages at the head of a queue), and the number of queues and exchanges is L
 whatever delays are used.
+
+The level queues are quorum queues that dead-letter at least once: a level keeps a message
+until the next level (or the program's queue) has confirmed it. Classic queues dead-letter
+at most once, and a broker that restarts expires what fell due while it was down as soon
+as the level queue is back, before the program's queue can take it: the message was gone.
+Earlier releases declared classic level queues under other names (LEGACY_LEVEL_QUEUE);
+topology.py retires them.
 """
 
 from __future__ import annotations
@@ -39,6 +46,8 @@ if TYPE_CHECKING:
 # Digits deeper than this would need delays beyond any use (2**64 units) and routing keys
 # RabbitMQ would be slow to match.
 MAX_LEVELS = 64
+# The classic level queues of earlier releases (see the module's docstring).
+LEGACY_LEVEL_QUEUE = "{exchange}.q{k:02d}"
 
 
 @dataclass(frozen=True)
@@ -99,7 +108,16 @@ class DelayChain:
 
     def level_queue(self, k: int) -> str:
         self._check_level(k)
-        return f"{self.exchange}.q{k:02d}"
+        return f"{self.exchange}.w{k:02d}"
+
+    def legacy_level_queue(self, k: int) -> str:
+        """Level k's classic queue as releases before the quorum levels named it."""
+        self._check_level(k)
+        return LEGACY_LEVEL_QUEUE.format(exchange=self.exchange, k=k)
+
+    def wait_binding(self, k: int) -> tuple[str, str]:
+        """(exchange, routing pattern) that sends level k's waiting messages into its queue."""
+        return self.level_exchange(k), self._pattern(k, "1")
 
     def level_ttl_ms(self, k: int) -> int:
         """How long every message stays in level k's queue: 2**k units, in whole ms.
@@ -126,14 +144,18 @@ class DelayChain:
         return exchanges + queues + bindings
 
     def _queue_decl(self, k: int) -> QueueDecl:
-        # Classic, not quorum, whatever the program's queue type: these are fixed-TTL FIFO
-        # queues that only hold messages in transit, and a quorum queue per level would add
-        # ~29 Raft groups per program to the cluster. Messages are persistent and the queues
-        # durable, so delayed messages still survive a broker restart.
-        arguments = {
-            "x-queue-type": "classic",
+        # Quorum, whatever the program's queue type: only a quorum queue dead-letters at
+        # least once (it keeps the message until the target confirmed it), which is what
+        # carries a delayed message across a broker restart and a node loss. It costs a
+        # Raft group per level (29 per program by default) and a replicated write per hop.
+        # At-least-once dead-lettering requires reject-publish overflow; no length limit
+        # is set, so nothing is ever rejected.
+        arguments: dict[str, object] = {
+            "x-queue-type": "quorum",
             "x-message-ttl": self.level_ttl_ms(k),
             "x-dead-letter-exchange": self.level_exchange(k - 1) if k > 0 else "",
+            "x-dead-letter-strategy": "at-least-once",
+            "x-overflow": "reject-publish",
         }
         if k == 0:  # the last level hands the message to the program's queue
             arguments["x-dead-letter-routing-key"] = self.queue

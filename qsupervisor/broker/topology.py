@@ -134,7 +134,52 @@ def declare(channel_factory: ChannelFactory, program: ProgramConfig,
     finally:
         if channel.is_open:
             channel.close()
+    retire_legacy_levels(channel_factory, topology.chain, kept)
     return topology
+
+
+def retire_legacy_levels(channel_factory: ChannelFactory, chain: DelayChain,
+                         kept: KeptQueue | None = None) -> None:
+    """Take the classic level queues of an earlier release out of the chain: unbound, they
+    receive nothing more, while what they hold still expires into the chain's next level
+    (their dead-letter exchange is unchanged); deleted once empty, on this or a later start."""
+    channel = channel_factory()
+    try:
+        for k in range(chain.levels):
+            if not channel.is_open:
+                channel = channel_factory()
+            left = _retire_legacy_level(channel, chain, k)
+            if left and kept is not None:
+                name = chain.legacy_level_queue(k)
+                kept(name, f"delay level queue '{name}' of an earlier qsupervisor (classic) "
+                           f"receives no more messages; its {left} waiting messages move on "
+                           "when due, and it is deleted once empty, at a later start")
+    finally:
+        if channel.is_open:
+            channel.close()
+
+
+def _retire_legacy_level(channel: Any, chain: DelayChain, k: int) -> int:
+    """Unbind level k's legacy queue and delete it if empty; the messages it still holds
+    (0 when it does not exist or is gone)."""
+    name = chain.legacy_level_queue(k)
+    try:
+        waiting = int(channel.queue_declare(name, passive=True).method.message_count)
+    except pika.exceptions.ChannelClosedByBroker as exc:
+        if exc.reply_code == NOT_FOUND:
+            return 0
+        raise
+    exchange, pattern = chain.wait_binding(k)
+    channel.queue_unbind(name, exchange, pattern)
+    if waiting:
+        return waiting
+    try:
+        channel.queue_delete(name, if_empty=True)
+    except pika.exceptions.ChannelClosedByBroker as exc:
+        if exc.reply_code != PRECONDITION_FAILED:  # 406: a message came in meanwhile
+            raise
+        return 1
+    return 0
 
 
 def _keep_earlier(channel: Any, declaration: Declaration,

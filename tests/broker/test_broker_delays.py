@@ -103,3 +103,55 @@ def test_a_zero_delay_through_publish_delayed_goes_straight_to_the_queue(
     publish_delayed(channel, chain, b"{}", props, 0)
     [arrival] = receive(connection, program.queue, 1, timeout=5.0)
     assert messages.DUE_AT not in arrival.headers
+
+
+def _declare_legacy_chain(connection: pika.BlockingConnection, chain: DelayChain) -> None:
+    """The classic level queues and their bindings as releases before the quorum levels
+    declared them (the exchanges are the same)."""
+    channel = connection.channel()
+    for k in range(chain.levels):
+        arguments: dict[str, Any] = {"x-queue-type": "classic",
+                                     "x-message-ttl": chain.level_ttl_ms(k),
+                                     "x-dead-letter-exchange":
+                                         chain.level_exchange(k - 1) if k > 0 else ""}
+        if k == 0:
+            arguments["x-dead-letter-routing-key"] = chain.queue
+        channel.queue_declare(chain.legacy_level_queue(k), durable=True, arguments=arguments)
+        channel.queue_bind(chain.legacy_level_queue(k), *chain.wait_binding(k))
+    channel.close()
+
+
+def test_an_earlier_releases_classic_levels_are_retired_without_losing_what_they_hold(
+        connection: pika.BlockingConnection, make_program: MakeProgram, broker_url: str,
+        cleanup: Any) -> None:
+    program = make_program()
+    chain = DelayChain.for_program(program, DelayConfig())
+    cleanup.queues.extend(chain.legacy_level_queue(k) for k in range(chain.levels))
+    # An earlier release ran: its chain holds a message waiting 3 s (levels 4 and 3 of
+    # 0.1 s units hold 1.6 and 0.8 s: 30 units is binary 11110).
+    channel = connection.channel()
+    channel.queue_declare(program.queue, durable=True, arguments={"x-queue-type": "quorum"})
+    for k in reversed(range(chain.levels)):
+        channel.exchange_declare(chain.level_exchange(k), "topic", durable=True)
+    _declare_legacy_chain(connection, chain)
+    for k in reversed(range(1, chain.levels)):
+        channel.exchange_bind(chain.level_exchange(k - 1), chain.level_exchange(k),
+                              "*." * (chain.levels - 1 - k) + "0.#")
+    channel.queue_bind(program.queue, chain.level_exchange(0), "*." * (chain.levels - 1) + "0.#")
+    channel.confirm_delivery()
+    publish_delayed(channel, chain, b'{"n": "old"}', pika.BasicProperties(delivery_mode=2), 3.0)
+
+    kept: list[tuple[str, str]] = []
+    topology.declare(connection.channel, program, DelayConfig(),
+                     kept=lambda queue, why: kept.append((queue, why)))
+    assert [queue for queue, _ in kept] == [chain.legacy_level_queue(4)]  # the one holding it
+    assert "receives no more messages" in kept[0][1]
+    with Publisher(broker_url) as publisher:  # a new message goes through the new levels only
+        publisher.publish(program.queue, {"n": "new"}, delay=3.0)
+    arrivals = receive(connection, program.queue, 2, timeout=20.0)
+    assert sorted(a.payload["n"] for a in arrivals) == ["new", "old"]
+    assert receive(connection, program.queue, 1, timeout=2.0) == []  # nothing twice
+    # Empty, the earlier levels go at the next start; the one that held the message too.
+    topology.declare(connection.channel, program, DelayConfig())
+    for k in range(chain.levels):
+        assert topology.queue_depth(connection.channel, chain.legacy_level_queue(k)) is None

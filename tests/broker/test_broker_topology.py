@@ -65,7 +65,7 @@ def test_a_delay_chain_declared_with_another_resolution_is_a_conflict_with_a_hin
         topology.declare(connection.channel, program, DelayConfig(resolution=0.2))
     conflict = info.value
     assert conflict.argument == "x-message-ttl"
-    assert conflict.name.startswith(f"{program.delay_exchange}.q")
+    assert conflict.name.startswith(f"{program.delay_exchange}.w")
     assert "delay_exchange" in conflict.hint
 
 

@@ -59,8 +59,10 @@ def test_level_names_the_top_exchange_is_the_entry_point() -> None:
     c = chain(levels=5)
     assert [c.level_exchange(k) for k in range(5)] == [
         "orders.delay.00", "orders.delay.01", "orders.delay.02", "orders.delay.03", "orders.delay"]
-    assert c.level_queue(0) == "orders.delay.q00"
-    assert c.level_queue(4) == "orders.delay.q04"
+    assert c.level_queue(0) == "orders.delay.w00"
+    assert c.level_queue(4) == "orders.delay.w04"
+    assert c.legacy_level_queue(4) == "orders.delay.q04"  # earlier releases' classic ones
+    assert c.wait_binding(3) == ("orders.delay.03", "*.1.#")
     with pytest.raises(ValueError):
         c.level_queue(5)
 
@@ -82,27 +84,29 @@ def test_declarations_are_exactly_one_queue_and_one_exchange_per_level() -> None
     assert all(d.kind == "binding" for d in decls[first_binding:])
 
 
-def test_level_queues_are_classic_with_one_ttl_and_dead_letter_one_level_down() -> None:
+def test_level_queues_are_quorum_with_one_ttl_and_dead_letter_one_level_down_at_least_once(
+        ) -> None:
     c = chain(levels=3)
     queues = {d.name: d for d in c.declarations() if isinstance(d, QueueDecl)}
-    assert queues["orders.delay.q02"].arguments == {
-        "x-queue-type": "classic", "x-message-ttl": 400,
-        "x-dead-letter-exchange": "orders.delay.01"}
-    assert queues["orders.delay.q01"].arguments["x-dead-letter-exchange"] == "orders.delay.00"
-    assert queues["orders.delay.q00"].arguments == {
-        "x-queue-type": "classic", "x-message-ttl": 100, "x-dead-letter-exchange": "",
-        "x-dead-letter-routing-key": "orders"}
+    at_least_once = {"x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish"}
+    assert queues["orders.delay.w02"].arguments == {
+        "x-queue-type": "quorum", "x-message-ttl": 400,
+        "x-dead-letter-exchange": "orders.delay.01", **at_least_once}
+    assert queues["orders.delay.w01"].arguments["x-dead-letter-exchange"] == "orders.delay.00"
+    assert queues["orders.delay.w00"].arguments == {
+        "x-queue-type": "quorum", "x-message-ttl": 100, "x-dead-letter-exchange": "",
+        "x-dead-letter-routing-key": "orders", **at_least_once}
     assert all(q.durable for q in queues.values())
 
 
 def test_bindings_route_a_one_digit_into_the_level_queue_and_a_zero_onwards() -> None:
     bindings = [d for d in chain(levels=3).declarations() if isinstance(d, BindingDecl)]
     assert [(b.source, b.routing_key, b.destination, b.to_exchange) for b in bindings] == [
-        ("orders.delay", "1.#", "orders.delay.q02", False),
+        ("orders.delay", "1.#", "orders.delay.w02", False),
         ("orders.delay", "0.#", "orders.delay.01", True),
-        ("orders.delay.01", "*.1.#", "orders.delay.q01", False),
+        ("orders.delay.01", "*.1.#", "orders.delay.w01", False),
         ("orders.delay.01", "*.0.#", "orders.delay.00", True),
-        ("orders.delay.00", "*.*.1.#", "orders.delay.q00", False),
+        ("orders.delay.00", "*.*.1.#", "orders.delay.w00", False),
         ("orders.delay.00", "*.*.0.#", "orders", False),
     ]
 
