@@ -134,6 +134,13 @@ class NodeBroker:
             channel.close()
         return found
 
+    def close_connection(self) -> None:
+        """Close the connection, leaving the queues (another client deletes them)."""
+        try:
+            self._conn.close()
+        except (pika.exceptions.AMQPError, OSError):
+            pass  # it died with its node
+
     def close(self) -> None:
         try:
             for name in self.queues:

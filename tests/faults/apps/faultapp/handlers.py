@@ -8,7 +8,8 @@ O_APPEND write each (well under PIPE_BUF, so concurrent workers never interleave
   run ends by returning or raising, one when it ends (`event: "end"`); then it misbehaves
   as `payload["mode"]` says: `raise`, `exit0` (os._exit(0)), `abort` (os.abort()),
   `segfault` (reads address 0), `gil` (a C call holding the GIL for `payload["hold"]`
-  seconds, so the connection's heartbeats stop), `ok` (returns).
+  seconds, so the connection's heartbeats stop and the broker takes the message back
+  while the run goes on; then returns), `ok` (returns).
 """
 
 from __future__ import annotations
@@ -54,16 +55,19 @@ def _due_at() -> Any:
 
 
 def _earlier_runs_alive(msg_id: str | None) -> list[int]:
-    """Pids of earlier runs of this message (other processes) that are still running: a
-    zombie or a vanished pid has stopped running, whoever reaps it."""
+    """Pids of earlier runs of this message that are still in progress: started in another
+    process, not ended, and that process still running (a zombie or a vanished pid has
+    stopped, whoever reaps it)."""
     try:
         with open(os.environ["FAULT_LEDGER"]) as f:
             entries = [json.loads(line) for line in f if line.endswith("}\n")]
     except FileNotFoundError:
         return []
-    pids = {e["pid"] for e in entries
-            if e["id"] == msg_id and e["event"] == "start" and e["pid"] != os.getpid()}
-    return sorted(pid for pid in pids if _running(pid))
+    mine = [e for e in entries if e["id"] == msg_id]
+    ended = {(e["pid"], e["attempt"]) for e in mine if e["event"] == "end"}
+    return sorted({e["pid"] for e in mine
+                   if e["event"] == "start" and e["pid"] != os.getpid()
+                   and (e["pid"], e["attempt"]) not in ended and _running(e["pid"])})
 
 
 def _running(pid: int) -> bool:
@@ -79,7 +83,7 @@ def _hold_gil(seconds: float) -> None:
     """One C call that keeps the GIL for about `seconds`: sum() over a range never
     returns to the interpreter loop, so no other thread (pika's I/O thread with its
     heartbeats included) runs meanwhile. The size is calibrated on this machine."""
-    probe = 2_000_000
+    probe = 10_000_000
     started = time.perf_counter()
     sum(range(probe))
     rate = probe / max(time.perf_counter() - started, 1e-6)
