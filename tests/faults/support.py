@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import uuid
 from collections import Counter
 from collections.abc import Iterable
@@ -198,6 +199,19 @@ def account(published: list[str], runs: Counter[str], dead: Iterable[str] = ()) 
     return Account(published=len(wanted), handled=len(handled),
                    duplicates=sum(runs[i] - 1 for i in handled),
                    dead_lettered=len(dead_only), lost=len(missing), missing=missing)
+
+
+def settle(published: list[str], ledger: FaultLedger, timeout: float,
+           dead: Callable[[], Iterable[str]] = tuple) -> Account:
+    """Poll until every message is accounted for or `timeout` has passed, and return the
+    account as it then stands: the caller reports its figures, then asserts lost == 0
+    (so a scenario that loses messages still prints what it measured)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        now = account(published, ledger.runs(), dead())
+        if now.settled() or time.monotonic() >= deadline:
+            return now
+        time.sleep(0.5)
 
 
 def report(scenario: str, account: Account | None = None, **figures: Any) -> str:

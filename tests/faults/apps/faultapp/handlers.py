@@ -15,6 +15,7 @@ O_APPEND write each (well under PIPE_BUF, so concurrent workers never interleave
 from __future__ import annotations
 
 import ctypes
+import ctypes.util
 import json
 import os
 import time
@@ -80,14 +81,13 @@ def _running(pid: int) -> bool:
 
 
 def _hold_gil(seconds: float) -> None:
-    """One C call that keeps the GIL for about `seconds`: sum() over a range never
-    returns to the interpreter loop, so no other thread (pika's I/O thread with its
-    heartbeats included) runs meanwhile. The size is calibrated on this machine."""
-    probe = 10_000_000
-    started = time.perf_counter()
-    sum(range(probe))
-    rate = probe / max(time.perf_counter() - started, 1e-6)
-    sum(range(int(rate * seconds)))
+    """One C call that keeps the GIL for `seconds`: libc's sleep() called through
+    ctypes.PyDLL, which (unlike CDLL) does not release the GIL, so no other thread (pika's
+    I/O thread with its heartbeats included) runs meanwhile. The effect of a long
+    sum(range(N)), with an exact duration: calibrated sums ran 4.4 to 5.3 s for 6 s on this
+    loaded machine, sometimes too short for the broker to drop the connection."""
+    libc = ctypes.PyDLL(ctypes.util.find_library("c"))
+    libc.sleep(ctypes.c_uint(max(1, round(seconds))))
 
 
 def poison(payload: Any) -> None:
