@@ -79,8 +79,8 @@ def test_a_poison_message_is_dead_lettered_after_exactly_attempts_runs_never_two
     report(f"poison-{mode}", final, attempts=ATTEMPTS, runs=len(runs),
            overlapping_runs=len(overlapping), pids=len({r["pid"] for r in runs}))
 
-    assert [r["attempt"] for r in runs] == list(range(1, ATTEMPTS + 1)), runs
     assert not overlapping, f"a run started while an earlier one still ran: {runs}"
+    assert [r["attempt"] for r in runs] == list(range(1, ATTEMPTS + 1)), runs
     ends = runs_of(ledger, poison, "end")
     for earlier, later in zip(runs, runs[1:]):
         end = next((e for e in ends if e["attempt"] == earlier["attempt"]), None)

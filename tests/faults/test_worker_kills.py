@@ -33,7 +33,7 @@ from .support import (
 MESSAGES = 10_000
 JOB = 0.003  # seconds per job: the run lasts long enough for the storm to hit every slot
 KILL_EVERY = 0.3  # seconds between kills: a rate of faults, not a wait for a condition
-STORM = 30.0  # seconds of killing at most; the rest of the run drains in peace
+STORM = 20.0  # seconds of killing at most; the rest of the run drains in peace
 WORKERS = 4
 
 
