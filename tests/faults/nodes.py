@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
@@ -65,11 +64,6 @@ class RabbitNode:
     @property
     def url(self) -> str:
         return f"amqp://guest:guest@127.0.0.1:{self.port}/%2F"
-
-    @property
-    def display_url(self) -> str:
-        """How qsupervisor names a node in `status` (no password)."""
-        return f"amqp://guest@127.0.0.1:{self.port}/%2F"
 
     @property
     def pid_file(self) -> Path:
@@ -128,14 +122,18 @@ class RabbitNode:
 
     # -- the node's life ------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Start the Erlang VM and RabbitMQ, and wait until it serves AMQP."""
+    def boot(self) -> None:
+        """Start the Erlang VM and RabbitMQ in the background; returns before it serves."""
         self.prepare()
         proc = subprocess.run([str(RABBIT_BIN / "rabbitmq-server"), "-detached"],
                               capture_output=True, text=True, timeout=CTL_TIMEOUT,
                               env=self.env(), cwd=str(self.base))
         if proc.returncode != 0:
             raise NodeError(f"rabbitmq-server -detached for {self.node}: {proc.stderr}")
+
+    def start(self) -> None:
+        """Start the node and wait until it serves AMQP."""
+        self.boot()
         self.await_startup()
 
     def stop_app(self) -> None:
@@ -180,9 +178,6 @@ class RabbitNode:
             return "(no log)"
         return "\n".join(logs[0].read_text(errors="replace").splitlines()[-lines:])
 
-    def remove(self) -> None:
-        shutil.rmtree(self.base, ignore_errors=True)
-
 
 def _running(pid: int) -> bool:
     """True while `pid` is a live process (a zombie is not: it is only waiting to be reaped)."""
@@ -197,12 +192,7 @@ def _running(pid: int) -> bool:
 def start_nodes(nodes: list[RabbitNode]) -> None:
     """Boot several nodes at once (their boots overlap), then wait for each."""
     for node in nodes:
-        node.prepare()
-        proc = subprocess.run([str(RABBIT_BIN / "rabbitmq-server"), "-detached"],
-                              capture_output=True, text=True, timeout=CTL_TIMEOUT,
-                              env=node.env(), cwd=str(node.base))
-        if proc.returncode != 0:
-            raise NodeError(f"rabbitmq-server -detached for {node.node}: {proc.stderr}")
+        node.boot()
     for node in nodes:
         node.await_startup()
 
