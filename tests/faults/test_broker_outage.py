@@ -127,6 +127,12 @@ def test_workers_reconnect_after_a_broker_outage_mid_run_and_lose_nothing(
     assert final.lost == 0, f"{final}; the node's queues: {queue_depths(node)}"
     assert_duplicates_are_redeliveries(ledger)
     assert final.duplicates <= WORKERS * PREFETCH, final  # at most what the workers held
+    # A worker that saw a job's outcome lost with its connection says so, and the message
+    # comes back as its retry (attempt 2) rather than as a redelivery.
+    retried = {e["id"] for e in ledger.entries() if e["attempt"] == 2}
+    log = daemon.program_log("flow")
+    assert all(f'"message_id": "{i}"' in log and "lost with the broker connection" in log
+               for i in retried), (retried, log[-2000:])
     wait_for(lambda: broker.counts(queue)[0] == 0, what="the queue to be empty")
 
 
