@@ -14,42 +14,28 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
 from .daemon import Daemon, MakeDaemon
 from .harness import APPS_DIR, Ledger, daemon_section
-from .rabbit import Broker, start_broker_app, stop_broker_app
-
-BROKER_RESTART = "broker_restart"
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers", f"{BROKER_RESTART}: restarts the RabbitMQ application; runs after the "
-                   "other end-to-end tests, so a slow recovery cannot disturb them")
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests that restart the broker go last (a stable sort keeps the order of the rest)."""
-    items.sort(key=lambda item: item.get_closest_marker(BROKER_RESTART) is not None)
-
+from .rabbit import Broker
 
 # Every checkout on this machine tests against the same RabbitMQ.
 BROKER_LOCK = Path(tempfile.gettempdir()) / "qsupervisor-e2e-broker.lock"
 
 
 @pytest.fixture(autouse=True)
-def broker_lock(request: pytest.FixtureRequest) -> Iterator[None]:
-    """A test that restarts the broker holds this lock exclusively, every other end-to-end
-    test holds it shared: a restart never pulls the broker from under another test, in
-    this run or in a concurrent one from another checkout. (Autouse: it is taken before
-    the test's other fixtures and released after them.)"""
-    exclusive = request.node.get_closest_marker(BROKER_RESTART) is not None
+def broker_lock() -> Iterator[None]:
+    """Each end-to-end test holds this lock shared. No test of this tree restarts the
+    machine's RabbitMQ any more (the broker outages run in tests/faults, on nodes of their
+    own), but a checkout of an older tree takes the lock exclusively for its broker-restart
+    tests: holding it keeps such a restart from pulling the broker from under ours.
+    (Autouse: it is taken before the test's other fixtures and released after them.)"""
     fd = os.open(BROKER_LOCK, os.O_RDWR | os.O_CREAT, 0o666)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        fcntl.flock(fd, fcntl.LOCK_SH)
         yield
     finally:
         os.close(fd)  # releases the lock
@@ -60,28 +46,6 @@ def broker() -> Iterator[Broker]:
     connection = Broker()
     yield connection
     connection.close()
-
-
-@pytest.fixture
-def restart_broker(broker: Broker) -> Iterator[Callable[[], None]]:
-    """`restart_broker()` stops and starts the RabbitMQ application and reconnects the
-    test's `broker`. Whatever happens in the test, the broker is running at its end."""
-
-    interrupted: list[bool] = []
-
-    def restart() -> None:
-        interrupted.append(True)
-        stop_broker_app()
-        start_broker_app()
-        broker.reconnect()
-        interrupted.pop()
-
-    try:
-        yield restart
-    finally:
-        start_broker_app()
-        if interrupted:  # the test failed half-way: the queues must still be deleted
-            broker.reconnect()
 
 
 @pytest.fixture

@@ -220,18 +220,6 @@ def connection_heartbeats() -> dict[str, int]:
     return found
 
 
-def start_broker_app() -> None:
-    """Start the RabbitMQ application (a no-op if it runs) and wait until it serves."""
-    rabbitmqctl("start_app")
-    rabbitmqctl("await_startup")
-
-
-def stop_broker_app() -> None:
-    """Stop the RabbitMQ application, the Erlang node staying up: every connection drops
-    and port 5672 refuses new ones until start_broker_app."""
-    rabbitmqctl("stop_app")
-
-
 @dataclass(frozen=True)
 class QueueCounts:
     messages: int

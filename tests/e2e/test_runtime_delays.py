@@ -1,6 +1,6 @@
 """Delayed messages through the delay chain: never early, late by at most the bound,
-whatever order they were published in. (Surviving a broker restart: in
-test_runtime_zz_broker_restart.py, which runs last.)"""
+whatever order they were published in. (Surviving a broker outage: in the fault suite,
+tests/faults/test_broker_outage.py, on a RabbitMQ node of its own.)"""
 
 from __future__ import annotations
 

@@ -1,0 +1,1 @@
+"""Handlers of the fault suite's programs (`path:` holds tests/faults/apps)."""
