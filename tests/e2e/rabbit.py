@@ -83,29 +83,7 @@ class Broker:
 
     def publish_batch(self, queue: str, payloads: Iterable[dict[str, Any]],
                       batch: int = 500) -> list[str]:
-        """Publish fast: in transactions of `batch` messages, each committed (the broker
-        has them all) before the next begins; a message returned unroutable fails."""
-        returned: list[str] = []
-        channel = self._conn.channel()
-        channel.add_on_return_callback(
-            lambda _ch, _method, props, _body: returned.append(props.message_id))
-        channel.tx_select()
-        ids: list[str] = []
-        try:
-            for payload in payloads:
-                msg_id = uuid.uuid4().hex
-                channel.basic_publish(
-                    "", queue, json.dumps(payload).encode(),
-                    pika.BasicProperties(message_id=msg_id, content_type="application/json",
-                                         delivery_mode=2), mandatory=True)
-                ids.append(msg_id)
-                if len(ids) % batch == 0:
-                    channel.tx_commit()
-            channel.tx_commit()
-        finally:
-            channel.close()
-        assert not returned, f"{len(returned)} messages returned unroutable by {queue}"
-        return ids
+        return publish_in_transactions(self._conn, queue, payloads, batch)
 
     def publish_raw(self, queue: str, body: bytes, msg_id: str | None = None,
                     content_type: str | None = None) -> str:
@@ -265,3 +243,31 @@ class ConsumerSampler:
     @property
     def minimum(self) -> int:
         return min(self.samples)
+
+
+def publish_in_transactions(conn: pika.BlockingConnection, queue: str,
+                            payloads: Iterable[dict[str, Any]], batch: int = 500) -> list[str]:
+    """Publish fast: in transactions of `batch` messages, each committed (the broker has
+    them all) before the next begins; a message returned unroutable fails. The message ids,
+    in order."""
+    returned: list[str] = []
+    channel = conn.channel()
+    channel.add_on_return_callback(
+        lambda _ch, _method, props, _body: returned.append(props.message_id))
+    channel.tx_select()
+    ids: list[str] = []
+    try:
+        for payload in payloads:
+            msg_id = uuid.uuid4().hex
+            channel.basic_publish(
+                "", queue, json.dumps(payload).encode(),
+                pika.BasicProperties(message_id=msg_id, content_type="application/json",
+                                     delivery_mode=2), mandatory=True)
+            ids.append(msg_id)
+            if len(ids) % batch == 0:
+                channel.tx_commit()
+        channel.tx_commit()
+    finally:
+        channel.close()
+    assert not returned, f"{len(returned)} messages returned unroutable by {queue}"
+    return ids

@@ -8,7 +8,6 @@ The daemon under test, qsupervisorctl and the polling helpers are the end-to-end
 
 from __future__ import annotations
 
-import json
 import os
 import time
 import uuid
@@ -21,7 +20,8 @@ from typing import Any, Callable
 import pika
 import pika.exceptions
 from e2e.daemon import Daemon
-from e2e.harness import STOP_TIMEOUT
+from e2e.harness import STOP_TIMEOUT, Ledger
+from e2e.rabbit import publish_in_transactions
 
 from qsupervisor.broker.delays import DelayChain
 
@@ -88,29 +88,7 @@ class NodeBroker:
 
     def publish_batch(self, queue: str, payloads: Iterable[dict[str, Any]],
                       batch: int = 500) -> list[str]:
-        """Publish in committed transactions of `batch`: the broker has each batch before
-        the next begins. Returns the message ids in order."""
-        channel = self._conn.channel()
-        returned: list[str] = []
-        channel.add_on_return_callback(
-            lambda _ch, _method, props, _body: returned.append(props.message_id))
-        channel.tx_select()
-        ids: list[str] = []
-        try:
-            for payload in payloads:
-                msg_id = uuid.uuid4().hex
-                channel.basic_publish(
-                    "", queue, json.dumps(payload).encode(),
-                    pika.BasicProperties(message_id=msg_id, content_type="application/json",
-                                         delivery_mode=2), mandatory=True)
-                ids.append(msg_id)
-                if len(ids) % batch == 0:
-                    channel.tx_commit()
-            channel.tx_commit()
-        finally:
-            channel.close()
-        assert not returned, f"{len(returned)} messages returned unroutable by {queue}"
-        return ids
+        return publish_in_transactions(self._conn, queue, payloads, batch)
 
     def publish(self, queue: str, payload: dict[str, Any]) -> str:
         return self.publish_batch(queue, [payload])[0]
@@ -159,18 +137,9 @@ class NodeBroker:
 # -- the ledger ----------------------------------------------------------------------------
 
 
-class FaultLedger:
-    """The file faultapp's handlers append to."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def entries(self) -> list[dict[str, Any]]:
-        try:
-            text = self.path.read_text()
-        except FileNotFoundError:
-            return []
-        return [json.loads(line) for line in text.splitlines() if line.endswith("}")]
+class FaultLedger(Ledger):
+    """The file faultapp's handlers append to: the end-to-end suite's ledger, with the
+    counts the scenarios need."""
 
     def runs(self, event: str = "run") -> Counter[str]:
         return Counter(e["id"] for e in self.entries() if e["event"] == event)
