@@ -24,6 +24,13 @@ from qsupervisor.master.loop import EventLoop
 log = logs.get("qsupervisor.control")
 
 ACCEPT_PAUSE = 0.1  # seconds between accept attempts while out of descriptors
+# Replies a client has not read yet. Past READ_PAUSE the master stops reading its requests
+# (they wait in the kernel, and a client that pipelines blocks on its own send) until the
+# backlog is down to half; past WRITE_LIMIT (only output nobody asked for again, a
+# `tail --follow`, grows it that far) the client is dropped: the master never holds
+# unbounded memory, nor waits, for a peer that does not read.
+READ_PAUSE = 1024 * 1024
+WRITE_LIMIT = 16 * 1024 * 1024
 
 _UCRED = struct.Struct("3i")  # pid, uid, gid
 
@@ -101,6 +108,7 @@ class Connection:
         # after the request (socat does): replies still owed must reach it.
         self.outstanding = 0
         self._read_closed = False
+        self._paused = False  # not reading requests while READ_PAUSE bytes wait to go out
         loop.add_reader(sock, self._on_readable)
 
     def send(self, message: dict[str, Any]) -> None:
@@ -112,9 +120,18 @@ class Connection:
             log.error("reply not sent: it is not strict JSON", error=str(exc))
             data = protocol.encode(protocol.error(message.get("id"), protocol.FAILED,
                                                   f"internal error: {exc}"))
+        if len(self._wbuf) + len(data) > WRITE_LIMIT:
+            log.warning("control client not reading its replies; closing it",
+                        unread=len(self._wbuf), limit=WRITE_LIMIT)
+            self.close()
+            return
         if not self._wbuf:
             self._loop.add_writer(self.sock, self._on_writable)
         self._wbuf += data
+        if len(self._wbuf) > READ_PAUSE and not self._paused:
+            self._paused = True
+            if not self._read_closed:
+                self._loop.remove_reader(self.sock)
         if "ok" in message and message.get("id") is not None:
             self.outstanding = max(0, self.outstanding - 1)
             if self._read_closed and not self.outstanding:
@@ -145,11 +162,14 @@ class Connection:
                 self.close_after_flush()
             return
         self._rbuf += data
-        while not self.closed and b"\n" in self._rbuf:
+        self._handle_lines()
+
+    def _handle_lines(self) -> None:
+        while not self.closed and not self._paused and b"\n" in self._rbuf:
             line, self._rbuf = self._rbuf.split(b"\n", 1)
             if line.strip():
                 self._handle_line(line)
-        if len(self._rbuf) > protocol.MAX_LINE:
+        if len(self._rbuf) > protocol.MAX_LINE and b"\n" not in self._rbuf:
             self._rbuf = b""
             self.send(protocol.error(None, protocol.TOO_LARGE,
                                      f"request longer than {protocol.MAX_LINE} bytes"))
@@ -183,10 +203,18 @@ class Connection:
             self.close()
             return
         del self._wbuf[:sent]
-        if not self._wbuf:
+        if self._paused and len(self._wbuf) <= READ_PAUSE // 2:
+            self._resume_reading()
+        if not self._wbuf and not self.closed:
             self._loop.remove_writer(self.sock)
             if self._close_after_flush:
                 self.close()
+
+    def _resume_reading(self) -> None:
+        self._paused = False
+        if not self._read_closed:
+            self._loop.add_reader(self.sock, self._on_readable)
+        self._handle_lines()  # what came in before the pause
 
     def close(self) -> None:
         if self.closed:

@@ -20,6 +20,7 @@ from typing import Any, Callable
 import pytest
 
 from qsupervisor.control import protocol
+from qsupervisor.master import control_server
 from qsupervisor.master.control_server import Connection, ControlServer, PeerPolicy
 from qsupervisor.master.loop import EventLoop
 from tests.unit.fakes import PID_BASE
@@ -272,6 +273,50 @@ def test_a_client_gone_while_owed_a_reply_is_closed_at_once(served: Served) -> N
     # used to wait for the next output, which an idle program may never write).
     served.until(lambda: conn.closed)
     assert gone == ["tail"] and served.server.connections == {}
+
+
+def test_a_client_that_pipelines_more_than_it_reads_is_read_no_faster_than_it_reads(
+        served: Served) -> None:
+    big = "x" * 64 * 1024  # a reply of 64 KiB, a large program's status
+    served.handler = lambda conn, request: conn.send(protocol.ok(request["id"], {"big": big}))
+    client = served.connect()
+    client.send(b"".join(line("status", n) for n in range(100)))
+    conn_backlog: list[int] = []
+    for _ in range(20):  # the client reads nothing
+        served.loop.run_once(max_wait=0.01)
+        conn_backlog += [len(c._wbuf) for c in served.server.connections.values()]
+    # Reading stopped once a megabyte of replies waited: the rest of the requests wait in
+    # the socket, and the master's buffer stays near the pause mark, not 6.4 MB.
+    assert 0 < len(served.requests) < 100
+    assert max(conn_backlog) < control_server.READ_PAUSE + 2 * len(big)
+    def read_all() -> bool:
+        client.poll()
+        return client.data.count(b"\n") == 100
+
+    served.until(read_all, timeout=5.0)  # it reads: every reply comes, in order
+    assert [reply["id"] for reply in client.lines()] == list(range(100))
+
+
+def test_a_follower_that_never_reads_is_dropped_at_the_write_limit(
+        served: Served, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(control_server, "WRITE_LIMIT", 4 * 1024 * 1024)
+    gone: list[str] = []
+
+    def follow(conn: Connection, request: Request) -> None:  # as `tail -f` does
+        conn.on_disconnect.append(lambda: gone.append(request["cmd"]))
+
+    served.handler = follow
+    client = served.connect()
+    client.send(line("tail", 7, follow=True))
+    served.until(lambda: len(served.requests) == 1)
+    conn = served.requests[0][0]
+    chunk = {"id": 7, "stream": {"data": "y" * 64 * 1024}}
+    for _ in range(200):  # 12.8 MB of output the client never reads
+        conn.send(chunk)
+        served.loop.run_once(max_wait=0)
+        if conn.closed:
+            break
+    assert conn.closed and gone == ["tail"] and served.server.connections == {}
 
 
 def test_close_after_flush_sends_what_is_queued_first(served: Served) -> None:
