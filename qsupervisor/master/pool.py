@@ -426,7 +426,7 @@ class WorkerPool:
         restarts within BACKOFF_INITIAL instead. Its failure count still grows (FATAL
         still comes after start_retries failed starts), and the other slots keep their
         delays: one consumer at most sooner, not a crash loop of all of them."""
-        if not self.program.running or self._consuming():
+        if not self.program.running or self._starting_or_running():
             return
         waiting = [slot for index, slot in self.slots.items()
                    if index < self.desired and slot.backoff_timer is not None
@@ -444,7 +444,7 @@ class WorkerPool:
         soonest.backoff_timer = self.host.loop.call_later(
             BACKOFF_INITIAL, lambda: self._retry(soonest, worker))
 
-    def _consuming(self) -> bool:
+    def _starting_or_running(self) -> bool:
         """A worker consumes or is about to: a draining one (STOPPING) has cancelled."""
         return any(w.state in (W.STARTING, W.RUNNING) for w in self.all_known())
 

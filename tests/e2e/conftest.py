@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from .daemon import Daemon, MakeDaemon
+from .daemon import Daemon, MakeDaemon, teardown_all
 from .harness import APPS_DIR, Ledger, daemon_section
 from .rabbit import Broker
 
@@ -77,14 +77,7 @@ def daemons(tmp_path: Path, broker: Broker, code_dir: Path) -> Iterator[MakeDaem
         return daemon
 
     yield make
-    failures: list[BaseException] = []
-    for daemon in reversed(made):
-        try:
-            daemon.teardown()
-        except Exception as exc:  # tear down the others all the same
-            failures.append(exc)
-    if failures:
-        raise failures[0]
+    teardown_all(made)
 
 
 @pytest.fixture

@@ -319,3 +319,16 @@ def busy_worker(status: dict[str, Any], name: str) -> dict[str, Any] | None:
     """A worker of the program that is in the middle of a job, if any."""
     return next((w for w in status["programs"][name]["workers"]
                  if w["state"] == "RUNNING" and w["job"]), None)
+
+
+def teardown_all(daemons: list[Daemon]) -> None:
+    """Tear down every daemon a test made, the last first; the first failure is raised
+    once all of them have had their turn."""
+    failures: list[BaseException] = []
+    for daemon in reversed(daemons):
+        try:
+            daemon.teardown()
+        except Exception as exc:  # tear down the others all the same
+            failures.append(exc)
+    if failures:
+        raise failures[0]

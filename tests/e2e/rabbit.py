@@ -129,13 +129,7 @@ class Broker:
         """Delete the test's queues and what the daemon declared for them: the dead-letter
         queue and the delay chain."""
         try:
-            for name in self.queues:
-                self.channel.queue_delete(name)
-                self.channel.queue_delete(f"{name}.failed")
-                chain = DelayChain(f"{name}.delay", name)
-                for k in range(chain.levels):
-                    self.channel.queue_delete(chain.level_queue(k))
-                    self.channel.exchange_delete(chain.level_exchange(k))
+            delete_program_queues(self.channel, self.queues)
         finally:
             self._conn.close()
 
@@ -271,3 +265,15 @@ def publish_in_transactions(conn: pika.BlockingConnection, queue: str,
         channel.close()
     assert not returned, f"{len(returned)} messages returned unroutable by {queue}"
     return ids
+
+
+def delete_program_queues(channel: Any, queues: Iterable[str]) -> None:
+    """Delete each queue and what a daemon declared for it: its dead-letter queue and its
+    delay chain (default names)."""
+    for name in queues:
+        channel.queue_delete(name)
+        channel.queue_delete(f"{name}.failed")
+        chain = DelayChain(f"{name}.delay", name)
+        for k in range(chain.levels):
+            channel.queue_delete(chain.level_queue(k))
+            channel.exchange_delete(chain.level_exchange(k))

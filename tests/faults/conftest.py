@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e.daemon import Daemon
+from e2e.daemon import Daemon, teardown_all
 from e2e.harness import daemon_section
 
 from .nodes import RabbitNode, form_cluster, make_home, start_nodes
@@ -119,14 +119,7 @@ def daemons(tmp_path: Path) -> Iterator[MakeDaemon]:
         return daemon
 
     yield make
-    failures: list[BaseException] = []
-    for daemon in reversed(made):
-        try:
-            daemon.teardown()
-        except Exception as exc:  # tear down the others all the same
-            failures.append(exc)
-    if failures:
-        raise failures[0]
+    teardown_all(made)
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

@@ -21,9 +21,7 @@ import pika
 import pika.exceptions
 from e2e.daemon import Daemon
 from e2e.harness import STOP_TIMEOUT, Ledger
-from e2e.rabbit import publish_in_transactions
-
-from qsupervisor.broker.delays import DelayChain
+from e2e.rabbit import delete_program_queues, publish_in_transactions
 
 APPS_DIR = Path(__file__).resolve().parent / "apps"
 FLOW_HANDLER = "faultapp.handlers:work"
@@ -122,13 +120,7 @@ class NodeBroker:
 
     def close(self) -> None:
         try:
-            for name in self.queues:
-                self.channel.queue_delete(name)
-                self.channel.queue_delete(f"{name}.failed")
-                chain = DelayChain(f"{name}.delay", name)
-                for k in range(chain.levels):
-                    self.channel.queue_delete(chain.level_queue(k))
-                    self.channel.exchange_delete(chain.level_exchange(k))
+            delete_program_queues(self.channel, self.queues)
             self._conn.close()
         except (pika.exceptions.AMQPError, OSError):
             pass  # the node is down after a failed scenario; it goes with the session
