@@ -8,7 +8,7 @@ master never imports the worker's or the leader's code to know them.
 from __future__ import annotations
 
 # A worker's statuses.
-EXIT_HANDLER_IMPORT = 3  # the handler could not be imported: a start failure
+EXIT_HANDLER_IMPORT = 3  # the handler could not be imported (or the command not found): a start failure
 EXIT_STOP_TIMEOUT = 4  # had to leave with a job still running
 EXIT_JOB_TIMEOUT = 5  # a job ran past `timeout`; its message was retried or dead-lettered
 

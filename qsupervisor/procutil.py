@@ -8,7 +8,7 @@ import grp
 import os
 import pwd
 import signal
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
@@ -98,3 +98,36 @@ def describe_status(status: int) -> str:
         except ValueError:
             return f"signal {sig}"
     return f"exit code {os.waitstatus_to_exitcode(status)}"
+
+
+def orphaned_groups(parent: int, own_session: int, known: Collection[int]) -> set[int]:
+    """Process groups of the children of `parent` that are not in `known` and run in a
+    session other than `own_session`: what a subreaper inherited from a child that died
+    (a job's command, which runs in a session of its own), as opposed to children it
+    started itself. Linux's /proc; empty where it cannot be read."""
+    groups: set[int] = set()
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return groups
+    for name in names:
+        if not name.isdigit() or int(name) in known:
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                stat = f.read()
+            # "pid (comm) state ppid pgrp session ...": comm may hold spaces and parens.
+            state, ppid, pgrp, session = stat[stat.rindex(b")") + 2:].split()[:4]
+        except (OSError, ValueError):
+            continue
+        if int(ppid) == parent and int(session) != own_session and state != b"Z":
+            groups.add(int(pgrp))
+    return groups
+
+
+def kill_groups(groups: Iterable[int], sig: int = signal.SIGKILL) -> None:
+    for pgid in groups:
+        try:
+            os.killpg(pgid, sig)
+        except OSError:
+            pass  # gone already

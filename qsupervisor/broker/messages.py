@@ -54,7 +54,8 @@ REASON_EXCEPTION = "exception"  # the handler raised
 REASON_UNDECODABLE = "undecodable"  # the body is not valid JSON / UTF-8
 REASON_CRASHED = "crashed"  # the worker died during the job
 REASON_TIMEOUT = "timeout"  # the job ran past the program's timeout
-REASONS = (REASON_EXCEPTION, REASON_UNDECODABLE, REASON_CRASHED, REASON_TIMEOUT)
+REASON_EXIT = "exit"  # a program's command exited non-zero, or was killed by a signal
+REASONS = (REASON_EXCEPTION, REASON_UNDECODABLE, REASON_CRASHED, REASON_TIMEOUT, REASON_EXIT)
 
 FAILURE_HEADERS = (REASON, ERROR_TYPE, ERROR, TRACEBACK, ATTEMPTS, QUEUE,
                    FIRST_FAILED_AT, LAST_FAILED_AT)

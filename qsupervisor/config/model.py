@@ -91,8 +91,11 @@ class DaemonConfig:
 @dataclass(frozen=True)
 class ProgramConfig:
     name: str
-    handler: str  # "module:callable"; module dotted, callable may be a dotted attribute path
     queue: str  # defaults to name
+    # Exactly one of handler and command is set.
+    handler: str = ""  # "module:callable"; module dotted, callable may be a dotted attribute path
+    # argv run for each job, the body on its stdin; may hold placeholders (placeholders.py)
+    command: tuple[str, ...] = ()
     workers: int = 1  # >= 0
     preload: tuple[str, ...] = ()  # dotted module names
     max_jobs: int = 0  # >= 0, 0 = never recycle
@@ -114,7 +117,7 @@ class ProgramConfig:
     # node lost does not lose jobs, which is the promise here; classic is faster but
     # lives on one node. (Crashes are counted by the master either way, not by the broker.)
     queue_type: str = "quorum"
-    format: str = "json"  # json | raw
+    format: str = "json"  # json | raw; the loader makes it raw for a command unless set
     max_memory: int = 0  # bytes; 0 = no limit: recycle after a job when RSS exceeds it
     max_age: float = 0.0  # seconds; 0 = no limit: recycle after this long, after the job in hand
     # Where the program was defined ("file:line"). Not compared: moving a program to

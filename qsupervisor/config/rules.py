@@ -27,6 +27,10 @@ def with_derived_names(values: Mapping[str, Any], name: str) -> dict[str, Any]:
     """`values` with queue, delay_exchange and dead_letter_queue filled in."""
     filled = dict(values)
     filled.setdefault("queue", name)
+    if "command" in filled:
+        # A command gets the body as it came: checking it is JSON is asked for, not assumed
+        # (a PHP job queue sends serialize() output, which would all be dead-lettered).
+        filled.setdefault("format", "raw")
     for key, suffix, _ in _DERIVED_NAMES:
         filled.setdefault(key, filled["queue"] + suffix)
     return filled
@@ -44,6 +48,12 @@ def program_problems(
         return key in values or key not in written
 
     problems: Problems = []
+    if "handler" in written and "command" in written:
+        problems.append((("command",), "set either handler (a Python callable) or command "
+                                       "(a program run for each job), not both"))
+    elif "handler" not in written and "command" not in written:
+        problems.append(((), "missing required key 'handler' (a Python callable, "
+                             "'module:callable') or 'command' (a program run for each job)"))
     if known("timeout") and consumer_timeout is not None:
         problems.extend(_timeout_within_consumer_timeout(values.get("timeout", 0.0), consumer_timeout))
     if "queue" not in written and schema.queue_name_problem(name):

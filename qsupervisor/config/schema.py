@@ -14,10 +14,13 @@ import grp
 import os
 import pwd
 import re
+import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
+
+from qsupervisor import placeholders
 
 from . import fields
 from .fields import FieldInput, Invalid, Parser, describe
@@ -196,6 +199,46 @@ def handler(field: FieldInput) -> str:
     return value
 
 
+def command(field: FieldInput) -> tuple[str, ...]:
+    """An argv list, or one string split as a POSIX shell would (no shell runs it)."""
+    value = field.value
+    example = "[php, yii, queue/exec, '{message_id}', '{timeout}', '{attempt}', '{worker_pid}']"
+    if isinstance(value, str):
+        try:
+            argv = shlex.split(value)
+        except ValueError as exc:  # "No closing quotation"
+            raise Invalid(f"cannot split {value!r} into arguments: {exc}") from None
+        where: list[tuple[KeyPath, str]] = []
+    elif isinstance(value, list):
+        argv = []
+        where = []
+        for index, item in enumerate(value):
+            if isinstance(item, bool) or not isinstance(item, (str, int, float)):
+                where.append(((index,), f"expected a string, got {describe(item)}"))
+            else:
+                argv.append(str(item))  # a bare 30 in YAML is the argument "30"
+    else:
+        raise Invalid(f"expected a list of arguments such as {example}, or one string, "
+                      f"got {describe(value)}")
+    if where:
+        raise Invalid(errors=where)
+    if not argv or not argv[0]:
+        raise Invalid(f"expected the program to run and its arguments, such as {example}")
+    errors: list[tuple[KeyPath, str]] = []
+    for index, arg in enumerate(argv):
+        problem = placeholders.problem(arg)
+        if problem:
+            # A string is one YAML value: its problems are reported at the key itself.
+            at: KeyPath = (index,) if isinstance(value, list) else ()
+            errors.append((at, problem if at else f"argument {index} ({arg!r}): {problem}"))
+    if errors:
+        raise Invalid(errors=errors)
+    if placeholders.uses_placeholders(argv[0]):
+        raise Invalid("the program to run (the first argument) cannot be a placeholder",
+                      at=(0,) if isinstance(value, list) else ())
+    return tuple(argv)
+
+
 def queue_name(field: FieldInput) -> str:
     value = field.value
     if not isinstance(value, str) or not value:
@@ -339,7 +382,9 @@ DAEMON = Section("qsupervisord", DaemonConfig, {
 })
 
 PROGRAM = Section("program", ProgramConfig, {
-    "handler": KeySpec(handler, "'module:callable' run for each message", required=True),
+    "handler": KeySpec(handler, "'module:callable' run for each message (or set command)"),
+    "command": KeySpec(command, "a program run for each message, the body on its stdin "
+                                "(instead of handler)"),
     "queue": KeySpec(queue_name, "queue to consume; defaults to the program name"),
     "workers": KeySpec(_non_negative, "number of worker processes"),
     "preload": KeySpec(fields.list_of(fields.dotted_name, "module names"),

@@ -158,6 +158,11 @@ class _Leader:
         setproctitle(f"qsupervisord: {program.name} leader")
         procutil.reset_signals()
         procutil.die_with_parent(signal.SIGTERM)
+        if program.command:
+            # A worker killed during a job (SIGKILL, the OOM killer) leaves its command
+            # behind; as subreaper the leader inherits it and ends it (_reap), where it
+            # would otherwise run on under init, unsupervised.
+            procutil.become_subreaper()
         logs.configure(self.spec.log_format, self.spec.daemon.log_level)
         logs.bind(program=program.name, role="leader")
         try:
@@ -339,8 +344,21 @@ class _Leader:
                 return
             if pid == 0:
                 return
+            if pid not in self.children:
+                continue  # an orphaned command, inherited as subreaper and ended below
             self.children.discard(pid)
             self._send({"ev": Ev.EXITED, "pid": pid, "status": status})
+            if self.spec.program.command:
+                self._end_orphans()
+
+    def _end_orphans(self) -> None:
+        """Kill what a dead worker's command left: the job is over (its message comes
+        back from the broker), and nothing of it may run on unsupervised."""
+        orphans = procutil.orphaned_groups(os.getpid(), os.getsid(0), self.children)
+        if orphans:
+            log.warning("killing what a dead worker's command left running",
+                        process_groups=sorted(orphans))
+            procutil.kill_groups(orphans)
 
     def _send(self, msg: ipc.Message) -> None:
         if self.master_gone:

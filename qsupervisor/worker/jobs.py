@@ -34,6 +34,27 @@ EARLY_TOLERANCE = 0.001
 ACK, RETRY, DEAD, REDELAY = "ack", "retry", "dead", "redelay"
 
 CrashLookup = Callable[[str], tuple[int, str]]
+# What runs a job: given the decoded payload, the body as it came, and the job's context.
+# A Python handler takes only the payload (see `handler_call`); a command takes the body.
+JobCall = Callable[[Any, bytes, Job], Any]
+
+
+class JobFailed(Exception):
+    """A failed attempt that is not a Python exception of the job's own: a command that
+    exited non-zero or ran past its timeout. Carries what the dead letter records."""
+
+    def __init__(self, reason: str, error_type: str, error: str, details: str = "") -> None:
+        super().__init__(error)
+        self.reason = reason
+        self.error_type = error_type
+        self.error = error
+        self.details = details  # the dead letter's x-qsupervisor-traceback: stderr's tail
+
+
+def handler_call(handler: Callable[[Any], Any]) -> JobCall:
+    def call(payload: Any, _body: bytes, _job: Job) -> Any:
+        return handler(payload)
+    return call
 
 
 @dataclass(frozen=True)
@@ -47,9 +68,9 @@ class Outcome:
 
 
 class JobRunner:
-    def __init__(self, handler: Callable[[Any], Any], program: ProgramConfig, stats: Stats,
+    def __init__(self, call: JobCall, program: ProgramConfig, stats: Stats,
                  crash_lookup: CrashLookup, on_start: Callable[[], None] = lambda: None) -> None:
-        self._handler = handler
+        self._call = call
         self._program = program
         self._stats = stats
         self._crash_lookup = crash_lookup
@@ -88,11 +109,17 @@ class JobRunner:
                       message_id=msg_id, reason=str(exc))
             return self.dead(properties, body, attempt, messages.REASON_UNDECODABLE,
                              error_type="Undecodable", error=str(exc))
-        job_context._set_current(Job(message_id=msg_id, queue=self._program.queue,
-                                     attempt=attempt, redelivered=redelivered,
-                                     headers=dict(headers)))
+        job = Job(message_id=msg_id, queue=self._program.queue, attempt=attempt,
+                  redelivered=redelivered, headers=dict(headers))
+        job_context._set_current(job)
         try:
-            self._handler(payload)
+            self._call(payload, body, job)
+        except JobFailed as exc:
+            log.error("job failed", queue=self._program.queue, message_id=msg_id,
+                      attempt=attempt, of=self._program.attempts, reason=exc.reason,
+                      error=exc.error)
+            return self.failure(properties, body, attempt, exc.reason,
+                                error_type=exc.error_type, error=exc.error, tb=exc.details)
         except BaseException as exc:  # sys.exit() in a handler fails the job, not the thread
             log.error("job failed", queue=self._program.queue, message_id=msg_id,
                       attempt=attempt, of=self._program.attempts, exc_info=True)

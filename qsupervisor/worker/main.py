@@ -33,8 +33,9 @@ from qsupervisor.exit_codes import (
     EXIT_STOP_TIMEOUT,
 )
 from qsupervisor.stats_segment import Stats
+from qsupervisor.worker.command import CommandUnavailable, JobCommand
 from qsupervisor.worker.consumer import Consumer, WorkerEvents
-from qsupervisor.worker.jobs import JobRunner
+from qsupervisor.worker.jobs import JobCall, JobRunner, handler_call
 
 log = logs.get("qsupervisor.worker")
 
@@ -141,19 +142,32 @@ def _run(spec: WorkerSpec, channel_sock: socket.socket, stats_fd: int) -> int:
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
     channel = MasterChannel(channel_sock, wake_w)
-    try:
-        handler = load_handler(program.handler)
-    except Exception as exc:
-        log.error("cannot import the handler", handler=program.handler,
-                  error=traceback.format_exc())
-        channel.send({"ev": Ev.EXITING, "reason": "handler import failed",
-                      "error": f"{program.handler}: {type(exc).__name__}: {exc}"})
-        return EXIT_HANDLER_IMPORT
+    command: JobCommand | None = None
+    if program.command:
+        command = JobCommand(program)
+        try:
+            command.check()
+        except CommandUnavailable as exc:
+            log.error("cannot run the command", command=program.command[0], error=str(exc))
+            channel.send({"ev": Ev.EXITING, "reason": "command not found", "error": str(exc)})
+            return EXIT_HANDLER_IMPORT
+        call: JobCall = command
+    else:
+        try:
+            call = handler_call(load_handler(program.handler))
+        except Exception as exc:
+            log.error("cannot import the handler", handler=program.handler,
+                      error=traceback.format_exc())
+            channel.send({"ev": Ev.EXITING, "reason": "handler import failed",
+                          "error": f"{program.handler}: {type(exc).__name__}: {exc}"})
+            return EXIT_HANDLER_IMPORT
     stats = Stats(stats_fd)
     # The main thread hears of job starts only to arm `timeout`; without one, a wake-up per
-    # job would cost a pipe write and a thread switch per message for nothing.
-    runner = JobRunner(handler, program, stats, channel.crashes,
-                       on_start=channel.job_started if program.timeout else lambda: None)
+    # job would cost a pipe write and a thread switch per message for nothing. A command
+    # keeps its own timeout: it can be stopped, so the worker goes on after it.
+    arm_timeout = bool(program.timeout) and command is None
+    runner = JobRunner(call, program, stats, channel.crashes,
+                       on_start=channel.job_started if arm_timeout else lambda: None)
     chain = DelayChain.for_program(program, spec.daemon.delay)
     consumer = Consumer(spec.daemon.broker, program, chain, spec.max_jobs, runner, channel,
                         name=f"qsupervisor {program.name} worker {spec.slot} pid {os.getpid()}",
@@ -164,6 +178,8 @@ def _run(spec: WorkerSpec, channel_sock: socket.socket, stats_fd: int) -> int:
         return EXIT_JOB_TIMEOUT
     if reason is None:
         log.error("stop_timeout passed with a job still running; leaving it to the broker")
+        if command is not None:
+            command.kill()  # nothing of the job outlives its worker
         return EXIT_STOP_TIMEOUT
     channel.send({"ev": Ev.EXITING, "reason": reason})
     return 0

@@ -412,7 +412,7 @@ def test_relative_main_file_is_shown_as_given(tmp_path: Path, monkeypatch: pytes
     write(tmp_path / "conf" / "queues.yaml", "programs:\n  orders:\n    workers: four\n")
     monkeypatch.chdir(tmp_path)
     assert problems("conf/queues.yaml") == [
-        "conf/queues.yaml:2: programs.orders: missing required key 'handler'",
+        "conf/queues.yaml:2: programs.orders: missing required key 'handler' (a Python callable, 'module:callable') or 'command' (a program run for each job)",
         "conf/queues.yaml:3: programs.orders.workers: expected an integer >= 0, got 'four'",
     ]
 
@@ -514,7 +514,7 @@ def test_several_errors_are_all_reported_once_each_in_file_order(tmp_path: Path)
         "'myapp.jobs:send_email', got 'app.jobs.handle'",
         f"{path}:8: programs.orders.workers: expected an integer >= 0, got 'four'",
         f"{path}:9: programs.orders.worker: unknown key; did you mean 'workers'?",
-        f"{path}:10: programs.emails: missing required key 'handler'",
+        f"{path}:10: programs.emails: missing required key 'handler' (a Python callable, 'module:callable') or 'command' (a program run for each job)",
         f"{path}:11: programs.emails.prefetch: expected an integer between 1 and 65535, got 0",
         f"{path}:12: programs.bad name: invalid program name 'bad name': use letters, digits, "
         "'_', '.' and '-', starting with a letter or digit",

@@ -39,7 +39,7 @@ def test_program_defined_in_two_includes_names_both_places(tmp_path: Path, monke
 def test_absolute_include_pattern_shows_absolute_paths(tmp_path: Path) -> None:
     path = daemon_file(tmp_path, f"include: ['{tmp_path}/more/*.yaml']")
     included = write(tmp_path / "more" / "x.yaml", "programs:\n  x: {workers: 1}\n")
-    assert problems(path) == [f"{included}:2: programs.x: missing required key 'handler'"]
+    assert problems(path) == [f"{included}:2: programs.x: missing required key 'handler' (a Python callable, 'module:callable') or 'command' (a program run for each job)"]
 
 def test_included_file_may_only_hold_programs(tmp_path: Path) -> None:
     path = daemon_file(tmp_path, "include: [extra.yaml]")

@@ -33,7 +33,7 @@ def test_sections_of_the_wrong_shape_are_reported(tmp_path: Path) -> None:
 
 def test_program_with_null_settings_reports_missing_handler(tmp_path: Path) -> None:
     path = write(tmp_path / "queues.yaml", "programs:\n  orders:\n")
-    assert problems(path) == [f"{path}:2: programs.orders: missing required key 'handler'"]
+    assert problems(path) == [f"{path}:2: programs.orders: missing required key 'handler' (a Python callable, 'module:callable') or 'command' (a program run for each job)"]
 
 
 @pytest.mark.parametrize("name", ["-orders", "_x", "a b", "a/b", "é"])
