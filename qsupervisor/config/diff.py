@@ -107,7 +107,7 @@ def _explain(old: Any, new: Any, names: list[str]) -> str:
         elif name == "socket_mode":  # a mode reads as octal, as it is written
             parts.append(f"{name} {before:04o} -> {after:04o}")
         elif name == "queue_arguments":  # as the file writes them: {x-max-priority: 10}
-            parts.append(f"{name} {_show_mapping(before)} -> {_show_mapping(after)}")
+            parts.append(f"{name} {_show_mapping(before or ())} -> {_show_mapping(after or ())}")
         else:
             parts.append(f"{name} {_show(before)} -> {_show(after)}")
     return ", ".join(parts)
