@@ -16,6 +16,7 @@ from typing import Any, Union
 ROLE_QUEUE = "program queue"
 ROLE_DEAD_LETTER = "dead-letter queue"
 ROLE_DELAY = "delay chain"
+ROLE_BOUND = "bound exchange"  # an exchange of the program's `bindings`, shared with producers
 
 
 @dataclass(frozen=True)

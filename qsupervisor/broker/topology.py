@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import pika.exceptions
 
 from qsupervisor.broker.declarations import (
+    ROLE_BOUND,
     ROLE_DEAD_LETTER,
     ROLE_QUEUE,
     BindingDecl,
@@ -26,7 +27,7 @@ from qsupervisor.broker.declarations import (
 from qsupervisor.broker.delays import DelayChain
 
 if TYPE_CHECKING:
-    from qsupervisor.config.model import DelayConfig, ProgramConfig
+    from qsupervisor.config.model import Binding, DelayConfig, ProgramConfig, QueueArgument
 
 ChannelFactory = Callable[[], Any]  # returns a fresh pika BlockingChannel
 
@@ -83,22 +84,45 @@ class Topology:
     queue_type: str
     dead_letter_queue: str
     chain: DelayChain
+    queue_arguments: tuple[tuple[str, QueueArgument], ...] = ()
+    bindings: tuple[Binding, ...] = ()
 
     @classmethod
     def for_program(cls, program: ProgramConfig, delay: DelayConfig) -> Topology:
         return cls(program=program.name, queue=program.queue, queue_type=program.queue_type,
                    dead_letter_queue=program.dead_letter_queue or f"{program.queue}.failed",
-                   chain=DelayChain.for_program(program, delay))
+                   chain=DelayChain.for_program(program, delay),
+                   queue_arguments=program.queue_arguments, bindings=program.bindings)
 
     def declarations(self) -> list[Declaration]:
-        # The program queue gets only x-queue-type: we dead-letter by publishing ourselves
-        # (with confirms), so it needs no broker-side dead-lettering arguments, and its
-        # producers (other applications, other frameworks) may declare it too: every
-        # argument we add is one they would have to repeat exactly.
-        arguments = {"x-queue-type": self.queue_type}
+        # The program queue gets x-queue-type and the user's queue_arguments only: we
+        # dead-letter by publishing ourselves (with confirms), so it needs no broker-side
+        # dead-lettering arguments, and its producers (other applications, other
+        # frameworks) may declare it too: every argument we add is one they would have to
+        # repeat exactly. x-queue-type 'classic' is no such argument: RabbitMQ takes a
+        # classic queue declared without it and one declared with it as equivalent, both
+        # ways (tests/broker/test_broker_bindings.py checks it on the broker at hand).
+        arguments: dict[str, Any] = {"x-queue-type": self.queue_type, **dict(self.queue_arguments)}
         return [QueueDecl(self.queue, arguments, role=ROLE_QUEUE),
+                *self.binding_declarations(),
                 self.dead_letter_declaration(),
                 *self.chain.declarations()]
+
+    def binding_declarations(self) -> list[Declaration]:
+        """Each bound exchange (declared as its producers declare it, so the queue is bound
+        whoever comes first), then the binding."""
+        declarations: list[Declaration] = []
+        for binding in self.bindings:
+            # RabbitMQ refuses to declare an amq.* exchange (403), even as it exists: those
+            # are the broker's own and always there, so they are only bound to.
+            if not binding.exchange.startswith("amq."):
+                exchange = ExchangeDecl(binding.exchange, binding.type, binding.durable,
+                                        role=ROLE_BOUND)
+                if exchange not in declarations:
+                    declarations.append(exchange)
+            declarations.append(BindingDecl(binding.exchange, self.queue, binding.routing_key,
+                                            role=ROLE_BOUND))
+        return declarations
 
     def dead_letter_declaration(self) -> QueueDecl:
         """The dead-letter queue is qsupervisor's alone; as a quorum queue it has no
@@ -248,7 +272,14 @@ def _refusal(topology: Topology, declaration: Declaration,
                              f"({declaration.role} of program '{topology.program}'): "
                              f"{exc.reply_code} {reply}")
     argument, current, wanted = parse_inequivalent(reply)
-    hint = conflict_hint(topology, declaration, argument, current)
+    if argument is None and declaration.role == ROLE_QUEUE and "invalid arg" in reply:
+        # Not a conflict with an existing queue: this broker refuses the argument itself
+        # (x-queue-leader-locator on a 3.x classic queue, say).
+        return TopologyError(f"cannot declare queue '{declaration.name}' of program "
+                             f"'{topology.program}': {reply}; RabbitMQ refused one of its "
+                             f"queue_arguments (this version may not accept it on a "
+                             f"{topology.queue_type} queue: see docs/configuration.md)")
+    hint = conflict_hint(topology, declaration, argument, current, _current_yaml(reply))
     return TopologyConflict(declaration.kind, declaration.name, argument, current, wanted,
                             hint, reply)
 
@@ -268,16 +299,51 @@ def _value(text: str) -> str | None:
     return match["value"] if match else text.strip()
 
 
+_TYPED = re.compile(r"the value '(?P<value>.*?)' of type '(?P<type>[^']*)'")
+_PLAIN_YAML = re.compile(r"[A-Za-z][A-Za-z0-9._/-]*")
+
+
+def _current_yaml(reply_text: str) -> str | None:
+    """The broker's value of the conflicting argument as a YAML value for the config file:
+    10, true, or a quoted string. None if the reply does not give one."""
+    match = _INEQUIVALENT.search(reply_text)
+    if match is None or match["current"].strip() == "none":
+        return None
+    text = match["current"].strip()
+    typed = _TYPED.fullmatch(text)
+    value = typed["value"] if typed else _value(text) or ""
+    kind = typed["type"] if typed else None
+    if kind == "bool" or (kind is None and value in ("true", "false")):
+        return value
+    if kind != "longstr" and re.fullmatch(r"-?[0-9]+", value):
+        return value  # 3.x leaves the type out when both sides give a value: 10 reads as 10
+    if _PLAIN_YAML.fullmatch(value) and value not in ("true", "false", "null", "yes", "no",
+                                                      "on", "off"):
+        return value
+    return "'" + value.replace("'", "''") + "'"
+
+
 def conflict_hint(topology: Topology, declaration: QueueDecl | ExchangeDecl,
-                  argument: str | None, current: str | None) -> str:
+                  argument: str | None, current: str | None,
+                  current_yaml: str | None = None) -> str:
     """What the user can do about a conflict, which depends on what the object is for."""
     program = topology.program
+    if declaration.role == ROLE_BOUND:
+        setting = {"type": "type", "durable": "durable"}.get(argument or "")
+        if setting is not None and current is not None:
+            return (f"exchange '{declaration.name}' exists with {setting} {current}: set "
+                    f"`{setting}: {current}` in program '{program}''s binding to it, as its "
+                    "other declarers have it")
+        return (f"exchange '{declaration.name}' was declared by something else with other "
+                f"settings; declare it the same way in program '{program}''s bindings")
     if declaration.role in (ROLE_QUEUE, ROLE_DEAD_LETTER):
         if argument == "x-queue-type":
             keep = "classic" if current is None else current
             return (f"set queue_type: {keep} for program '{program}' to keep the queue as it is, "
                     f"or move its messages away and delete queue '{declaration.name}' so it "
                     f"can be declared as {topology.queue_type}")
+        if declaration.role == ROLE_QUEUE and argument is not None:
+            return _argument_hint(topology, declaration.name, argument, current_yaml)
         return (f"queue '{declaration.name}' was created by something else with other "
                 f"settings; delete it (after moving its messages) or point program "
                 f"'{program}' at another queue")
@@ -286,6 +352,22 @@ def conflict_hint(topology: Topology, declaration: QueueDecl | ExchangeDecl,
             f"delay resolution or version?); once its queues {chain.level_queue(0)} .. "
             f"{chain.level_queue(chain.levels - 1)} are empty, delete them and its exchanges, "
             f"or set delay_exchange to a new name for program '{program}'")
+
+
+def _argument_hint(topology: Topology, queue: str, argument: str,
+                   current_yaml: str | None) -> str:
+    """A program queue that exists with another value of one of its arguments (another
+    framework declared it): declare it as it is, since RabbitMQ cannot change it."""
+    program = topology.program
+    recreate = (f"RabbitMQ cannot change an existing queue's arguments: to change it, move "
+                f"its messages away and delete queue '{queue}'")
+    if current_yaml is None:
+        return (f"the queue exists without {argument}: remove {argument} from queue_arguments "
+                f"of program '{program}' to use it as it is ({recreate})")
+    verb = "set" if argument in dict(topology.queue_arguments) else "add"
+    return (f"the queue exists with {argument} {current_yaml}: {verb} `queue_arguments: "
+            f"{{{argument}: {current_yaml}}}` to program '{program}' to use it as it is "
+            f"({recreate})")
 
 
 def queue_depth(channel_factory: ChannelFactory, queue: str) -> tuple[int, int] | None:

@@ -106,6 +106,8 @@ def _explain(old: Any, new: Any, names: list[str]) -> str:
             parts.append(_explain_section(name, before, after))
         elif name == "socket_mode":  # a mode reads as octal, as it is written
             parts.append(f"{name} {before:04o} -> {after:04o}")
+        elif name == "queue_arguments":  # as the file writes them: {x-max-priority: 10}
+            parts.append(f"{name} {_show_mapping(before or ())} -> {_show_mapping(after or ())}")
         else:
             parts.append(f"{name} {_show(before)} -> {_show(after)}")
     return ", ".join(parts)
@@ -117,6 +119,10 @@ def _explain_section(name: str, old: Any, new: Any) -> str:
         f"{name}.{key} {_show(getattr(old, key))} -> {_show(getattr(new, key))}"
         for key in _changed_fields(old, new)
     )
+
+
+def _show_mapping(pairs: tuple[tuple[str, Any], ...]) -> str:
+    return "{" + ", ".join(f"{key}: {_show(value)}" for key, value in pairs) + "}"
 
 
 def _show(value: Any) -> str:

@@ -11,7 +11,7 @@ import math
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Union
 
 from .defaults import DEFAULT_BROKER, DEFAULT_CONFIG_PATH, DEFAULT_SOCKET  # noqa: F401 - DEFAULT_CONFIG_PATH re-exported
 
@@ -88,6 +88,23 @@ class DaemonConfig:
     consumer_timeout: float = 1800.0
 
 
+# A queue argument's value as pika encodes it into an AMQP table.
+QueueArgument = Union[str, int, bool]
+
+
+@dataclass(frozen=True)
+class Binding:
+    """A binding of the program queue to an exchange, which is declared with it."""
+
+    exchange: str
+    routing_key: str = ""
+    type: str = "direct"  # the exchange's type: direct | fanout | topic
+    durable: bool = True  # the exchange's; as its other declarers have it
+
+    def __str__(self) -> str:
+        return f"exchange '{self.exchange}' key '{self.routing_key}'"
+
+
 @dataclass(frozen=True)
 class ProgramConfig:
     name: str
@@ -117,6 +134,13 @@ class ProgramConfig:
     # node lost does not lose jobs, which is the promise here; classic is faster but
     # lives on one node. (Crashes are counted by the master either way, not by the broker.)
     queue_type: str = "quorum"
+    # More arguments of the program queue's declaration (x-max-priority, ...), as sorted
+    # (name, value) pairs: a queue another framework declares must be declared with its
+    # arguments exactly, or RabbitMQ refuses one of the two declarations.
+    queue_arguments: tuple[tuple[str, QueueArgument], ...] = ()
+    # Exchanges the program queue is bound to (a framework's exchange its producers
+    # publish to), declared with the queue.
+    bindings: tuple[Binding, ...] = ()
     format: str = "json"  # json | raw; the loader makes it raw for a command unless set
     max_memory: int = 0  # bytes; 0 = no limit: recycle after a job when RSS exceeds it
     max_age: float = 0.0  # seconds; 0 = no limit: recycle after this long, after the job in hand

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from typing import Any, Callable
 
-from . import schema
+from . import queueargs, schema
 from .fields import show_duration
 from .problems import KeyPath
 
@@ -56,6 +56,12 @@ def program_problems(
                              "'module:callable') or 'command' (a program run for each job)"))
     if known("timeout") and consumer_timeout is not None:
         problems.extend(_timeout_within_consumer_timeout(values.get("timeout", 0.0), consumer_timeout))
+    if "queue_arguments" in values and known("queue_type"):
+        problems.extend((("queue_arguments",) + at, message) for at, message in
+                        queueargs.type_problems(values["queue_arguments"],
+                                                values.get("queue_type", "quorum")))
+    if "bindings" in values and known("queue") and known("delay_exchange"):
+        problems.extend(_bindings_not_own_exchanges(values, name))
     if "queue" not in written and schema.queue_name_problem(name):
         # The program name is checked as a program name only; as a queue name it can
         # still be too long or reserved, and everything derived from it with it.
@@ -66,6 +72,17 @@ def program_problems(
         problems.extend(_names_differ_from_queue(values, queue))
         problems.extend(_derived_names_valid(values, written, queue))
     return problems
+
+
+def _bindings_not_own_exchanges(values: Mapping[str, Any], name: str) -> Problems:
+    """The delay chain's exchanges are the program's own: a binding to one would put
+    retries (routed by their delay digits) into the queue before they are due."""
+    own = values.get("delay_exchange", values.get("queue", name) + ".delay")
+    return [(("bindings", index, "exchange"), f"'{binding.exchange}' is the delay exchange of "
+             "this program (its retries and delayed messages pass through it); bind to the "
+             "exchange the producers publish to")
+            for index, binding in enumerate(values["bindings"])
+            if binding.exchange == own or binding.exchange.startswith(own + ".w")]
 
 
 def _timeout_within_consumer_timeout(timeout: float, consumer_timeout: float) -> Problems:

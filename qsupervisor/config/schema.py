@@ -22,9 +22,9 @@ from urllib.parse import unquote, urlsplit
 
 from qsupervisor import placeholders
 
-from . import fields
+from . import fields, queueargs
 from .fields import FieldInput, Invalid, Parser, describe
-from .model import Backoff, DaemonConfig, DelayConfig, ProgramConfig
+from .model import Backoff, Binding, DaemonConfig, DelayConfig, ProgramConfig
 from .problems import KeyPath
 
 PROGRAM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
@@ -335,6 +335,29 @@ def _env_value(field: FieldInput) -> str:
     return text
 
 
+def _binding(field: FieldInput) -> Binding:
+    if not isinstance(field.value, dict):
+        raise Invalid("expected a mapping such as {exchange: jobs, routing_key: ''}, "
+                      f"got {describe(field.value)}")
+    return Binding(**section_values(field, BINDING))
+
+
+def bindings(field: FieldInput) -> tuple[Binding, ...]:
+    """A list of {exchange, routing_key, type, durable}; each exchange and key once."""
+    parsed: tuple[Binding, ...] = fields.list_of(_binding, "bindings")(field)
+    errors: list[tuple[KeyPath, str]] = []
+    for index, binding in enumerate(parsed):
+        earlier = [b for b in parsed[:index] if b.exchange == binding.exchange]
+        if any(b.routing_key == binding.routing_key for b in earlier):
+            errors.append(((index,), f"the same binding as item {parsed.index(binding)}"))
+        elif any(b.type != binding.type or b.durable != binding.durable for b in earlier):
+            errors.append(((index,), f"exchange '{binding.exchange}' is declared differently "
+                                     "by an earlier item: one exchange has one type"))
+    if errors:
+        raise Invalid(errors=errors)
+    return parsed
+
+
 # -- the tables ----------------------------------------------------------------------
 
 _non_negative = fields.integer(minimum=0)
@@ -350,6 +373,15 @@ BACKOFF = Section("backoff", Backoff, {
 DELAY = Section("delay", DelayConfig, {
     "resolution": KeySpec(delay_resolution,
                           "delays are rounded up to a multiple of this; finer needs more levels"),
+})
+
+BINDING = Section("binding", Binding, {
+    "exchange": KeySpec(queueargs.exchange_name, "the exchange to bind the queue to; declared "
+                        "if missing", required=True),
+    "routing_key": KeySpec(queueargs.routing_key, "the binding's routing key; default ''"),
+    "type": KeySpec(fields.choice(*queueargs.EXCHANGE_TYPES), "the exchange's type"),
+    "durable": KeySpec(fields.boolean, "whether the exchange is durable, as its other "
+                       "declarers have it"),
 })
 
 DAEMON = Section("qsupervisord", DaemonConfig, {
@@ -409,6 +441,9 @@ PROGRAM = Section("program", ProgramConfig, {
     "dead_letter_queue": KeySpec(queue_name, "where failed messages go; default '<queue>.failed'"),
     "queue_type": KeySpec(fields.choice("quorum", "classic"),
                           "quorum (replicated: the safe default) or classic (faster)"),
+    "queue_arguments": KeySpec(queueargs.queue_arguments,
+                               "more arguments of the queue's declaration, e.g. x-max-priority"),
+    "bindings": KeySpec(bindings, "exchanges the queue is bound to (a framework's exchange)"),
     "format": KeySpec(fields.choice("json", "raw"), "json, or raw to pass the body bytes as they are"),
     "max_memory": KeySpec(fields.size(), "recycle a worker after a job when its RSS exceeds this; 0 = never"),
     "max_age": KeySpec(fields.duration(), "recycle a worker after this long, after its job; 0 = never"),

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from qsupervisor.config import Config, ConfigDiff, DaemonConfig, diff_configs
+from qsupervisor.config import Config, ConfigDiff, DaemonConfig, ProgramConfig, diff_configs
 
 # Cannot change under a running master: its socket, pidfile and own log are open already.
 RESTART_ONLY = ("socket", "pidfile", "logfile", "log_format")
@@ -72,6 +72,9 @@ def plan_update(old: Config, new: Config, names: list[str] | None) -> UpdatePlan
                     or (names is None and line.startswith("qsupervisord:")))
     # Daemon settings come with a full update only.
     warnings = tuple(daemon_setting_warnings(old.daemon, new.daemon)) if names is None else ()
+    warnings += tuple(warning for name in changed
+                      for warning in queue_setting_warnings(old.programs[name],
+                                                            new.programs[name]))
     return UpdatePlan(config=_merge(old, new, names),
                       daemon=new.daemon if names is None else None,
                       removed=removed, added=added, changed=changed, scaled=scaled,
@@ -88,6 +91,30 @@ def daemon_setting_warnings(old: DaemonConfig, new: DaemonConfig) -> list[str]:
     if later:
         warnings.append(f"{', '.join(later)}: applies to programs added from now on; "
                         "running programs keep their output files until qsupervisord restarts")
+    return warnings
+
+
+def queue_setting_warnings(old: ProgramConfig, new: ProgramConfig) -> list[str]:
+    """What a changed queue_arguments or bindings will and will not do to the broker."""
+    warnings = []
+    if old.queue == new.queue and old.queue_arguments != new.queue_arguments:
+        # The new leader declares the queue with the new arguments; RabbitMQ refuses that
+        # for an existing queue, and a refused new leader leaves the running one (and its
+        # workers) in place, with the conflict in `status`.
+        warnings.append(f"{new.name}: queue_arguments changed; RabbitMQ cannot change the "
+                        f"arguments of existing queue '{new.queue}', so its declaration will be "
+                        "refused and the running workers keep running with the old settings "
+                        "(status shows the conflict) unless the queue is deleted first, after "
+                        "moving its messages")
+    if old.queue == new.queue:
+        for binding in old.bindings:
+            if binding not in new.bindings and not any(
+                    b.exchange == binding.exchange and b.routing_key == binding.routing_key
+                    for b in new.bindings):
+                warnings.append(f"{new.name}: binding of queue '{new.queue}' to {binding} is "
+                                "no longer configured but stays on the broker (its producers may "
+                                "declare it too); remove it with rabbitmqadmin delete binding or "
+                                "the management UI if it must go")
     return warnings
 
 

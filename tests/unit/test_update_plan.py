@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from qsupervisor.config.model import Binding
 from qsupervisor.master.reconfigure import UnknownPrograms, plan_update
 
 from .config_files import config, program
@@ -70,3 +71,27 @@ def test_daemon_settings_that_cannot_change_in_place_are_named() -> None:
     assert any(w.startswith("socket: takes effect when qsupervisord restarts") for w in warnings)
     assert any(w.startswith("log_dir: applies to programs added from now on") for w in warnings)
     assert plan_update(OLD, new, ["orders"]).result.warnings == ()
+
+
+def test_changed_queue_arguments_and_a_removed_binding_roll_the_program_with_warnings() -> None:
+    old = config(program("yii", queue_type="classic", queue_arguments=(("x-max-priority", 10),),
+                         bindings=(Binding("exchange"), Binding("exchange", "urgent"))))
+    new = config(program("yii", queue_type="classic", queue_arguments=(("x-max-priority", 5),),
+                         bindings=(Binding("exchange"), Binding("audit", "", "fanout"))))
+    plan = plan_update(old, new, None)
+    assert plan.changed == ("yii",)
+    assert plan.result.changes == (
+        "yii: changed (queue_arguments {x-max-priority: 10} -> {x-max-priority: 5}, bindings "
+        "[exchange 'exchange' key '', exchange 'exchange' key 'urgent'] -> "
+        "[exchange 'exchange' key '', exchange 'audit' key ''])",)
+    warnings = plan.result.warnings
+    assert len(warnings) == 2, warnings
+    assert warnings[0].startswith("yii: queue_arguments changed; RabbitMQ cannot change the "
+                                  "arguments of existing queue 'yii'")
+    assert warnings[1].startswith("yii: binding of queue 'yii' to exchange 'exchange' key "
+                                  "'urgent' is no longer configured but stays on the broker")
+    # Only added: no warning (the new leader binds it).
+    added = config(program("yii", queue_type="classic", queue_arguments=(("x-max-priority", 10),),
+                           bindings=(Binding("exchange"), Binding("exchange", "urgent"),
+                                     Binding("audit", "", "fanout"))))
+    assert plan_update(old, added, None).result.warnings == ()
