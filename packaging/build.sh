@@ -76,7 +76,7 @@ stage() {
     done
     mkdir -p build/stage/doc/examples
     install -m 0644 conf/queues.yaml build/stage/doc/examples/queues.yaml
-    for doc in examples/*.py; do
+    for doc in examples/*.py examples/*.sh; do
         install -m 0644 "$doc" "build/stage/doc/examples/$(basename "$doc")"
     done
     changelog | gzip -9n >build/stage/changelog.Debian.gz
