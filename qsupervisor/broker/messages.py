@@ -22,6 +22,7 @@ from typing import Any
 
 import pika
 
+from qsupervisor.broker import fieldtable
 from qsupervisor.job import DERIVED_ID_PREFIX
 
 # -- body --------------------------------------------------------------------------------
@@ -132,11 +133,13 @@ def decode(body: bytes, fmt: str = FORMAT_JSON) -> Any:
 
 
 def message_properties(content_type: str, *, message_id: str | None = None,
-                       headers: Mapping[str, Any] | None = None) -> pika.BasicProperties:
+                       headers: Mapping[str, Any] | None = None,
+                       priority: int | None = None) -> pika.BasicProperties:
     """Properties of a new message: persistent, with an id and a timestamp."""
     return pika.BasicProperties(
         content_type=content_type,
         delivery_mode=PERSISTENT,
+        priority=priority,
         message_id=message_id or new_message_id(),
         timestamp=int(time.time()),
         headers=dict(headers or {}),
@@ -292,6 +295,27 @@ def dead_letter_headers(headers: Mapping[str, Any] | None, failure: Failure, *, 
         LAST_FAILED_AT: now,
     })
     return result
+
+
+def republishable(headers: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """`headers` with each value AMQP cannot carry replaced by its repr(), and the names
+    of those replaced.
+
+    What the worker decodes it can always encode again (broker/fieldtable.py), but a
+    handler may have put something into a nested header it was given (Job.headers is a
+    shallow copy). The retry or dead letter must still go out: a copy that cannot be
+    encoded would leave its message unacked in the worker for good.
+    """
+    result: dict[str, Any] = {}
+    replaced: list[str] = []
+    for name, value in headers.items():
+        try:
+            fieldtable.encode_value([], value)
+        except fieldtable.UnencodableValue:
+            value = repr(value)
+            replaced.append(str(name))
+        result[name] = value
+    return result, replaced
 
 
 def reset_headers(headers: Mapping[str, Any] | None) -> dict[str, Any]:

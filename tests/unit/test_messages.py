@@ -203,3 +203,12 @@ def test_a_message_the_broker_dead_lettered_shows_the_brokers_reason_and_queue()
     ours = m.dead_letter_headers(headers, m.Failure("exception", "KeyError", "'sku'"),
                                  queue="orders", now=2000)
     assert m.FailedMessage.read(pika.BasicProperties(headers=ours), b"{}").reason == "exception"
+
+
+def test_a_header_value_amqp_cannot_carry_is_republished_as_its_text() -> None:
+    # The worker's decoder never produces one; a handler mutating a nested header can.
+    headers = {"price": 2.5, "meta": {"bad": {1}}, "n": 2 ** 70, "ok": "x"}
+    result, replaced = m.republishable(headers)
+    assert result == {"price": 2.5, "meta": "{'bad': {1}}", "n": str(2 ** 70), "ok": "x"}
+    assert replaced == ["meta", "n"]
+    assert m.republishable({"a": [1.5, None]}) == ({"a": [1.5, None]}, [])
