@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import time
 import traceback
 import uuid
@@ -127,9 +128,31 @@ def decode(body: bytes, fmt: str = FORMAT_JSON) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         where = f"line {exc.lineno} column {exc.colno}"
-        raise Undecodable(f"invalid JSON: {exc.msg} at {where}") from None
+        raise Undecodable(f"invalid JSON: {exc.msg} at {where}{_not_json_hint(text)}") from None
     except RecursionError:
         raise Undecodable("invalid JSON: nested too deeply") from None
+
+
+# What PHP's serialize() writes: a:2:{...}, O:8:"stdClass":1:{...}, s:5:"hello";, i:3;,
+# d:2.5;, b:1;, N;. A PHP producer that forgot json_encode() is the usual undecodable body.
+_PHP_SERIALIZED = re.compile(r"(?:[aOCs]:\d+:|[idb]:-?[\d.eE+-]+;|N;)")
+_JSON_STARTS = frozenset('{["-0123456789')
+_JSON_WORDS = ("true", "false", "null")
+_RAW_HINT = "give the program `format: raw` (its handler gets the bytes) or a `command:`"
+
+
+def _not_json_hint(text: str) -> str:
+    """What the operator should do about a body that was never meant to be JSON."""
+    stripped = text.lstrip()
+    if _PHP_SERIALIZED.match(stripped):
+        return ("; the body looks PHP-serialized (serialize()): send json_encode() output, "
+                f"or {_RAW_HINT}")
+    word = re.match(r"[A-Za-z]*", stripped)
+    if stripped and stripped[0] not in _JSON_STARTS and (
+            not word or not word.group().startswith(_JSON_WORDS)):
+        return (f"; the body does not start like JSON (it starts with {stripped[:1]!r}): "
+                f"send JSON, or {_RAW_HINT}")
+    return ""
 
 
 def message_properties(content_type: str, *, message_id: str | None = None,
