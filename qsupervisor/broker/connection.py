@@ -13,6 +13,8 @@ from urllib.parse import unquote, urlsplit
 import pika
 import pika.exceptions
 
+from qsupervisor.config import brokerurl
+
 DEFAULT_BROKER = "amqp://guest:guest@127.0.0.1:5672/%2F"
 BROKER_ENV = "QSUPERVISOR_BROKER"
 # A short-lived tool must not hang forever on a broker that blocks publishers (memory or
@@ -33,6 +35,39 @@ class BrokerUnreachable(Exception):
 def default_broker() -> tuple[str, ...]:
     """$QSUPERVISOR_BROKER (one URL, or several), else the local broker."""
     return split_urls(os.environ.get(BROKER_ENV, "")) or (DEFAULT_BROKER,)
+
+
+# Where a Python caller's broker URLs came from, for errors that depend on it (a queue
+# missing from the virtual host of a URL the caller never meant to use).
+FROM_ARGUMENT = "the broker argument"
+FROM_ENVIRONMENT = f"${BROKER_ENV}"
+FROM_DEFAULT = "the built-in default"
+
+
+def resolve(broker: BrokerUrls | None) -> tuple[tuple[str, ...], str]:
+    """(the URLs, where they came from) for a URL, a list, or None/empty for the default;
+    ValueError, worded as the configuration words it, when one is not a broker URL."""
+    urls = (broker,) if isinstance(broker, str) else tuple(broker or ())
+    origin = FROM_ARGUMENT
+    if not urls:
+        urls = split_urls(os.environ.get(BROKER_ENV, ""))
+        origin = FROM_ENVIRONMENT if urls else FROM_DEFAULT
+        urls = urls or (DEFAULT_BROKER,)
+    for index, url in enumerate(urls):
+        problem = brokerurl.url_problem(url)
+        if problem:
+            item = f" (item {index})" if len(urls) > 1 else ""
+            raise ValueError(f"broker URL from {origin}{item}: {problem}")
+    problems = brokerurl.cluster_problems(urls)
+    if problems:
+        index, why = problems[0]
+        raise ValueError(f"broker URLs from {origin}, item {index}: {why}")
+    return urls, origin
+
+
+def where(url: str, origin: str) -> str:
+    """"virtual host '/' of amqp://guest@127.0.0.1:5672/%2F (from $QSUPERVISOR_BROKER)"."""
+    return f"virtual host {brokerurl.vhost(url)!r} of {display_url(url)} (from {origin})"
 
 
 def split_urls(text: str) -> tuple[str, ...]:

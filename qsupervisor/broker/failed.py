@@ -23,7 +23,7 @@ import pika.exceptions
 
 from qsupervisor.broker import messages, returns
 from qsupervisor.broker.messages import FailedMessage
-from qsupervisor.broker.publisher import PublishError, publish_to_queue
+from qsupervisor.broker.publisher import PublishError, UnencodableMessage, publish_to_queue
 from qsupervisor.broker.topology import ChannelFactory, queue_depth
 
 
@@ -88,7 +88,9 @@ def give_back(channel: Any, queue: str, held: list[Held], refresh: bool) -> None
 class RetryResult:
     moved: tuple[str, ...]  # message ids, in the order they were moved
     not_found: tuple[str, ...]  # requested ids that were not in the dead-letter queue
-    error: str = ""  # why moving stopped early (a publish the broker refused), if it did
+    # Why messages were not moved: a copy the broker refused (moving stopped there), or
+    # copies that could not be encoded (those stay, the others were moved).
+    error: str = ""
 
 
 def retry(channel: Any, dead_letter_queue: str, queue: str,
@@ -103,6 +105,7 @@ def retry(channel: Any, dead_letter_queue: str, queue: str,
     back as `peek` gives them back.
     """
     moved: list[str] = []
+    refused: list[str] = []  # messages whose copy could not be encoded, and why
     skipped: list[Held] = []
     wanted = set(ids) if ids is not None else None
     try:
@@ -118,8 +121,14 @@ def retry(channel: Any, dead_letter_queue: str, queue: str,
                 continue
             try:
                 publish_to_queue(channel, queue, body, retry_properties(properties))
+            except UnencodableMessage as exc:  # nothing was sent: it stays, the rest move
+                skipped.append(Held(method.delivery_tag, properties, body))
+                refused.append(f"{message_id}: {exc}")
+                if wanted is not None:
+                    wanted.discard(message_id)
+                continue
             except PublishError as exc:  # the original stays in the dead-letter queue
-                return RetryResult(tuple(moved), (), str(exc))
+                return RetryResult(tuple(moved), (), "; ".join(refused + [str(exc)]))
             channel.basic_ack(method.delivery_tag)
             moved.append(message_id)
             if wanted is not None:
@@ -128,7 +137,7 @@ def retry(channel: Any, dead_letter_queue: str, queue: str,
         if channel.is_open:
             give_back(channel, dead_letter_queue, skipped, refresh)
     not_found = tuple(sorted(wanted)) if wanted else ()
-    return RetryResult(tuple(moved), not_found)
+    return RetryResult(tuple(moved), not_found, "; ".join(refused))
 
 
 def retry_properties(properties: pika.BasicProperties) -> pika.BasicProperties:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import time
 import traceback
 import uuid
@@ -22,6 +23,7 @@ from typing import Any
 
 import pika
 
+from qsupervisor.broker import fieldtable
 from qsupervisor.job import DERIVED_ID_PREFIX
 
 # -- body --------------------------------------------------------------------------------
@@ -127,17 +129,41 @@ def decode(body: bytes, fmt: str = FORMAT_JSON) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         where = f"line {exc.lineno} column {exc.colno}"
-        raise Undecodable(f"invalid JSON: {exc.msg} at {where}") from None
+        raise Undecodable(f"invalid JSON: {exc.msg} at {where}{_not_json_hint(text)}") from None
     except RecursionError:
         raise Undecodable("invalid JSON: nested too deeply") from None
 
 
+# What PHP's serialize() writes: a:2:{...}, O:8:"stdClass":1:{...}, s:5:"hello";, i:3;,
+# d:2.5;, b:1;, N;. A PHP producer that forgot json_encode() is the usual undecodable body.
+_PHP_SERIALIZED = re.compile(r"(?:[aOCs]:\d+:|[idb]:-?[\d.eE+-]+;|N;)")
+_JSON_STARTS = frozenset('{["-0123456789')
+_JSON_WORDS = ("true", "false", "null")
+_RAW_HINT = "give the program `format: raw` (its handler gets the bytes) or a `command:`"
+
+
+def _not_json_hint(text: str) -> str:
+    """What the operator should do about a body that was never meant to be JSON."""
+    stripped = text.lstrip()
+    if _PHP_SERIALIZED.match(stripped):
+        return ("; the body looks PHP-serialized (serialize()): send json_encode() output, "
+                f"or {_RAW_HINT}")
+    word = re.match(r"[A-Za-z]*", stripped)
+    if stripped and stripped[0] not in _JSON_STARTS and (
+            not word or not word.group().startswith(_JSON_WORDS)):
+        return (f"; the body does not start like JSON (it starts with {stripped[:1]!r}): "
+                f"send JSON, or {_RAW_HINT}")
+    return ""
+
+
 def message_properties(content_type: str, *, message_id: str | None = None,
-                       headers: Mapping[str, Any] | None = None) -> pika.BasicProperties:
+                       headers: Mapping[str, Any] | None = None,
+                       priority: int | None = None) -> pika.BasicProperties:
     """Properties of a new message: persistent, with an id and a timestamp."""
     return pika.BasicProperties(
         content_type=content_type,
         delivery_mode=PERSISTENT,
+        priority=priority,
         message_id=message_id or new_message_id(),
         timestamp=int(time.time()),
         headers=dict(headers or {}),
@@ -293,6 +319,27 @@ def dead_letter_headers(headers: Mapping[str, Any] | None, failure: Failure, *, 
         LAST_FAILED_AT: now,
     })
     return result
+
+
+def republishable(headers: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """`headers` with each value AMQP cannot carry replaced by its repr(), and the names
+    of those replaced.
+
+    What the worker decodes it can always encode again (broker/fieldtable.py), but a
+    handler may have put something into a nested header it was given (Job.headers is a
+    shallow copy). The retry or dead letter must still go out: a copy that cannot be
+    encoded would leave its message unacked in the worker for good.
+    """
+    result: dict[str, Any] = {}
+    replaced: list[str] = []
+    for name, value in headers.items():
+        try:
+            fieldtable.encode_value([], value)
+        except fieldtable.UnencodableValue:
+            value = repr(value)
+            replaced.append(str(name))
+        result[name] = value
+    return result, replaced
 
 
 def reset_headers(headers: Mapping[str, Any] | None) -> dict[str, Any]:

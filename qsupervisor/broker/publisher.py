@@ -15,12 +15,14 @@ from typing import Any
 import pika
 import pika.exceptions
 
-from qsupervisor.broker import messages
+from qsupervisor.broker import fieldtable, messages
 from qsupervisor.broker.connection import (
     BrokerNodes,
     BrokerUnreachable,
     BrokerUrls,
     display_url,
+    resolve,
+    where,
 )
 from qsupervisor.broker.delays import DelayChain
 from qsupervisor.config.model import DelayConfig
@@ -30,23 +32,66 @@ class PublishError(Exception):
     """The message was not (or may not have been) accepted by the broker."""
 
 
+class UnencodableMessage(PublishError, ValueError):
+    """A header or property AMQP cannot carry. Raised before anything is sent, so the
+    connection and channel stay usable; a ValueError too, as it is the caller's mistake."""
+
+
+# Properties that are AMQP short strings: at most 255 bytes in UTF-8.
+_SHORT_STRINGS = ("content_type", "content_encoding", "correlation_id", "reply_to",
+                  "expiration", "message_id", "type", "user_id", "app_id", "cluster_id")
+MAX_PRIORITY = 255  # an AMQP octet; RabbitMQ honours at most the queue's x-max-priority
+
+
+def check_encodable(properties: pika.BasicProperties, exchange: str = "",
+                    routing_key: str = "") -> None:
+    """UnencodableMessage naming what cannot be sent; nothing if all of it can.
+
+    pika finds out only while it writes the frames, as an AMQPError that reads like a
+    lost connection (and that callers treat as one, closing it): check first.
+    """
+    try:
+        fieldtable.check_table(properties.headers, "headers")
+    except fieldtable.UnencodableValue as exc:
+        raise UnencodableMessage(f"cannot publish: {exc}") from None
+    texts = [(name, getattr(properties, name, None)) for name in _SHORT_STRINGS]
+    texts += [("exchange", exchange), ("routing key", routing_key)]
+    for name, value in texts:
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            raise UnencodableMessage(f"cannot publish: {name} must be a string, "
+                                     f"not {type(value).__name__}")
+        if len(value.encode("utf-8")) > fieldtable.MAX_SHORT_STRING:
+            raise UnencodableMessage(f"cannot publish: {name} is at most "
+                                     f"{fieldtable.MAX_SHORT_STRING} bytes in UTF-8")
+    for name, limit in (("priority", MAX_PRIORITY), ("delivery_mode", 2),
+                        ("timestamp", (1 << 64) - 1)):
+        value = getattr(properties, name, None)
+        if value is not None and (type(value) is not int or not 0 <= value <= limit):
+            raise UnencodableMessage(f"cannot publish: {name} must be a whole number "
+                                     f"from 0 to {limit}, got {value!r}")
+
+
 # -- on a channel the caller owns --------------------------------------------------------------
 
 
 def publish_to_queue(channel: Any, queue: str, body: bytes,
-                     properties: pika.BasicProperties) -> None:
+                     properties: pika.BasicProperties, *, where: str = "") -> None:
     """Publish straight to `queue` through the default exchange; return once confirmed.
 
     `channel` must be in confirm mode (confirm_delivery), or a lost message goes unseen.
     Connection errors propagate as pika raises them: the caller owns the connection.
+    `where` names the broker in errors (connection.where), when the caller knows it.
     """
-    hint = (f"queue '{queue}' does not exist; it is declared when its program starts "
-            "(or by `qsupervisorctl publish`)")
-    _publish(channel, "", queue, body, properties, hint)
+    hint = (f"queue '{queue}' does not exist{_in(where)}; it is declared when its program "
+            "starts (or by `qsupervisorctl publish`)")
+    _publish(channel, "", queue, body, properties, hint, where)
 
 
 def publish_delayed(channel: Any, chain: DelayChain, body: bytes,
-                    properties: pika.BasicProperties, delay: float) -> None:
+                    properties: pika.BasicProperties, delay: float, *,
+                    where: str = "") -> None:
     """Publish into `chain` so the message reaches chain.queue after `delay` seconds
     (a delay of zero or less publishes straight to chain.queue).
 
@@ -60,16 +105,21 @@ def publish_delayed(channel: Any, chain: DelayChain, body: bytes,
     props.headers = messages.without_broker_headers(properties.headers)
     if chain.units(delay) == 0:
         props.headers.pop(messages.DUE_AT, None)
-        publish_to_queue(channel, chain.queue, body, props)
+        publish_to_queue(channel, chain.queue, body, props, where=where)
         return
     props.headers[messages.DUE_AT] = messages.due_at_for(delay)
-    hint = (f"the delay chain '{chain.exchange}' is not bound to queue '{chain.queue}'; "
-            "it is declared when the program starts")
-    _publish(channel, chain.exchange, routing_key, body, props, hint)
+    hint = (f"the delay chain '{chain.exchange}' is not bound to queue '{chain.queue}'"
+            f"{_in(where)}; it is declared when the program starts")
+    _publish(channel, chain.exchange, routing_key, body, props, hint, where)
+
+
+def _in(where: str) -> str:
+    return f" in {where}" if where else ""
 
 
 def _publish(channel: Any, exchange: str, routing_key: str, body: bytes,
-             properties: pika.BasicProperties, hint: str) -> None:
+             properties: pika.BasicProperties, hint: str, where: str = "") -> None:
+    check_encodable(properties, exchange, routing_key)  # before a byte is written
     message_id = messages.message_id_of(properties, body)
     target = f"exchange '{exchange}'" if exchange else f"queue '{routing_key}'"
     try:
@@ -82,7 +132,7 @@ def _publish(channel: Any, exchange: str, routing_key: str, body: bytes,
                            "it may be out of disk or memory, or the queue is full") from None
     except pika.exceptions.ChannelClosedByBroker as exc:
         # e.g. 404 for a missing exchange. The channel is gone; the caller must open another.
-        raise PublishError(f"cannot publish message {message_id} to {target}: "
+        raise PublishError(f"cannot publish message {message_id} to {target}{_in(where)}: "
                            f"{exc.reply_code} {exc.reply_text}") from exc
 
 
@@ -100,7 +150,9 @@ class Publisher:
 
     def __init__(self, broker_url: BrokerUrls | None = None, *,
                  delay: DelayConfig | None = None, name: str = "qsupervisor publisher") -> None:
-        self._nodes = BrokerNodes(broker_url or ())  # empty: $QSUPERVISOR_BROKER or local
+        # Checked as the configuration checks `broker:`: an http:// URL is a ValueError here.
+        urls, self._origin = resolve(broker_url)  # none: $QSUPERVISOR_BROKER, else local
+        self._nodes = BrokerNodes(urls)
         self._url = self._nodes.urls[0]  # the node of the current or last connection
         self._delay = delay if delay is not None else DelayConfig()
         self._name = name
@@ -110,23 +162,33 @@ class Publisher:
 
     def publish(self, queue: str, payload: Any, *, delay: float | None = None,
                 headers: Mapping[str, Any] | None = None, message_id: str | None = None,
-                fmt: str = messages.FORMAT_JSON, delay_exchange: str | None = None,
-                content_type: str | None = None) -> str:
+                format: str | None = None, priority: int | None = None,
+                delay_exchange: str | None = None, content_type: str | None = None,
+                fmt: str | None = None) -> str:
         """Publish `payload` to `queue`, now or after `delay` seconds; return its message id.
 
-        `delay_exchange` defaults to "<queue>.delay", as in the configuration.
+        `format` is the program's: "json" (the default) or "raw" (bytes or str, sent as
+        they are); `fmt` is its older name. `priority` is 0 to 255 (the broker honours it
+        up to the queue's x-max-priority). `delay_exchange` defaults to "<queue>.delay", as
+        in the configuration. Everything is checked before anything is sent: a value AMQP
+        cannot carry is an UnencodableMessage (a ValueError and a PublishError), and the
+        connection stays open.
         """
-        body, default_type = messages.encode(payload, fmt)
+        if format is not None and fmt is not None and format != fmt:
+            raise ValueError(f"format={format!r} and fmt={fmt!r} disagree; pass format only")
+        body, default_type = messages.encode(payload, format or fmt or messages.FORMAT_JSON)
         properties = messages.message_properties(
-            content_type or default_type, message_id=message_id,
+            content_type or default_type, message_id=message_id, priority=priority,
             headers=messages.first_publish_headers(headers))
         chain = DelayChain(delay_exchange or f"{queue}.delay", queue,
                            self._delay.resolution, self._delay.levels)
         chain.routing_key(delay or 0.0)  # a delay too long is a ValueError, before any I/O
+        check_encodable(properties, chain.exchange, queue)  # also before any I/O
         channel = self._open_channel()
         try:
             # No delay (None, 0, negative) goes straight to the queue's default binding.
-            publish_delayed(channel, chain, body, properties, delay or 0.0)
+            publish_delayed(channel, chain, body, properties, delay or 0.0,
+                            where=where(self._url, self._origin))
         except PublishError:
             if not channel.is_open:
                 self._channel = None
@@ -172,13 +234,17 @@ class Publisher:
 
 
 def publish(queue: str, payload: Any, *, delay: float | None = None,
-            headers: Mapping[str, Any] | None = None, broker: BrokerUrls | None = None) -> str:
+            headers: Mapping[str, Any] | None = None, broker: BrokerUrls | None = None,
+            format: str | None = None, message_id: str | None = None,
+            priority: int | None = None) -> str:
     """Publish one message with a short-lived connection; return its message id.
 
     `broker` is one URL or a list (the nodes of one cluster: the first that answers is
     used); it defaults to $QSUPERVISOR_BROKER (one URL, or several separated by spaces or
-    commas), else amqp://guest:guest@127.0.0.1:5672/%2F.
-    For many messages, keep a Publisher instead: a connection per message is slow.
+    commas), else amqp://guest:guest@127.0.0.1:5672/%2F. The other arguments are
+    Publisher.publish's. For many messages, keep a Publisher instead: a connection per
+    message is slow.
     """
     with Publisher(broker) as publisher:
-        return publisher.publish(queue, payload, delay=delay, headers=headers)
+        return publisher.publish(queue, payload, delay=delay, headers=headers, format=format,
+                                 message_id=message_id, priority=priority)

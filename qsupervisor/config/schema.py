@@ -18,11 +18,10 @@ import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 from qsupervisor import placeholders
 
-from . import fields, queueargs
+from . import brokerurl, fields, queueargs
 from .fields import FieldInput, Invalid, Parser, describe
 from .model import Backoff, Binding, DaemonConfig, DelayConfig, ProgramConfig
 from .problems import KeyPath
@@ -74,15 +73,10 @@ class Section:
 
 
 def broker_url(field: FieldInput) -> str:
-    value = field.value
-    if not isinstance(value, str):
-        raise Invalid(f"expected an amqp:// or amqps:// URL, got {describe(value)}")
-    scheme = urlsplit(value).scheme
-    if scheme not in ("amqp", "amqps"):
-        # Never echo the URL: it usually carries a password, and errors end up in logs.
-        shown = f"scheme {scheme!r}" if scheme else "no scheme"
-        raise Invalid(f"expected an amqp:// or amqps:// URL, got a URL with {shown}")
-    return value
+    problem = brokerurl.url_problem(field.value)
+    if problem:
+        raise Invalid(problem)
+    return str(field.value)
 
 
 def broker_urls(field: FieldInput) -> tuple[str, ...]:
@@ -94,22 +88,11 @@ def broker_urls(field: FieldInput) -> tuple[str, ...]:
         raise Invalid("expected an amqp:// or amqps:// URL, or a list of them (the nodes of "
                       "one cluster), got an empty list")
     urls = fields.list_of(broker_url, "amqp:// or amqps:// URLs")(field)
-    errors: list[tuple[KeyPath, str]] = []
-    for index, url in enumerate(urls):
-        if url in urls[:index]:
-            errors.append(((index,), f"the same URL as item {urls.index(url)}"))
-        elif _vhost(url) != _vhost(urls[0]):
-            errors.append(((index,), f"virtual host {_vhost(url)!r} differs from item 0's "
-                                     f"{_vhost(urls[0])!r}: the nodes of one cluster must "
-                                     "name the same one, where the program's queues live"))
+    errors: list[tuple[KeyPath, str]] = [((index,), why) for index, why
+                                         in brokerurl.cluster_problems(urls)]
     if errors:
         raise Invalid(errors=errors)
     return urls
-
-
-def _vhost(url: str) -> str:
-    path = urlsplit(url).path
-    return unquote(path[1:]) if len(path) > 1 else "/"
 
 
 def socket_path(field: FieldInput) -> str:

@@ -92,8 +92,16 @@ def _target(args: argparse.Namespace) -> Target:
 
 
 @contextlib.contextmanager
-def _broker(target: Target, command: str) -> Iterator[pika.BlockingConnection]:
-    """A connection for the command; every broker-side failure becomes CommandFailed."""
+def _connection(target: Target, command: str) -> Iterator[pika.BlockingConnection]:
+    """_broker's connection alone."""
+    with _broker(target, command) as (connection, _):
+        yield connection
+
+
+@contextlib.contextmanager
+def _broker(target: Target, command: str) -> Iterator[tuple[pika.BlockingConnection, str]]:
+    """A connection for the command and the URL of its node; every broker-side failure
+    becomes CommandFailed."""
     import pika.exceptions
 
     from qsupervisor.broker.connection import BrokerNodes, BrokerUnreachable, display_url
@@ -106,7 +114,7 @@ def _broker(target: Target, command: str) -> Iterator[pika.BlockingConnection]:
     except BrokerUnreachable as exc:
         raise CommandFailed(str(exc)) from None
     try:
-        yield connection
+        yield connection, url
     except (TopologyError, PublishError) as exc:
         raise CommandFailed(str(exc)) from None
     except (pika.exceptions.AMQPError, OSError) as exc:
@@ -122,24 +130,31 @@ def _broker(target: Target, command: str) -> Iterator[pika.BlockingConnection]:
 
 def cmd_publish(args: argparse.Namespace, target: Target) -> int:
     from qsupervisor.broker import messages, topology
-    from qsupervisor.broker.publisher import publish_delayed
+    from qsupervisor.broker.connection import where
+    from qsupervisor.broker.publisher import UnencodableMessage, check_encodable, publish_delayed
 
     program, layout = target.program, target.topology()
-    body, content_type = messages.encode(_payload(args.payload, program.format), program.format)
+    fmt = args.format or program.format
+    body, content_type = messages.encode(_payload(args.payload, fmt), fmt)
     try:
         layout.chain.routing_key(args.delay or 0.0)
     except ValueError as exc:
         raise UsageError(f"--delay: {exc}") from None
     properties = messages.message_properties(
-        content_type, message_id=args.message_id,
+        content_type, message_id=args.message_id, priority=args.priority,
         headers=messages.first_publish_headers(_headers(args.header)))
-    with _broker(target, "publish") as connection:
+    try:
+        check_encodable(properties, layout.chain.exchange, layout.queue)
+    except UnencodableMessage as exc:  # a 300-byte --id, say: refused before connecting
+        raise UsageError(str(exc)) from None
+    with _broker(target, "publish") as (connection, url):
         # Declaring here too lets messages be queued before the program ever started.
         topology.declare(connection.channel, program, target.daemon.delay)
         channel = connection.channel()
         channel.confirm_delivery()
         # Without --delay this publishes straight to the queue.
-        publish_delayed(channel, layout.chain, body, properties, args.delay or 0.0)
+        publish_delayed(channel, layout.chain, body, properties, args.delay or 0.0,
+                        where=where(url, f"broker in {target.config_path}"))
     print(properties.message_id)
     return EXIT_OK
 
@@ -178,7 +193,7 @@ def cmd_failed(args: argparse.Namespace, target: Target) -> int:
 
     layout = target.topology()
     queue = layout.dead_letter_queue
-    with _broker(target, "failed") as connection:
+    with _connection(target, "failed") as connection:
         depth = topology.queue_depth(connection.channel, queue)
         shown: list[FailedMessage] = []
         if depth and depth[0]:
@@ -231,7 +246,7 @@ def cmd_retry_failed(args: argparse.Namespace, target: Target) -> int:
     if args.all == bool(args.ids):
         raise UsageError("retry-failed: give either --all or message IDs")
     layout = target.topology()
-    with _broker(target, "retry-failed") as connection:
+    with _connection(target, "retry-failed") as connection:
         depth = topology.queue_depth(connection.channel, layout.dead_letter_queue)
         if depth is None or depth[0] == 0:
             result = failed.RetryResult((), tuple(sorted(set(args.ids))))
@@ -248,7 +263,7 @@ def cmd_retry_failed(args: argparse.Namespace, target: Target) -> int:
     print(f"moved {count} message{'s' if count != 1 else ''} from "
           f"{layout.dead_letter_queue} to {layout.queue}")
     if result.error:
-        raise CommandFailed(f"stopped early: {result.error}")
+        raise CommandFailed(f"not all moved: {result.error}")
     if result.not_found:
         missing = ", ".join(result.not_found)
         raise CommandFailed(f"not found in {layout.dead_letter_queue}: {missing}")
@@ -268,14 +283,14 @@ def cmd_purge_failed(args: argparse.Namespace, target: Target) -> int:
                              "not a terminal to ask on")
         # A connection of its own, closed before asking: a person may take longer to answer
         # than the broker's heartbeat timeout.
-        with _broker(target, "purge-failed") as connection:
+        with _connection(target, "purge-failed") as connection:
             depth = topology.queue_depth(connection.channel, queue)
         if depth is None:
             print(f"{queue}: no such queue; nothing to purge")
             return EXIT_OK
         if not _confirm(f"Delete the {depth[0]} message(s) in {queue}? [y/N] "):
             raise CommandFailed("not purged")
-    with _broker(target, "purge-failed") as connection:
+    with _connection(target, "purge-failed") as connection:
         purged = failed.purge(connection.channel, queue)
     if purged is None:
         print(f"{queue}: no such queue; nothing to purge")

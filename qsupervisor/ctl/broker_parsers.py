@@ -23,8 +23,16 @@ def add_parsers(sub: Any) -> None:
                    help="deliver after this long: 30s, 15m, 2h, 1d ...")
     p.add_argument("--header", action="append", default=[], metavar="K=V",
                    help="add a header (a string value); repeatable")
-    p.add_argument("--id", dest="message_id", default=None, metavar="ID",
+    p.add_argument("--id", "--message-id", dest="message_id", default=None, metavar="ID",
                    help="message id (default: a random uuid)")
+    p.add_argument("--priority", type=_priority, default=None, metavar="N",
+                   help="message priority, 0 to 255 (queues honour it up to their "
+                        "x-max-priority)")
+    p.add_argument("--format", dest="format", choices=("json", "raw"), default=None,
+                   help="how to send PAYLOAD (default: the program's format); raw sends "
+                        "its bytes unchecked")
+    p.add_argument("--raw", dest="format", action="store_const", const="raw",
+                   help="the same as --format raw")
     p = _parser(sub, "failed", "show dead-lettered messages without removing them")
     p.add_argument("-n", dest="limit", type=_positive, default=DEFAULT_SHOWN, metavar="N",
                    help=f"show at most N messages (default {DEFAULT_SHOWN})")
@@ -49,6 +57,16 @@ def _duration(text: str) -> float:
         return parse_duration(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _priority(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 255:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 0 to 255, got {text!r}")
+    return value
 
 
 def _positive(text: str) -> int:

@@ -177,6 +177,10 @@ def _headers(properties: Any) -> dict[str, Any]:
 
 def _with_headers(properties: Any, headers: dict[str, Any]) -> pika.BasicProperties:
     """A copy of the message's properties with new headers; persistent whatever it was."""
+    headers, replaced = messages.republishable(headers)
+    if replaced:
+        log.warning("header values that AMQP cannot carry are republished as their text",
+                    message_id=getattr(properties, "message_id", None), headers=replaced)
     return pika.BasicProperties(
         content_type=getattr(properties, "content_type", None),
         content_encoding=getattr(properties, "content_encoding", None),

@@ -106,7 +106,22 @@ def test_publish_with_a_delay_goes_through_the_delay_chain(
     assert messages.DUE_AT in properties.headers and "x-death" in properties.headers
 
 
+def test_publish_takes_a_priority_a_message_id_and_the_raw_format(
+        ctl: Ctl, connection: pika.BlockingConnection) -> None:
+    result = ctl("publish", "jobs", "{}", "--priority", "7", "--message-id", "m-8")
+    assert result.returncode == 0, result.stderr
+    result = ctl("publish", "jobs", "not json, sent as it is", "--raw")
+    assert result.returncode == 0, result.stderr
+    [(first, body), (second, raw)] = get_all(connection, ctl.program.queue)
+    assert (first.priority, first.message_id, body) == (7, "m-8", b"{}")
+    assert (second.priority, raw) == (None, b"not json, sent as it is")
+    assert second.content_type == "application/octet-stream"
+
+
 @pytest.mark.parametrize("args, text", [
+    (["publish", "jobs", "{}", "--priority", "256"], "from 0 to 255"),
+    (["publish", "jobs", "{}", "--id", "x" * 256], "message_id is at most 255 bytes"),
+    (["publish", "jobs", "{}", "--header", "k" * 256 + "=v"], "a key is at most 255 bytes"),
     (["publish", "jobs", "{not json"], "not valid JSON"),
     (["publish", "nosuch", "{}"], "no program 'nosuch'"),
     (["publish", "jobs", "{}", "--delay", "soon"], "--delay"),

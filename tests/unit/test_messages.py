@@ -203,3 +203,36 @@ def test_a_message_the_broker_dead_lettered_shows_the_brokers_reason_and_queue()
     ours = m.dead_letter_headers(headers, m.Failure("exception", "KeyError", "'sku'"),
                                  queue="orders", now=2000)
     assert m.FailedMessage.read(pika.BasicProperties(headers=ours), b"{}").reason == "exception"
+
+
+def test_a_header_value_amqp_cannot_carry_is_republished_as_its_text() -> None:
+    # The worker's decoder never produces one; a handler mutating a nested header can.
+    headers = {"price": 2.5, "meta": {"bad": {1}}, "n": 2 ** 70, "ok": "x"}
+    result, replaced = m.republishable(headers)
+    assert result == {"price": 2.5, "meta": "{'bad': {1}}", "n": str(2 ** 70), "ok": "x"}
+    assert replaced == ["meta", "n"]
+    assert m.republishable({"a": [1.5, None]}) == ({"a": [1.5, None]}, [])
+
+
+@pytest.mark.parametrize("body", [
+    b'O:8:"stdClass":1:{s:5:"order";i:42;}', b'a:2:{i:0;s:1:"a";i:1;s:1:"b";}',
+    b's:5:"hello";', b"i:3;", b"d:2.5;", b"b:1;", b"N;",
+])
+def test_a_php_serialized_body_is_undecodable_with_a_hint(body: bytes) -> None:
+    with pytest.raises(m.Undecodable) as caught:
+        m.decode(body, "json")
+    assert "looks PHP-serialized" in caught.value.reason
+    assert "json_encode()" in caught.value.reason
+    assert "`format: raw`" in caught.value.reason and "`command:`" in caught.value.reason
+
+
+@pytest.mark.parametrize("body, hinted", [
+    (b"<order id='1'/>", True), (b"hello", True), (b"\x00\x01", True),
+    (b"{bad", False), (b"[1,", False), (b"nulll", False), (b"", False), (b"-", False),
+])
+def test_a_body_that_does_not_start_like_json_gets_the_same_hint(body: bytes,
+                                                                hinted: bool) -> None:
+    with pytest.raises(m.Undecodable) as caught:
+        m.decode(body, "json")
+    assert ("does not start like JSON" in caught.value.reason) is hinted
+    assert ("`format: raw`" in caught.value.reason) is hinted
