@@ -240,3 +240,24 @@ def test_a_command_that_cannot_be_found_fails_to_start_and_loses_nothing(
     assert "cannot run the command" in daemon.program_log("cmdmissing")
     assert broker.counts(queue).messages == 1 and msg
     assert broker.counts(f"{queue}.failed").messages == 0
+
+
+
+def test_a_command_runs_in_the_programs_directory_with_its_environment(
+        daemons: MakeDaemon, broker: Broker, tmp_path: Path) -> None:
+    # (`user:` is the worker's own uid, which the command inherits; it is not tested here:
+    # the interpreter these tests run under may live where another user cannot read.)
+    workdir = tmp_path / "jobs-home"
+    workdir.mkdir()
+    queue = broker.declare("cmdenv")
+    daemon = daemons({"cmdenv": {
+        "command": ["sh", "-c", 'echo "uid=$(id -u) cwd=$(pwd) shop=$SHOP_ENV"'],
+        "queue": queue, "directory": str(workdir), "environment": {"SHOP_ENV": "staging"}}})
+    daemon.start()
+
+    broker.publish(queue, {})
+
+    expected = f"uid={os.geteuid()} cwd={workdir} shop=staging"
+    wait_for(lambda: expected in daemon.ctl("tail", "cmdenv", as_json=False).stdout,
+             what=lambda: f"{expected!r} in the program's output: "
+                          f"{daemon.ctl('tail', 'cmdenv', as_json=False).stdout[-1500:]}")
