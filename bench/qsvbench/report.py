@@ -150,7 +150,9 @@ def _spread(values: list[float]) -> str:
         return "–"
     if len(values) == 1:
         return f"one pair {values[0]:.2f}"
-    return f"pairs {min(values):.2f}–{max(values):.2f}"
+    ordered = sorted(values)
+    middle = (ordered[(len(ordered) - 1) // 2] + ordered[len(ordered) // 2]) / 2
+    return f"pairs {ordered[0]:.2f}–{ordered[-1]:.2f}, median pair {middle:.2f}"
 
 
 # -- sections ------------------------------------------------------------------------------
