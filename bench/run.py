@@ -6,7 +6,8 @@
                                               # the other parts' results in --out are kept
     python bench/run.py --quick --out /tmp/b.md   # tiny sizes: checks that it all works
 
-Parts: throughput, memory, control, reload, startup, delay, idle, handback. See bench/README.md.
+Parts: throughput, memory, control, reload, startup, delay, idle, handback, commands.
+See bench/README.md.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))
 
 from qsvbench import (  # noqa: E402
+    commands,
     control,
     delay,
     handback,
@@ -120,6 +122,7 @@ def run_parts(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
         "delay": lambda: delay.run(settings),
         "idle": lambda: idle.run(settings),
         "handback": lambda: handback.run(settings, sizes=args.handback_sizes),
+        "commands": lambda: commands.run(settings),
     }
     parts: dict[str, Any] = {}
     for name in report.PARTS:

@@ -15,7 +15,8 @@ from typing import Any, Callable
 from .common import BENCH_DIR
 
 MARKER = "bench-results-json"
-PARTS = ("throughput", "memory", "control", "reload", "startup", "delay", "idle", "handback")
+PARTS = ("throughput", "memory", "control", "reload", "startup", "delay", "idle", "handback",
+         "commands")
 COMMAND = "python bench/run.py"
 
 
@@ -130,7 +131,28 @@ def targets(parts: dict[str, Any]) -> list[list[str]]:
                      f"{s['master_pct_core']:.4f} % ({s['master_cpu_s'] * 1000:.1f} ms CPU in "
                      f"{s['window_s']:.0f} s, {s['workers']} idle workers)",
                      _ok(s["master_pct_core"] <= 0.1)])
+    cmd = result("commands")
+    if cmd:
+        cases = [r for r in cmd["summary"] if r["ratio"] is not None]
+        target = cmd.get("target", 0.9)
+        rows.append([f"command program ≥ {target:g} × the bare `subprocess.run` loop (1 worker)",
+                     ", ".join(f"{_CASES.get(r['case'], r['case'])} {r['ratio']:.2f} "
+                               f"({_spread(r['pair_ratios'])})" for r in cases),
+                     _ok(all(r["ratio"] >= target for r in cases)) if cases else "–"])
     return rows
+
+
+_CASES = {"true": "`/bin/true`", "php": "PHP job"}
+
+
+def _spread(values: list[float]) -> str:
+    if not values:
+        return "–"
+    if len(values) == 1:
+        return f"one pair {values[0]:.2f}"
+    ordered = sorted(values)
+    middle = (ordered[(len(ordered) - 1) // 2] + ordered[len(ordered) // 2]) / 2
+    return f"pairs {ordered[0]:.2f}–{ordered[-1]:.2f}, median pair {middle:.2f}"
 
 
 # -- sections ------------------------------------------------------------------------------
@@ -428,10 +450,53 @@ carried (a counted return shows 1: it used up one delivery of the limit). In thi
 """
 
 
+def section_commands(result: dict[str, Any]) -> str:
+    rows = []
+    for r in result["summary"]:
+        b, q, nb = r["bare"], r["qsupervisor"], r["no broker"]
+        rows.append([_CASES.get(r["case"], r["case"]), f"{r['backlog']:,}",
+                     _n(nb["median"], 1), _n(b["median"], 1), _n(q["median"], 1),
+                     _n(r["ratio"], 2), " ".join(f"{x:.2f}" for x in r["pair_ratios"]),
+                     f"{_n(b['min'], 1)}–{_n(b['max'], 1)}", f"{_n(q['min'], 1)}–{_n(q['max'], 1)}",
+                     _n(r["bare_vs_no_broker"], 2),
+                     _n(b["consumer_cpu_us_per_job"]), _n(q["consumer_cpu_us_per_job"]),
+                     _ok(r["ratio"] >= result.get("target", 0.9)) if r["ratio"] is not None
+                     else "–"])
+    argv = result.get("argv", {})
+    commands = "; ".join(f"{_CASES.get(c, c)}: `{' '.join(a)}`" for c, a in argv.items())
+    return f"""## Command programs
+
+**What.** A program that names [`command:`](configuration.md#command) runs one process per
+job. Measured: jobs per second of one worker, against the physical limit of one fork and
+exec per message, the bare loop anyone would write without qsupervisor
+(`bench/apps/command_consumer.py`: a plain pika consumer, `basic_qos(prefetch_count=
+{result['prefetch']})`, that for each message runs `subprocess.run(argv, input=body)` and
+acks when it exited 0). Target: qsupervisor ≥ {result.get('target', 0.9):g} × the bare loop.
+
+**How.** Commands: {commands} (`bench/apps/php_job.php` reads the body from stdin,
+`json_decode`s it, checks a field and exits 0: a minimal real PHP job, the interpreter's
+start-up included). A fresh durable {result.get('queue_type', 'quorum')} queue is
+pre-filled with the backlog (small persistent JSON messages), then either the bare loop or
+a `qsupervisord -n` with one program (`command:` the same argv, `workers: 1`,
+`prefetch: {result['prefetch']}` on both sides so that neither waits for the broker between
+jobs, no `timeout`) drains it. The rate is the jobs done between the queue depth (passive
+declares every 20 ms on another connection) falling to 90 % and to 10 % of the backlog,
+divided by that time: start-up never counts. Between the two sides, the same
+`subprocess.run(argv, input=body)` loop runs as many times with no broker at all (a process
+of its own, timed from the first run to the last), so that the broker's share shows.
+The sides alternate which goes first; {result['repeats']} repeat(s); medians, with every
+repeat's qsupervisor/bare ratio (each pair ran back to back) and the range of the rates.
+Consumer CPU is the consumer process's own utime+stime per job (the worker's, all its
+threads, for qsupervisor; the commands' own CPU is not in it).
+
+{_table(["command", "jobs per sample", "no broker jobs/s", "bare loop jobs/s", "qsupervisor jobs/s", "ratio", "ratio per repeat", "bare range", "qsupervisor range", "bare / no broker", "bare CPU µs/job", "qsupervisor CPU µs/job", f"≥ {result.get('target', 0.9):g}"], rows)}
+"""
+
+
 SECTIONS: dict[str, Callable[..., str]] = {
     "memory": section_memory, "control": section_control, "reload": section_reload,
     "startup": section_startup, "delay": section_delay, "idle": section_idle,
-    "handback": section_handback,
+    "handback": section_handback, "commands": section_commands,
 }
 
 

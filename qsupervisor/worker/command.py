@@ -14,7 +14,7 @@ import errno
 import json
 import math
 import os
-import selectors
+import select
 import shutil
 import signal
 import subprocess
@@ -67,6 +67,10 @@ class JobCommand:
         self._templated = [placeholders.uses_placeholders(arg) for arg in self._argv]
         self._lock = threading.Lock()
         self._running: subprocess.Popen[bytes] | None = None
+        # The worker's environment, encoded once: it is the program's and stays as it is
+        # for the worker's life (the leader set it before forking). Popen encodes a str
+        # mapping again for every job.
+        self._base_env: dict[bytes, bytes] = dict(os.environb)
 
     def check(self) -> None:
         """Raise CommandUnavailable if the program to run cannot be found now: a worker
@@ -85,18 +89,29 @@ class JobCommand:
         values = self._values(job)
         argv = [placeholders.fill(arg, values) if templated else arg
                 for arg, templated in zip(self._argv, self._templated)]
-        env = dict(os.environ)
+        env = self._base_env.copy()
         env.update(self._environment(values, job.headers))
+        # Plain descriptors, not Popen's file objects: the job needs neither buffering nor
+        # the fstat, ioctl and lseek calls that wrapping each pipe costs.
+        stdin_r, stdin_w = os.pipe()
+        stderr_r, stderr_w = os.pipe()
         try:
-            proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stderr=subprocess.PIPE,
-                                    env=env, start_new_session=True)
-        except OSError as exc:
+            proc = subprocess.Popen(argv, stdin=stdin_r, stderr=stderr_w, env=env,
+                                    start_new_session=True)
+        except BaseException as exc:
+            for fd in (stdin_w, stderr_r):
+                os.close(fd)
+            if not isinstance(exc, OSError):
+                raise
             raise JobFailed(messages.REASON_EXIT, "CommandNotStarted",
-                                f"cannot start {argv[0]}: {exc.strerror or exc}", "") from None
+                            f"cannot start {argv[0]}: {exc.strerror or exc}", "") from None
+        finally:
+            os.close(stdin_r)
+            os.close(stderr_w)
         with self._lock:
             self._running = proc
         try:
-            run = self._wait(proc, body)
+            run = self._wait(proc, stdin_w, stderr_r, body)
         finally:
             with self._lock:
                 self._running = None
@@ -135,27 +150,35 @@ class JobCommand:
             "redelivered": int(job.redelivered),
         }
 
-    def _environment(self, values: Mapping[str, object], headers: Mapping[str, Any]) -> dict[str, str]:
-        env = {ENV_PREFIX + name.upper(): str(value) for name, value in values.items()}
-        env[ENV_PREFIX + "HEADERS"] = json.dumps(dict(headers), default=_jsonable,
-                                                 ensure_ascii=False, separators=(",", ":"))
+    def _environment(self, values: Mapping[str, object],
+                     headers: Mapping[str, Any]) -> dict[bytes, bytes]:
+        env = {os.fsencode(ENV_PREFIX + name.upper()): os.fsencode(str(value))
+               for name, value in values.items()}
+        env[os.fsencode(ENV_PREFIX + "HEADERS")] = os.fsencode(json.dumps(
+            dict(headers), default=_jsonable, ensure_ascii=False, separators=(",", ":")))
         return env
 
-    def _wait(self, proc: subprocess.Popen[bytes], body: bytes) -> _Run:
+    def _wait(self, proc: subprocess.Popen[bytes], stdin: int, stderr: int,
+              body: bytes) -> _Run:
         """Feed stdin, copy stderr to ours while keeping its tail, and wait for the exit,
         signalling the session at timeout. Never blocks on a pipe: a command that does
-        not read its stdin, or one that fills its stderr, must not wedge the worker."""
-        assert proc.stdin is not None and proc.stderr is not None
-        stdin, stderr = proc.stdin.fileno(), proc.stderr.fileno()
+        not read its stdin, or one that fills its stderr, must not wedge the worker.
+        Closes both descriptors."""
         os.set_blocking(stdin, False)
         tail = bytearray()
-        sel = selectors.DefaultSelector()
-        view = memoryview(body)
+        # poll(2) on at most two descriptors: no epoll instance to create per job.
+        poller = select.poll()
+        watched: set[int] = set()
+        # A body that fits the pipe (64 KiB on Linux) goes in with one write, before the
+        # command has even read it; the rest, if any, as the command reads.
+        view = _feed(stdin, memoryview(body))
         if view:
-            sel.register(stdin, selectors.EVENT_WRITE)
+            poller.register(stdin, select.POLLOUT)
+            watched.add(stdin)
         else:
-            proc.stdin.close()
-        sel.register(stderr, selectors.EVENT_READ)
+            stdin = _close(stdin)
+        poller.register(stderr, select.POLLIN)
+        watched.add(stderr)
         timeout = self._program.timeout
         deadline = time.monotonic() + timeout if timeout else None
         kill_at: float | None = None  # SIGKILL due, after a timeout's SIGTERM
@@ -170,7 +193,7 @@ class JobCommand:
                     kill_at = None
                     _kill_group(proc.pid, signal.SIGKILL)
                 next_due = min((d for d in (deadline, kill_at) if d is not None), default=None)
-                if not sel.get_map():
+                if not watched:
                     # Both pipes are done: only the exit is left to wait for.
                     returncode = self._reap(proc, next_due)
                     if returncode is not None:
@@ -180,23 +203,25 @@ class JobCommand:
                 # command started may hold its stderr open long after it exited.
                 wait = POLL_INTERVAL if next_due is None else min(POLL_INTERVAL,
                                                                   max(0.0, next_due - now))
-                events = sel.select(wait)
-                for key, _mask in events:
-                    if key.fd == stdin:
-                        view = _feed(proc, sel, stdin, view)
-                    else:
-                        _drain(sel, stderr, tail)
+                events = poller.poll(math.ceil(wait * 1000))
+                for fd, _mask in events:
+                    if fd == stdin:
+                        view = _feed(stdin, view)
+                        if not view:
+                            poller.unregister(stdin)
+                            watched.discard(stdin)
+                            stdin = _close(stdin)
+                    elif not _drain(stderr, tail):
+                        poller.unregister(stderr)
+                        watched.discard(stderr)
                 if not events and proc.poll() is not None:
                     _drain_available(stderr, tail)
-                    for fd in list(sel.get_map()):
-                        sel.unregister(fd)
+                    for fd in watched:
+                        poller.unregister(fd)
+                    watched.clear()
         finally:
-            sel.close()
-            for pipe in (proc.stdin, proc.stderr):
-                try:
-                    pipe.close()
-                except OSError:
-                    pass
+            for fd in (stdin, stderr):
+                _close(fd)
 
     def _reap(self, proc: subprocess.Popen[bytes], until: float | None) -> int | None:
         """The exit status, waiting at most until `until` (None: for good)."""
@@ -207,36 +232,40 @@ class JobCommand:
             return None
 
 
-def _feed(proc: subprocess.Popen[bytes], sel: selectors.BaseSelector, fd: int,
-          view: memoryview) -> memoryview:
+def _feed(fd: int, view: memoryview) -> memoryview:
+    """Write what the pipe takes now; what is left (empty: all of it went in)."""
+    if not view:
+        return view
     try:
         written = os.write(fd, view[:_READ])
     except BlockingIOError:
         return view
     except BrokenPipeError:
         written = len(view)  # it stopped reading (or never did): its choice
-    view = view[written:]
-    if not view:
-        sel.unregister(fd)
-        assert proc.stdin is not None
+    return view[written:]
+
+
+def _close(fd: int) -> int:
+    """Close `fd` if it is one; -1, which the wait's loop never sees as an event."""
+    if fd >= 0:
         try:
-            proc.stdin.close()
+            os.close(fd)
         except OSError:
             pass
-    return view
+    return -1
 
 
-def _drain(sel: selectors.BaseSelector, fd: int, tail: bytearray) -> None:
-    """Copy what stderr has to ours; unregister it at its end."""
+def _drain(fd: int, tail: bytearray) -> bool:
+    """Copy what stderr has to ours; False at its end."""
     try:
         chunk = os.read(fd, _READ)
     except BlockingIOError:
-        return
+        return True
     if not chunk:
-        sel.unregister(fd)
-        return
+        return False
     _keep(tail, chunk)
     _write_all(2, chunk)
+    return True
 
 
 def _drain_available(fd: int, tail: bytearray) -> None:

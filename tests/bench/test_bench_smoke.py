@@ -22,6 +22,7 @@ sys.path.insert(0, str(BENCH_DIR))
 import run as bench_run  # noqa: E402  (bench/run.py)
 
 from qsvbench import (  # noqa: E402
+    commands,
     control,
     delay,
     handback,
@@ -56,6 +57,7 @@ def test_every_part_runs_and_the_report_shows_it(settings: Settings, tmp_path: P
         "delay": _part(delay.run(settings, count=5, longest=0.5)),
         "idle": _part(idle.run(settings, workers=2, window=0.5)),
         "handback": _part(handback.run(settings, sizes=(2,))),
+        "commands": _part(commands.run(settings)),
     }
     tp = parts["throughput"]["result"]["summary"]
     assert [(r["queue_type"], r["job"], r["workers"]) for r in tp] == [("classic", "noop", 1)]
@@ -70,13 +72,16 @@ def test_every_part_runs_and_the_report_shows_it(settings: Settings, tmp_path: P
     assert [(r["queue_type"], r["n"]) for r in hb] == [("quorum", 2), ("classic", 2)]
     assert set(hb[0]["methods"]) == {"nack", "close", "copy"}
     assert hb[0]["copy_ok"]  # a copy starts at x-delivery-count 0; none lost or duplicated
+    cmd = parts["commands"]["result"]["summary"]
+    assert cmd and cmd[0]["case"] == "true"
+    assert all(r[side]["median"] > 0 for r in cmd for side in ("bare", "qsupervisor", "no broker"))
 
     out = tmp_path / "benchmarks.md"
     data = {"machine": {"cpu": "smoke"}, "bytecode": "smoke", "parts": parts}
     text = report.render(data, out, tmp_path / "plot.png")
     for heading in ("## Targets", "## 1. Throughput", "## 2. Memory", "## 3. Control latency",
                     "## 4. Reload", "## 5. Start-up", "## 6. Delay lateness", "## 7. Idle master",
-                    "## 8. Handing back prefetched messages"):
+                    "## 8. Handing back prefetched messages", "## Command programs"):
         assert heading in text
     out.write_text(text)
     assert report.load_previous(out)["parts"].keys() == parts.keys()
