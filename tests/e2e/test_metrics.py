@@ -17,7 +17,7 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 from .daemon import Daemon, MakeDaemon
-from .harness import QSUPERVISORD, Ledger, program, runtime_program, wait_for
+from .harness import QSUPERVISORD, QUICK_BACKOFF, Ledger, program, runtime_program, wait_for
 from .rabbit import Broker
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -135,10 +135,13 @@ def test_a_thousand_jobs_through_recycling_and_a_reload_count_exactly_a_thousand
 def test_families_types_labels_and_queue_readings(
         daemons: MakeDaemon, broker: Broker, ledger: Ledger) -> None:
     queue, idle_queue = broker.declare("metrics-busy"), broker.declare("metrics-idle")
+    slow_queue = broker.declare("metrics-slow")
     daemon, scraper = start(daemons, {
-        "busy": runtime_program(queue, ledger, workers=2, attempts=2),
-        "idle": program(idle_queue, ledger, workers=0)})
+        "busy": program(queue, ledger, workers=2, attempts=2, backoff=dict(QUICK_BACKOFF)),
+        "idle": program(idle_queue, ledger, workers=0),
+        "slow": runtime_program(slow_queue, ledger, timeout="1s", attempts=1)})
     broker.publish_many(idle_queue, 7)
+    broker.publish(slow_queue, {"hang": True})
     ok = broker.publish_many(queue, 5)
     broker.publish(queue, {"fail": "always"})
     broker.publish_raw(queue, b"not json")
@@ -152,6 +155,8 @@ def test_families_types_labels_and_queue_readings(
                 and samples.get(("qsupervisor_dead_letter_messages",
                                  frozenset({("program", "busy")}))) == 2)
 
+    wait_for(lambda: jobs(scraper.samples(), "slow", "timed_out") == 1,
+             what="the hung job to time out")
     wait_for(settled, what=lambda: "the retries, dead letters and queue readings: "
              + str({k: v for k, v in scraper.samples().items()
                     if k[0].startswith(("qsupervisor_jobs", "qsupervisor_queue", "qsupervisor_dead"))}))
@@ -194,7 +199,7 @@ def test_families_types_labels_and_queue_readings(
     assert one("qsupervisor_preload_stale", program="busy") == 0
     assert one("qsupervisor_worker_memory_bytes", program="busy") > 10 * 1024 * 1024
     assert one("qsupervisor_worker_memory_bytes", program="idle") == 0
-    assert one("qsupervisor_job_duration_seconds_count", program="busy") == 7
+    assert one("qsupervisor_job_duration_seconds_count", program="busy") == 8  # every run
     import qsupervisor
     assert one("qsupervisor_build_info", version=qsupervisor.__version__) == 1
     started = one("process_start_time_seconds")
