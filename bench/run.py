@@ -6,7 +6,7 @@
                                               # the other parts' results in --out are kept
     python bench/run.py --quick --out /tmp/b.md   # tiny sizes: checks that it all works
 
-Parts: throughput, memory, control, reload, startup, delay, idle, handback. See bench/README.md.
+Parts: throughput, memory, control, reload, startup, delay, idle, handback, metrics. See bench/README.md.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from qsvbench import (  # noqa: E402
     idle,
     machine,
     memory,
+    metrics,
     reload,
     report,
     startup,
@@ -120,6 +121,7 @@ def run_parts(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
         "delay": lambda: delay.run(settings),
         "idle": lambda: idle.run(settings),
         "handback": lambda: handback.run(settings, sizes=args.handback_sizes),
+        "metrics": lambda: metrics.run(settings),
     }
     parts: dict[str, Any] = {}
     for name in report.PARTS:

@@ -15,7 +15,8 @@ from typing import Any, Callable
 from .common import BENCH_DIR
 
 MARKER = "bench-results-json"
-PARTS = ("throughput", "memory", "control", "reload", "startup", "delay", "idle", "handback")
+PARTS = ("throughput", "memory", "control", "reload", "startup", "delay", "idle", "handback",
+         "metrics")
 COMMAND = "python bench/run.py"
 
 
@@ -428,10 +429,46 @@ carried (a counted return shows 1: it used up one delivery of the limit). In thi
 """
 
 
+def section_metrics(result: dict[str, Any]) -> str:
+    s, w = result["scrape"], result["job_write"]
+    rows = [[str(r["repeat"]), "on" if r["metrics"] else "off", f"{r['rate']:,.0f}",
+             f"{r['consumer_cpu_us_per_msg']:.1f}" if r.get("consumer_cpu_us_per_msg") else "-",
+             str(r.get("scrapes", 0)),
+             f"{r['scrape_median_ms']:.2f}" if r.get("scrape_median_ms") else "-"]
+            for r in result["drains"]]
+    ratio_text = (f"{(result['on_vs_off'] - 1) * 100:+.1f} %" if result.get("on_vs_off")
+                  else "not measured")
+    return f"""## Metrics
+
+**How.** `bench/qsvbench/metrics.py`. Scrape: a daemon with one program of
+{s['workers']} idle no-op workers and `metrics: {{listen: ...}}`; `GET /metrics` over a new
+connection each time (the endpoint closes after each reply), timed from before the connect
+to the last byte, {s['runs']} times. Throughput: the throughput part's drain (a pre-filled
+classic backlog of {result['backlog']:,} messages, {result['drain_workers']} workers, no-op
+job, prefetch 10, the rate between 90 % and 10 % of the backlog) with the endpoint off and
+on, interleaved (the order alternates per repeat); while on, a scraper asks every second.
+Workers record each job's duration whether the endpoint is on or off, so that per-job cost
+is measured apart: `Stats.job_started` + `job_finished` in a loop, with the histogram's
+write and with it stubbed out.
+
+**Scrape at {s['workers']} workers:** median {s['median_ms']:.2f} ms, p90 {s['p90_ms']:.2f} ms,
+max {s['max_ms']:.2f} ms; {s['bytes']:,} bytes, {s['lines']:,} lines (target: ≤ 50 ms).
+
+**Throughput, metrics on vs off:** median {result['rate_on']:,.0f} vs
+{result['rate_off']:,.0f} msg/s, {ratio_text} (target: within 2 %).
+
+{_table(["repeat", "metrics", "msg/s", "worker CPU µs/msg", "scrapes", "scrape ms (median)"], rows)}
+
+**Per-job cost of the duration histogram:** {w['with_ns']:.0f} ns per job for the stats
+segment's writes with it, {w['without_ns']:.0f} ns without: {w['histogram_ns']:.0f} ns per
+job, a memory write and no system call.
+"""
+
+
 SECTIONS: dict[str, Callable[..., str]] = {
     "memory": section_memory, "control": section_control, "reload": section_reload,
     "startup": section_startup, "delay": section_delay, "idle": section_idle,
-    "handback": section_handback,
+    "handback": section_handback, "metrics": section_metrics,
 }
 
 
