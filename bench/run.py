@@ -6,8 +6,8 @@
                                               # the other parts' results in --out are kept
     python bench/run.py --quick --out /tmp/b.md   # tiny sizes: checks that it all works
 
-Parts: throughput, memory, control, reload, startup, delay, idle, handback, commands.
-See bench/README.md.
+Parts: throughput, memory, control, reload, startup, delay, idle, handback, commands,
+metrics. See bench/README.md.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from qsvbench import (  # noqa: E402
     idle,
     machine,
     memory,
+    metrics,
     reload,
     report,
     startup,
@@ -123,6 +124,7 @@ def run_parts(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
         "idle": lambda: idle.run(settings),
         "handback": lambda: handback.run(settings, sizes=args.handback_sizes),
         "commands": lambda: commands.run(settings),
+        "metrics": lambda: metrics.run(settings),
     }
     parts: dict[str, Any] = {}
     for name in report.PARTS:

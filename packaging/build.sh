@@ -79,6 +79,8 @@ stage() {
     for doc in examples/*.py examples/*.sh; do
         install -m 0644 "$doc" "build/stage/doc/examples/$(basename "$doc")"
     done
+    # The Grafana dashboard docs/operations.md describes ("Prometheus metrics").
+    install -D -m 0644 packaging/grafana/qsupervisor.json build/stage/doc/grafana/qsupervisor.json
     changelog | gzip -9n >build/stage/changelog.Debian.gz
     find build/stage -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
 }

@@ -13,7 +13,8 @@ import mmap
 import os
 import struct
 import time
-from itertools import compress
+from bisect import bisect_left
+from itertools import accumulate, compress
 from typing import NamedTuple
 
 # done, failed, retried, dead-lettered, held (received, not settled), job start, id length
@@ -29,7 +30,18 @@ _BUCKET = struct.Struct("<IIII")
 _BUCKETS = 60
 _RING = struct.Struct("<" + "IIII" * _BUCKETS)
 _RING_OFFSET = _ID_OFFSET + _ID_MAX + 8
+# For the Prometheus endpoint: jobs that ended by their timeout, and each job's duration
+# in histogram buckets. A job adds one to its own bucket only (not to every bucket above
+# it): one memory write per job, made cumulative when the master reads it.
+DURATION_BUCKETS = (.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1.0, 2.5, 5.0, 10.0,
+                    30.0, 60.0, 120.0, 300.0)  # seconds; +Inf is the bucket after the last
+_TIMED_OUT_AND_SUM = struct.Struct("<Qd")  # timed out, seconds of every job summed
+_TOTALS_OFFSET = _RING_OFFSET + _RING.size
+_COUNT = struct.Struct("<Q")
+_HISTOGRAM_OFFSET = _TOTALS_OFFSET + _TIMED_OUT_AND_SUM.size
+_HISTOGRAM = struct.Struct("<" + "Q" * (len(DURATION_BUCKETS) + 1))
 SIZE = 4096
+assert _HISTOGRAM_OFFSET + _HISTOGRAM.size <= SIZE and _TOTALS_OFFSET % 8 == 0
 
 DONE, FAILED, RETRIED, DEAD = range(4)
 
@@ -52,6 +64,32 @@ class Snapshot(NamedTuple):
 
 
 Ring = tuple[int, ...]  # (second, done, failed, retried) per bucket, flattened
+
+
+class Totals(NamedTuple):
+    """A worker's counters since it started, for the Prometheus endpoint."""
+
+    finished: int  # every job settled: acked, retried or dead-lettered
+    failed: int  # retried or dead-lettered
+    retried: int
+    dead: int
+    timed_out: int  # failed by its timeout (counted in failed too)
+    buckets: tuple[int, ...]  # jobs per duration bucket, NOT cumulative; the last is +Inf
+    seconds: float  # the durations summed
+
+
+EMPTY_TOTALS = Totals(0, 0, 0, 0, 0, (0,) * (len(DURATION_BUCKETS) + 1), 0.0)
+
+
+def add_totals(a: Totals, b: Totals) -> Totals:
+    return Totals(a.finished + b.finished, a.failed + b.failed, a.retried + b.retried,
+                  a.dead + b.dead, a.timed_out + b.timed_out,
+                  tuple(x + y for x, y in zip(a.buckets, b.buckets)), a.seconds + b.seconds)
+
+
+def cumulative(buckets: tuple[int, ...]) -> list[int]:
+    """Per-bucket counts as Prometheus wants them: each bucket counts every job up to it."""
+    return list(accumulate(buckets))
 
 
 def last_minute_of(ring: Ring, now: float) -> tuple[int, int, int]:
@@ -77,6 +115,9 @@ def create() -> int:
 class Stats:
     def __init__(self, fd: int) -> None:
         self._map = mmap.mmap(fd, SIZE)
+        # The worker's own note of when its job started, for the duration: monotonic, so
+        # a clock step never makes a negative or hour-long job (never read by the master).
+        self._started: float | None = None
 
     # -- written by the worker --------------------------------------------------------
 
@@ -86,9 +127,17 @@ class Stats:
         values = list(_HEADER.unpack_from(self._map, 0))
         values[5], values[6] = time.time(), len(raw)
         _HEADER.pack_into(self._map, 0, *values)
+        self._started = time.monotonic()
 
-    def job_finished(self, outcome: int) -> None:
-        """`outcome`: DONE (acked), FAILED and RETRIED, or FAILED and DEAD."""
+    def job_finished(self, outcome: int, timed_out: bool = False) -> None:
+        """`outcome`: DONE (acked), FAILED and RETRIED, or FAILED and DEAD; `timed_out`:
+        it failed by running past its timeout. A job that never started here (a message
+        whose earlier run was lost, failed on arrival) has no duration."""
+        if self._started is not None:
+            self._observe(time.monotonic() - self._started, timed_out)
+            self._started = None
+        elif timed_out:
+            self._observe(None, True)
         values = list(_HEADER.unpack_from(self._map, 0))
         values[0] += 1
         if outcome != DONE:
@@ -100,6 +149,15 @@ class Stats:
         values[5], values[6] = 0.0, 0
         _HEADER.pack_into(self._map, 0, *values)
         self._count_this_second(outcome)
+
+    def _observe(self, seconds: float | None, timed_out: bool) -> None:
+        count, total = _TIMED_OUT_AND_SUM.unpack_from(self._map, _TOTALS_OFFSET)
+        if seconds is not None:
+            seconds = max(0.0, seconds)
+            offset = _HISTOGRAM_OFFSET + _COUNT.size * bisect_left(DURATION_BUCKETS, seconds)
+            _COUNT.pack_into(self._map, offset, _COUNT.unpack_from(self._map, offset)[0] + 1)
+            total += seconds
+        _TIMED_OUT_AND_SUM.pack_into(self._map, _TOTALS_OFFSET, count + timed_out, total)
 
     def set_held(self, held: int) -> None:
         values = list(_HEADER.unpack_from(self._map, 0))
@@ -126,6 +184,12 @@ class Stats:
             job_id = raw.decode("utf-8", "replace")
         return Snapshot(done, failed, retried, dead, held, job_id, started or None,
                         *self._last_minute())
+
+    def totals(self) -> Totals:
+        finished, failed, retried, dead = _HEADER.unpack_from(self._map, 0)[:4]
+        timed_out, seconds = _TIMED_OUT_AND_SUM.unpack_from(self._map, _TOTALS_OFFSET)
+        return Totals(finished, failed, retried, dead, timed_out,
+                      _HISTOGRAM.unpack_from(self._map, _HISTOGRAM_OFFSET), seconds)
 
     def ring(self) -> Ring:
         """The per-second buckets as they are now: what the master keeps of a worker that

@@ -12,6 +12,7 @@ from urllib.parse import unquote, urlsplit
 
 import pika
 import pika.exceptions
+from pika.adapters.utils.connection_workflow import AMQPConnectorException
 
 from qsupervisor.config import brokerurl
 
@@ -146,7 +147,11 @@ class BrokerNodes:
                 if tune is not None:
                     tune(params)
                 return pika.BlockingConnection(params), url
-            except (pika.exceptions.AMQPError, OSError, ValueError) as exc:
+            # AMQPConnectorException: a handshake past stack_timeout (a busy broker) is
+            # neither an AMQPError nor an OSError, and used to escape, killing the leader
+            # that asked for queue depths.
+            except (pika.exceptions.AMQPError, AMQPConnectorException, OSError,
+                    ValueError) as exc:
                 failures.append((url, describe_error(exc)))
                 self.demote(url)
         raise BrokerUnreachable(unreachable_message(failures))

@@ -65,6 +65,28 @@ class DelayConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    """The Prometheus endpoint the master serves; off while `listen` is empty."""
+
+    # "host:port" as the loader normalises it: "127.0.0.1:9808", "[::1]:9808"
+    listen: str = ""
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.listen)
+
+    @property
+    def host(self) -> str:
+        """The address to bind, without an IPv6 literal's brackets."""
+        host = self.listen.rpartition(":")[0]
+        return host[1:-1] if host.startswith("[") else host
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
+@dataclass(frozen=True)
 class DaemonConfig:
     # One URL, or the nodes of one cluster: each process connects to one of them
     # (shuffled) and moves on to the next when it loses it.
@@ -86,6 +108,7 @@ class DaemonConfig:
     # The broker's own consumer_timeout, in seconds; 0 = the broker has none. Only used
     # to refuse job timeouts the broker would cut short.
     consumer_timeout: float = 1800.0
+    metrics: MetricsConfig = MetricsConfig()
 
 
 # A queue argument's value as pika encodes it into an AMQP table.

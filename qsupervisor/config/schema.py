@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import grp
+import ipaddress
 import os
 import pwd
 import re
@@ -23,7 +24,7 @@ from qsupervisor import placeholders
 
 from . import brokerurl, fields, queueargs
 from .fields import FieldInput, Invalid, Parser, describe
-from .model import Backoff, Binding, DaemonConfig, DelayConfig, ProgramConfig
+from .model import Backoff, Binding, DaemonConfig, DelayConfig, MetricsConfig, ProgramConfig
 from .problems import KeyPath
 
 PROGRAM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
@@ -165,6 +166,43 @@ def delay_resolution(field: FieldInput) -> float:
 
 def delay(field: FieldInput) -> DelayConfig:
     return DelayConfig(**section_values(field, DELAY))
+
+
+def metrics_listen(field: FieldInput) -> str:
+    """host:port, [v6]:port, or a bare port (loopback: the endpoint has no authentication,
+    so it listens wider only where the file says so). IP addresses only ('localhost'
+    aside): the daemon must not depend on name resolution to start."""
+    value = field.value
+    hint = "expected host:port such as '127.0.0.1:9808' or '[::1]:9808', or a port"
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str) or not value.strip():
+        raise Invalid(f"{hint}, got {describe(field.value)}")
+    text = value.strip()
+    host, sep, port_text = text.rpartition(":")
+    if not sep:
+        host, port_text = "127.0.0.1", text
+    elif not host:
+        host = "127.0.0.1"
+    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise Invalid(f"{hint}; the port must be 1..65535, got {value!r}")
+    bracketed = host.startswith("[") and host.endswith("]")
+    literal = host[1:-1] if bracketed else host
+    if literal == "localhost":
+        literal = "127.0.0.1"
+    try:
+        address = ipaddress.ip_address(literal)
+    except ValueError:
+        raise Invalid(f"{hint}; {host!r} is not an IP address (names are not resolved; "
+                      "write 127.0.0.1, ::1 or the address of an interface)") from None
+    if address.version == 6 and not bracketed and literal == host:
+        raise Invalid(f"{hint}; write an IPv6 address in brackets: '[{literal}]:{port_text}'")
+    shown = f"[{address}]" if address.version == 6 else str(address)
+    return f"{shown}:{int(port_text)}"
+
+
+def metrics(field: FieldInput) -> MetricsConfig:
+    return MetricsConfig(**section_values(field, METRICS))
 
 
 # -- program parsers -----------------------------------------------------------------
@@ -358,6 +396,11 @@ DELAY = Section("delay", DelayConfig, {
                           "delays are rounded up to a multiple of this; finer needs more levels"),
 })
 
+METRICS = Section("metrics", MetricsConfig, {
+    "listen": KeySpec(metrics_listen, "host:port of the Prometheus endpoint (GET /metrics); "
+                      "a bare port listens on 127.0.0.1; unset = no endpoint"),
+})
+
 BINDING = Section("binding", Binding, {
     "exchange": KeySpec(queueargs.exchange_name, "the exchange to bind the queue to; declared "
                         "if missing", required=True),
@@ -394,6 +437,7 @@ DAEMON = Section("qsupervisord", DaemonConfig, {
                      section=DELAY),
     "consumer_timeout": KeySpec(fields.duration(),
                                 "the broker's consumer_timeout; 0 if the broker has none"),
+    "metrics": KeySpec(metrics, "the Prometheus endpoint: listen", section=METRICS),
 })
 
 PROGRAM = Section("program", ProgramConfig, {

@@ -17,6 +17,7 @@ from qsupervisor import __version__, logs, systemd
 from qsupervisor.config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
 from qsupervisor.daemon import pidfile
 from qsupervisor.master.control_server import ControlServer, PeerPolicy
+from qsupervisor.master.metrics_server import MetricsServer
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -58,6 +59,14 @@ def main(argv: list[str] | None = None) -> int:
     except (pidfile.AlreadyRunning, OSError) as exc:
         print(f"qsupervisord: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    try:
+        metrics = _bind_metrics(config)
+    except OSError as exc:
+        print(f"qsupervisord: metrics: cannot listen on {config.daemon.metrics.listen}: "
+              f"{exc.strerror or exc}", file=sys.stderr)
+        server.sock.close()
+        os.unlink(server.path)
+        return EXIT_FAILED
     systemd.take_notify_socket()
     if args.nodaemon and config.daemon.logfile != "-":
         # In the foreground the terminal is the first place people look.
@@ -68,8 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         if config.daemon.logfile == "-":
             print("qsupervisord: warning: logfile is '-' (stderr), which a detached daemon "
                   "closes: its log goes nowhere; run with -n or set a logfile", file=sys.stderr)
-        _daemonize(server)
-    return _run(config, server)
+        _daemonize(server, metrics)
+    return _run(config, server, metrics)
 
 
 def _claim(config: Config) -> ControlServer:
@@ -86,6 +95,12 @@ def _claim(config: Config) -> ControlServer:
     return ControlServer(daemon.socket, daemon.socket_mode, policy)
 
 
+def _bind_metrics(config: Config) -> MetricsServer | None:
+    """Bound here, before detaching, so that a port in use is an error the operator sees."""
+    settings = config.daemon.metrics
+    return MetricsServer(settings.host, settings.port) if settings.enabled else None
+
+
 def _socket_answers(path: str) -> bool:
     if not os.path.exists(path):
         return False
@@ -97,18 +112,18 @@ def _socket_answers(path: str) -> bool:
             return False  # a socket file left by a daemon that died
 
 
-def _daemonize(server: ControlServer) -> None:
+def _daemonize(server: ControlServer, metrics: MetricsServer | None) -> None:
     import daemon  # python-daemon; only the detached mode needs it
 
     context = daemon.DaemonContext(
         umask=0o027, working_directory="/", detach_process=True,
-        files_preserve=[server.sock.fileno()],
+        files_preserve=[server.sock.fileno()] + ([metrics.sock.fileno()] if metrics else []),
         signal_map={},  # the master installs its own handlers
     )
     context.open()
 
 
-def _run(config: Config, server: ControlServer) -> NoReturn:
+def _run(config: Config, server: ControlServer, metrics: MetricsServer | None) -> NoReturn:
     # After fork: keeps --check light. The launcher hands the master the leader's entry
     # point, so the master's own modules never import the leader tier (or pika).
     from qsupervisor.leader.forkserver import fork_leader
@@ -129,7 +144,8 @@ def _run(config: Config, server: ControlServer) -> NoReturn:
     pidfile.write(daemon_cfg.pidfile)
     # Children's output goes to files: JSON unless console was asked for explicitly.
     child_format = "console" if log_format == "console" else "json"
-    master = Master(config, child_format, server, reopen, SystemProcesses(fork_leader))
+    master = Master(config, child_format, server, reopen, SystemProcesses(fork_leader),
+                    metrics=metrics)
     try:
         code = master.run()
     finally:

@@ -20,10 +20,13 @@ from qsupervisor.master.commands import dispatch
 from qsupervisor.master.control_server import Connection, ControlServer, PeerPolicy
 from qsupervisor.master.host import ChildOwner
 from qsupervisor.master.loop import EventLoop
+from qsupervisor.master.metrics import Collector
+from qsupervisor.master.metrics_server import MetricsServer
 from qsupervisor.master.output import ProgramOutput
 from qsupervisor.master.program import ProgramRuntime
 from qsupervisor.master.reconfigure import UpdatePlan, UpdateResult, plan_update
 from qsupervisor.master.system import Clock, Processes
+from qsupervisor.master.totals import ProgramTotals
 from qsupervisor.states import ProgramState
 
 log = logs.get("qsupervisor.master")
@@ -44,7 +47,7 @@ class Waiter:
 class Master:
     def __init__(self, config: Config, log_format: str, server: ControlServer,
                  reopen_logs: Callable[[], None], processes: Processes,
-                 clock: Clock | None = None) -> None:
+                 clock: Clock | None = None, metrics: MetricsServer | None = None) -> None:
         self.config = config
         self.daemon = config.daemon
         self.log_format = log_format
@@ -56,6 +59,10 @@ class Master:
         self.outputs: dict[str, ProgramOutput] = {}
         self.pids: dict[int, ChildOwner] = {}
         self.waiters: list[Waiter] = []
+        # Per program name, for the daemon's lifetime: counters survive the program's
+        # update, removal and return (totals.py).
+        self.totals: dict[str, ProgramTotals] = {}
+        self.metrics = metrics
         self.started = self.loop.clock.time()
         self.stopping = False
         self.exit_code = 0
@@ -82,6 +89,8 @@ class Master:
         procutil.become_subreaper()
         self.loop.handle_signals(SIGNAL_NAMES, self._on_signal)
         self.server.start(self.loop, lambda conn, req: dispatch(self, conn, req))
+        if self.metrics is not None:
+            self.metrics.start(self.loop, Collector(self).scrape)
         for program in self.config.programs.values():
             self.add_program(program.name, autostart=program.autostart)
         log.info("qsupervisord started", config=self.config.path, socket=self.server.path,
@@ -101,6 +110,8 @@ class Master:
         # Client connections stay open until the process exits: a `shutdown --wait` reads
         # to EOF, which then means the daemon is really gone.
         self.server.stop_listening()
+        if self.metrics is not None:
+            self.metrics.close()
         for output in self.outputs.values():
             output.close()
         log.info("qsupervisord stopped")
@@ -115,7 +126,8 @@ class Master:
                                    self.daemon.log_backups)
             self.outputs[name] = output
             self.loop.add_reader(output.read_fd, output.on_readable)
-        program = ProgramRuntime(self.config.programs[name], self)
+        program = ProgramRuntime(self.config.programs[name], self,
+                                 self.totals.setdefault(name, ProgramTotals()))
         self.programs[name] = program
         if autostart:
             program.start()

@@ -18,10 +18,11 @@ from collections.abc import Iterator
 from qsupervisor import ipc, logs, procutil, stats_segment
 from qsupervisor.channel import Ev, Op
 from qsupervisor.master.crashes import CrashLedger
-from qsupervisor.master.exits import KILLED_FOR_TIMEOUT, Exit, ExitFacts, classify_exit
+from qsupervisor.master.exits import KILLED_FOR_TIMEOUT, Exit, ExitFacts, ExitKind, classify_exit
 from qsupervisor.master.host import Host, PoolOwner
 from qsupervisor.master.process import LeaderProc, Slot, WorkerProc
 from qsupervisor.master.questions import CrashQuestions
+from qsupervisor.master.totals import ProgramTotals, exit_reason
 from qsupervisor.master.watchdog import JobWatchdog
 from qsupervisor.states import WorkerState, transition
 from qsupervisor.stats_segment import Ring, Snapshot
@@ -50,7 +51,8 @@ def _due(slot: Slot) -> float:
 
 
 class WorkerPool:
-    def __init__(self, owner: PoolOwner, host: Host, desired: int) -> None:
+    def __init__(self, owner: PoolOwner, host: Host, desired: int,
+                 totals: ProgramTotals | None = None) -> None:
         self.program = owner
         self.host = host
         self.desired = desired  # how many slots the program should have
@@ -60,6 +62,8 @@ class WorkerPool:
         self.questions = CrashQuestions(host, self.crashes, lambda: self.name, self.live)
         # Exited workers' per-second job counts, while they are in the last minute.
         self.recent: collections.deque[tuple[float, Ring]] = collections.deque()
+        # Every job and exit counted, for the metrics endpoint: the master's, it outlives us.
+        self.totals = totals if totals is not None else ProgramTotals()
         self._pending_spawns: dict[int, WorkerProc] = {}
         self._short_since: float | None = None  # monotonic; see track_capacity
         self._next_wid = 0
@@ -243,6 +247,7 @@ class WorkerPool:
         worker.channel = master_end
         worker.stats = stats_segment.Stats(stats_fd)
         os.close(stats_fd)  # the mapping stays valid
+        self.totals.worker_started(worker, worker.stats)
         self.host.loop.add_reader(master_end, lambda: self._on_message(worker))
         self._pending_spawns[worker.wid] = worker
         slot.worker = worker
@@ -387,8 +392,13 @@ class WorkerPool:
         self.program.workers_changed()
 
     def _account(self, worker: WorkerProc, snapshot: Snapshot | None, meaning: Exit) -> None:
-        """Keep the dead worker's per-second job counts for a minute, and remember the
-        message it died holding when that counts as a failed attempt."""
+        """Fold its counters into the program's totals; keep the dead worker's per-second
+        job counts for a minute, and remember the message it died holding when that counts
+        as a failed attempt."""
+        in_hand = snapshot is not None and snapshot.job_id is not None
+        self.totals.worker_gone(worker, exit_reason(meaning, worker.stop_reason,
+                                                    worker.exit_reason),
+                                timed_out_in_hand=meaning.kind is ExitKind.TIMED_OUT and in_hand)
         if worker.stats is None or snapshot is None:
             return
         self.recent.append((self.host.loop.clock.time(), worker.stats.ring()))

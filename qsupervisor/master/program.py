@@ -21,6 +21,7 @@ from qsupervisor.master.outbox import Outbox
 from qsupervisor.master.pool import DEGRADED_GRACE, WorkerPool, backoff
 from qsupervisor.master.process import LeaderProc, Slot, WorkerProc
 from qsupervisor.master.queue_readings import QueueReadings
+from qsupervisor.master.totals import ProgramTotals
 from qsupervisor.states import ProgramState, WorkerState, transition
 
 log = logs.get("qsupervisor.master")
@@ -30,14 +31,15 @@ P = ProgramState
 
 
 class ProgramRuntime:
-    def __init__(self, config: ProgramConfig, host: Host) -> None:
+    def __init__(self, config: ProgramConfig, host: Host,
+                 totals: ProgramTotals | None = None) -> None:
         self.config = config
         self.host = host
         self.state = P.STOPPED
         self.leader: LeaderProc | None = None
         self.old_leaders: list[LeaderProc] = []
         self.pending_leader: LeaderProc | None = None  # a replacement importing its preload
-        self.pool = WorkerPool(self, host, config.workers)
+        self.pool = WorkerPool(self, host, config.workers, totals)
         self.error: str | None = None  # last leader/preload failure, for status
         self.leader_failures = 0
         self._leader_timer: Timer | None = None

@@ -16,8 +16,10 @@ from dataclasses import dataclass, field
 
 from qsupervisor.config import Config, ConfigDiff, DaemonConfig, ProgramConfig, diff_configs
 
-# Cannot change under a running master: its socket, pidfile and own log are open already.
-RESTART_ONLY = ("socket", "pidfile", "logfile", "log_format")
+# Cannot change under a running master: its socket, pidfile and own log are open already,
+# and so is the metrics listener (bound before the daemon detaches, so that a port in use
+# is reported to whoever started it).
+RESTART_ONLY = ("socket", "pidfile", "logfile", "log_format", "metrics")
 # Used when a program's output file is opened: programs added from now on get the new value.
 NEW_PROGRAMS_ONLY = ("log_dir", "log_max_size", "log_backups")
 

@@ -91,7 +91,7 @@ class _Summary:
             self.snapshots.append(snapshot)
             self.busy += snapshot.job_started is not None
             self.held += snapshot.held
-        self.rss += _rss(worker, alive, self.monotonic) or 0
+        self.rss += worker_rss(worker, alive, self.monotonic) or 0
 
     def view(self) -> dict[str, Any]:
         return {"states": self.states, "busy": self.busy, "held": self.held, "rss": self.rss}
@@ -116,7 +116,7 @@ def queue_view(answer: dict[str, Any], held: int) -> dict[str, Any]:
             "dead_letter_ready": answer.get("dead_letter_ready")}
 
 
-def _rss(worker: WorkerProc, alive: bool, now: float) -> int | None:
+def worker_rss(worker: WorkerProc, alive: bool, now: float) -> int | None:
     """RSS, read from /proc at most once a second per worker: at hundreds of workers the
     reads dominate a status request, and nobody needs it fresher."""
     if worker.pid is None or not alive:
@@ -143,7 +143,7 @@ def worker_status(worker: WorkerProc, draining: bool, snapshot: Snapshot | None,
         "dead_lettered": snapshot.dead if snapshot else 0,
         "held": snapshot.held if snapshot and alive else 0,
         "job": job,
-        "rss": _rss(worker, alive, monotonic),
+        "rss": worker_rss(worker, alive, monotonic),
         "max_jobs": worker.max_jobs,
         "draining": draining,
         "broker_error": worker.broker_error,

@@ -395,7 +395,7 @@ class Consumer:
                                                reason, error_type="Timeout", error=error)
                 self.abandon_settled = self._settle(channel, delivery, outcome,
                                                     report_lost=False)
-                self._runner.job_finished(outcome.stat)
+                self._runner.job_finished(outcome.stat, outcome.timed_out)
         finally:
             self.abandon_done.set()
         self._begin_stop()  # what was prefetched goes back uncounted, not with the channel

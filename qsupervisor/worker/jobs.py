@@ -65,6 +65,7 @@ class Outcome:
     properties: pika.BasicProperties | None = None
     delay: float = 0.0
     stat: int = stats_mod.DONE
+    timed_out: bool = False  # a failed attempt because the job ran past its timeout
 
 
 class JobRunner:
@@ -97,7 +98,7 @@ class JobRunner:
         self._stats.job_started(msg_id)
         self._on_start()
         outcome = self._execute(properties, body, headers, msg_id, attempt, redelivered)
-        self._stats.job_finished(outcome.stat)
+        self._stats.job_finished(outcome.stat, outcome.timed_out)
         return outcome
 
     def _execute(self, properties: Any, body: bytes, headers: Mapping[str, Any], msg_id: str,
@@ -133,8 +134,8 @@ class JobRunner:
     def held(self, count: int) -> None:
         self._stats.set_held(count)
 
-    def job_finished(self, stat: int) -> None:
-        self._stats.job_finished(stat)
+    def job_finished(self, stat: int, timed_out: bool = False) -> None:
+        self._stats.job_finished(stat, timed_out)
 
     # -- failure paths, also used by the I/O thread when a job times out ------------------
 
@@ -153,7 +154,7 @@ class JobRunner:
                     attempt=attempt, next_attempt=attempt + 1, retry_in=round(delay, 3),
                     reason=reason)
         return Outcome(RETRY, msg_id, body, _with_headers(properties, headers), delay=delay,
-                       stat=stats_mod.RETRIED)
+                       stat=stats_mod.RETRIED, timed_out=reason == messages.REASON_TIMEOUT)
 
     def dead(self, properties: Any, body: bytes, attempt: int, reason: str, *,
              error_type: str, error: str, tb: str = "") -> Outcome:
@@ -164,7 +165,8 @@ class JobRunner:
         log.error("message dead-lettered", queue=self._program.queue, message_id=msg_id,
                   attempts=attempt, reason=reason, error=error,
                   dead_letter_queue=self._program.dead_letter_queue)
-        return Outcome(DEAD, msg_id, body, _with_headers(properties, headers), stat=stats_mod.DEAD)
+        return Outcome(DEAD, msg_id, body, _with_headers(properties, headers), stat=stats_mod.DEAD,
+                       timed_out=reason == messages.REASON_TIMEOUT)
 
 
 def attempt_of_delivery(properties: Any) -> int:

@@ -74,3 +74,20 @@ def test_the_environment_may_name_several_nodes(monkeypatch: pytest.MonkeyPatch,
     assert connection.default_broker() == urls
     assert connection.as_urls(None) == urls
     assert connection.as_urls([]) == urls
+
+
+def test_a_node_that_never_finishes_the_handshake_is_unreachable_not_an_escape() -> None:
+    """pika reports a handshake past stack_timeout as AMQPConnectorStackTimeout, which is
+    neither an AMQPError nor an OSError: it killed the leader reading queue depths."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()  # accepts (in the kernel), never answers the AMQP handshake
+
+        def short(params: object) -> None:
+            params.stack_timeout = 0.3  # type: ignore[attr-defined]
+            params.socket_timeout = 0.3  # type: ignore[attr-defined]
+            params.connection_attempts = 1  # type: ignore[attr-defined]
+
+        url = f"amqp://guest:guest@127.0.0.1:{silent.getsockname()[1]}/"
+        with pytest.raises(BrokerUnreachable):
+            BrokerNodes([url]).connect(name="test", tune=short)

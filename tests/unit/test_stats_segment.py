@@ -69,3 +69,43 @@ def test_last_minute_counts_fresh_buckets_only(segment: Stats, clock: Clock) -> 
     snap = segment.read()
     assert (snap.done_last_minute, snap.failed_last_minute, snap.retried_last_minute) == (0, 0, 0)
     assert (snap.done, snap.failed, snap.retried) == (121, 61, 1)
+
+
+def test_durations_land_in_their_bucket_and_read_cumulative(
+        segment: Stats, monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [100.0]
+    monkeypatch.setattr(stats.time, "monotonic", lambda: now[0])
+    for seconds, outcome in ((0.0005, DONE), (0.001, DONE), (0.3, RETRIED), (400.0, DEAD)):
+        now[0] = 0.0
+        segment.job_started("m")
+        now[0] = seconds
+        segment.job_finished(outcome)
+    totals = segment.totals()
+    assert (totals.finished, totals.failed, totals.retried, totals.dead) == (4, 2, 1, 1)
+    assert totals.timed_out == 0
+    assert totals.seconds == pytest.approx(400.3015)
+    bounds = stats.DURATION_BUCKETS
+    # Le semantics: 1 ms exactly is in the 1 ms bucket, as Prometheus counts `le`.
+    assert totals.buckets[0] == 2
+    assert totals.buckets[bounds.index(0.5)] == 1
+    assert totals.buckets[-1] == 1  # past the last bound: only +Inf
+    cumulative = stats.cumulative(totals.buckets)
+    assert cumulative[0] == 2 and cumulative[bounds.index(0.25)] == 2
+    assert cumulative[bounds.index(0.5)] == 3 and cumulative[-1] == 4
+    assert all(a <= b for a, b in zip(cumulative, cumulative[1:]))
+
+
+def test_timed_out_jobs_are_failures_and_counted_apart(segment: Stats) -> None:
+    segment.job_started("m")
+    segment.job_finished(RETRIED, timed_out=True)
+    segment.job_finished(DEAD)  # an earlier run was lost: no start, no duration
+    totals = segment.totals()
+    assert (totals.finished, totals.failed, totals.timed_out) == (2, 2, 1)
+    assert sum(totals.buckets) == 1
+
+
+def test_add_totals() -> None:
+    one = stats.Totals(3, 1, 1, 0, 0, (1,) + (0,) * len(stats.DURATION_BUCKETS), 0.5)
+    both = stats.add_totals(one, one)
+    assert both.finished == 6 and both.buckets[0] == 2 and both.seconds == 1.0
+    assert stats.add_totals(stats.EMPTY_TOTALS, one) == one
