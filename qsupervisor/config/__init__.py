@@ -20,6 +20,7 @@ if TYPE_CHECKING:
         Config,
         DaemonConfig,
         DelayConfig,
+        FleetConfig,
         ProgramConfig,
     )
     from .problems import ConfigError, Problem
@@ -29,13 +30,14 @@ _WHERE = {
     "load_config": "loader",
     "read_control_settings": "control",
     "DEFAULT_CONFIG_PATH": "model", "Backoff": "model", "Config": "model",
-    "DaemonConfig": "model", "DelayConfig": "model", "ProgramConfig": "model",
+    "DaemonConfig": "model", "DelayConfig": "model", "FleetConfig": "model",
+    "ProgramConfig": "model",
     "ConfigError": "problems", "Problem": "problems",
 }
 
 # A literal list, so linters see the names the lazy imports above provide.
 __all__ = ["DEFAULT_CONFIG_PATH", "Backoff", "Config", "ConfigDiff", "ConfigError",
-           "DaemonConfig", "DelayConfig", "Problem", "ProgramConfig", "diff_configs",
+           "DaemonConfig", "DelayConfig", "FleetConfig", "Problem", "ProgramConfig", "diff_configs",
            "load_config", "read_control_settings"]
 assert set(__all__) == set(_WHERE)
 
