@@ -246,7 +246,7 @@ class Herald:
 
 def _tune(params: pika.URLParameters) -> None:
     params.socket_timeout = CONNECT_TIMEOUT
-    params.stack_timeout = CONNECT_TIMEOUT * 2
+    params.stack_timeout = CONNECT_TIMEOUT  # the whole handshake: a hung broker too
     params.connection_attempts = 1
     # A broker that blocks publishers (a memory alarm) must not hold the herald: it
     # drops the connection and tries again later.

@@ -9,7 +9,7 @@ import uuid
 from typing import Any
 
 from .daemon import Daemon, MakeDaemon
-from .harness import BROKER_URL, DEADLINE, Ledger, pid_alive, program, proc_title, wait_for
+from .harness import BROKER_URL, DEADLINE, Ledger, pid_alive, proc_title, program, wait_for
 from .rabbit import Broker, rabbitmqctl, unique_queue
 
 INTERVAL = 0.5  # seconds: stale after 1.5 s unheard, gone after 5 s
