@@ -23,6 +23,9 @@ class Op:
     RETIRE: Final = "retire"  # master -> leader: exit after the last worker
     QUEUE_STATS: Final = "queue_stats"  # master -> leader, for status
     CRASHES: Final = "crashes"  # worker -> master: deaths recorded for a message id
+    ANNOUNCE: Final = "announce"  # master -> herald: the summary to publish now
+    FLEET: Final = "fleet"  # master -> herald, for `fleet`: every daemon heard
+    REOPEN: Final = "reopen"  # master -> herald: reopen the log file (SIGUSR1)
 
 
 class Ev:
@@ -44,5 +47,7 @@ class Ev:
     BROKER_BACK: Final = "broker_back"
     EXITING: Final = "exiting"  # leaving on purpose, with the reason
     UNSETTLED: Final = "unsettled"  # a job's outcome was lost with the broker connection
+    # herald -> master
+    FLEET: Final = "fleet"  # the answer to Op.FLEET
     # ipc.py's stand-in for a message that was not a JSON object
     GARBAGE: Final = "garbage"

@@ -37,8 +37,13 @@ def readable(sock: socket.socket) -> bool:
     return bool(poller.poll(0))
 
 
+def encode(msg: Message) -> bytes:
+    """A message as it goes on the wire (its size is what MAX_MESSAGE bounds)."""
+    return json.dumps(msg, separators=(",", ":")).encode()
+
+
 def send(sock: socket.socket, msg: Message, fds: Sequence[int] = ()) -> None:
-    data = json.dumps(msg, separators=(",", ":")).encode()
+    data = encode(msg)
     if fds:
         socket.send_fds(sock, [data], list(fds))
     else:

@@ -12,7 +12,10 @@ from urllib.parse import unquote, urlsplit
 
 import pika
 import pika.exceptions
-from pika.adapters.utils.connection_workflow import AMQPConnectorException
+from pika.adapters.utils.connection_workflow import (
+    AMQPConnectorException,
+    AMQPConnectorStackTimeout,
+)
 
 from qsupervisor.config import brokerurl
 
@@ -147,9 +150,9 @@ class BrokerNodes:
                 if tune is not None:
                     tune(params)
                 return pika.BlockingConnection(params), url
-            # AMQPConnectorException: a handshake past stack_timeout (a busy broker) is
-            # neither an AMQPError nor an OSError, and used to escape, killing the leader
-            # that asked for queue depths.
+            # AMQPConnectorException: a broker that accepts the TCP connection and then
+            # never completes the handshake (AMQPConnectorStackTimeout) is not an AMQPError
+            # in pika 1.2; uncaught, it ended the caller's process.
             except (pika.exceptions.AMQPError, AMQPConnectorException, OSError,
                     ValueError) as exc:
                 failures.append((url, describe_error(exc)))
@@ -180,6 +183,8 @@ def describe_error(exc: BaseException) -> str:
         if not isinstance(inner, BaseException):
             break
         exc = inner
+    if isinstance(exc, AMQPConnectorStackTimeout):  # its text is a repr of the socket
+        return "no AMQP handshake in time (the node takes connections but does not answer)"
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror.lower() if exc.strerror[:1].isupper() else exc.strerror
     text = str(exc) if not exc.args or exc.args[0] else ""

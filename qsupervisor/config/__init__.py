@@ -20,6 +20,7 @@ if TYPE_CHECKING:
         Config,
         DaemonConfig,
         DelayConfig,
+        FleetConfig,
         MetricsConfig,
         ProgramConfig,
     )
@@ -30,14 +31,14 @@ _WHERE = {
     "load_config": "loader",
     "read_control_settings": "control",
     "DEFAULT_CONFIG_PATH": "model", "Backoff": "model", "Config": "model",
-    "DaemonConfig": "model", "DelayConfig": "model", "ProgramConfig": "model",
-    "MetricsConfig": "model",
+    "DaemonConfig": "model", "DelayConfig": "model", "FleetConfig": "model",
+    "MetricsConfig": "model", "ProgramConfig": "model",
     "ConfigError": "problems", "Problem": "problems",
 }
 
 # A literal list, so linters see the names the lazy imports above provide.
 __all__ = ["DEFAULT_CONFIG_PATH", "Backoff", "Config", "ConfigDiff", "ConfigError",
-           "DaemonConfig", "DelayConfig", "MetricsConfig", "Problem", "ProgramConfig", "diff_configs",
+           "DaemonConfig", "DelayConfig", "FleetConfig", "MetricsConfig", "Problem", "ProgramConfig", "diff_configs",
            "load_config", "read_control_settings"]
 assert set(__all__) == set(_WHERE)
 

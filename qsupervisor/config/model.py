@@ -11,6 +11,7 @@ import math
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from socket import gethostname
 from typing import Callable, Union
 
 from .defaults import DEFAULT_BROKER, DEFAULT_CONFIG_PATH, DEFAULT_SOCKET  # noqa: F401 - DEFAULT_CONFIG_PATH re-exported
@@ -87,6 +88,19 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True)
+class FleetConfig:
+    """The fleet view: how often the daemon announces itself on the broker."""
+
+    # Others mark a daemon stale after 3 of its intervals unheard, and drop it after 10
+    # (herald/table.py); each announcement carries its own interval for that reason.
+    interval: float = 5.0  # seconds, 0.1..3600
+
+
+# What a daemon calls itself in the fleet view; at most this many characters.
+MAX_NODE_NAME = 100
+
+
+@dataclass(frozen=True)
 class DaemonConfig:
     # One URL, or the nodes of one cluster: each process connects to one of them
     # (shuffled) and moves on to the next when it loses it.
@@ -109,6 +123,9 @@ class DaemonConfig:
     # to refuse job timeouts the broker would cut short.
     consumer_timeout: float = 1800.0
     metrics: MetricsConfig = MetricsConfig()
+    # How the daemon names itself in the fleet view; two daemons on one machine need two.
+    node_name: str = field(default_factory=gethostname)
+    fleet: FleetConfig = FleetConfig()
 
 
 # A queue argument's value as pika encodes it into an AMQP table.

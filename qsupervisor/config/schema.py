@@ -24,7 +24,16 @@ from qsupervisor import placeholders
 
 from . import brokerurl, fields, queueargs
 from .fields import FieldInput, Invalid, Parser, describe
-from .model import Backoff, Binding, DaemonConfig, DelayConfig, MetricsConfig, ProgramConfig
+from .model import (
+    MAX_NODE_NAME,
+    Backoff,
+    Binding,
+    DaemonConfig,
+    DelayConfig,
+    FleetConfig,
+    MetricsConfig,
+    ProgramConfig,
+)
 from .problems import KeyPath
 
 PROGRAM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
@@ -203,6 +212,39 @@ def metrics_listen(field: FieldInput) -> str:
 
 def metrics(field: FieldInput) -> MetricsConfig:
     return MetricsConfig(**section_values(field, METRICS))
+
+
+# An announcement every 0.1 s is already a test's pace; one an hour is a fleet view of
+# nothing (a daemon is stale after three intervals).
+MIN_FLEET_INTERVAL = 0.1
+MAX_FLEET_INTERVAL = 3600.0
+
+
+def fleet_interval(field: FieldInput) -> float:
+    seconds = fields.duration()(field)
+    if not MIN_FLEET_INTERVAL <= seconds <= MAX_FLEET_INTERVAL:
+        low = fields.show_duration(MIN_FLEET_INTERVAL)
+        high = fields.show_duration(MAX_FLEET_INTERVAL)
+        raise Invalid(f"expected a duration between {low} and {high}, got {describe(field.value)}")
+    return seconds
+
+
+def fleet(field: FieldInput) -> FleetConfig:
+    return FleetConfig(**section_values(field, FLEET))
+
+
+def node_name(field: FieldInput) -> str:
+    """Shown in every other daemon's fleet view, and published: printable, bounded."""
+    value = field.value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = field.raw() or str(value)  # node_name: 01 is the name "01"
+    if not isinstance(value, str) or not value.strip():
+        raise Invalid(f"expected a name for this daemon such as 'web-3', got {describe(value)}")
+    if not value.isprintable():
+        raise Invalid(f"a node name must be printable (no control characters), got {value!r}")
+    if len(value) > MAX_NODE_NAME:
+        raise Invalid(f"a node name is at most {MAX_NODE_NAME} characters, got {len(value)}")
+    return value
 
 
 # -- program parsers -----------------------------------------------------------------
@@ -401,6 +443,11 @@ METRICS = Section("metrics", MetricsConfig, {
                       "a bare port listens on 127.0.0.1; unset = no endpoint"),
 })
 
+FLEET = Section("fleet", FleetConfig, {
+    "interval": KeySpec(fleet_interval, "how often the daemon announces itself on the broker; "
+                        "others mark it stale after 3 intervals unheard, forget it after 10"),
+})
+
 BINDING = Section("binding", Binding, {
     "exchange": KeySpec(queueargs.exchange_name, "the exchange to bind the queue to; declared "
                         "if missing", required=True),
@@ -438,6 +485,9 @@ DAEMON = Section("qsupervisord", DaemonConfig, {
     "consumer_timeout": KeySpec(fields.duration(),
                                 "the broker's consumer_timeout; 0 if the broker has none"),
     "metrics": KeySpec(metrics, "the Prometheus endpoint: listen", section=METRICS),
+    "node_name": KeySpec(node_name, "this daemon's name in the fleet view; default: the host name"),
+    "fleet": KeySpec(fleet, "the fleet view: interval of the daemon's announcements",
+                     section=FLEET),
 })
 
 PROGRAM = Section("program", ProgramConfig, {

@@ -18,5 +18,6 @@ COMMAND_HELP: dict[str, str] = {
     "tail": "show a program's captured worker output",
     "reopen": "reopen log files (after logrotate)",
     "shutdown": "stop every program, then the daemon",
+    "fleet": "show every daemon on this broker and its programs",
     "version": "show the daemon's version",
 }

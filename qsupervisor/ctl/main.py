@@ -80,6 +80,9 @@ def _add_daemon_commands(sub: Any) -> None:
     p.add_argument("-n", "--lines", type=int, default=10, help="lines to show (default 10)")
     _add_command(sub, "reopen")
     _add_command(sub, "shutdown", wait=True)
+    p = _add_command(sub, "fleet")
+    p.add_argument("--program", metavar="PROGRAM", default=None,
+                   help="only the daemons that run this program, with it alone")
     _add_command(sub, "version")
 
 
@@ -102,6 +105,8 @@ def request_for(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
         req["signal"] = args.signal
     elif cmd == "tail":
         req.update(lines=args.lines, follow=args.follow)
+    elif cmd == "fleet" and args.program:
+        req["program"] = args.program
     return cmd, req
 
 
@@ -164,6 +169,8 @@ def exit_code(cmd: str, req: dict[str, Any], result: Any) -> int:
         if "all" in names:
             names = list(result.get("programs", {}))
         return EXIT_NOT_RUNNING if render.not_running(result, names) else EXIT_OK
+    if cmd == "fleet":  # a view from before a broker outage, or none: scripts must notice
+        return EXIT_OK if result.get("available") and result.get("connected") else EXIT_FAILED
     programs = result.get("programs") if isinstance(result, dict) else None
     if isinstance(programs, dict) and cmd != "status":
         if any(isinstance(o, dict) and o.get("ok") is False for o in programs.values()):

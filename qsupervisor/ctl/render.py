@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from qsupervisor.ctl.fleet_render import render_fleet
 from qsupervisor.units import format_duration, format_size
 
 
@@ -28,7 +29,8 @@ def not_running(result: dict[str, Any], names: Iterable[str]) -> bool:
 
 def _status(result: dict[str, Any]) -> str:
     master = result["master"]
-    lines = [f"qsupervisord {master['version']}  pid {master['pid']}  "
+    herald = f"  herald {master['herald_pid']}" if master.get("herald_pid") else ""
+    lines = [f"qsupervisord {master['version']}  pid {master['pid']}{herald}  "
              f"up {format_duration(master['uptime'])}  config {master['config']}"]
     for name, program in result["programs"].items():
         lines.extend(_program_lines(name, program))
@@ -157,4 +159,5 @@ _RENDERERS = {
     "version": lambda r: f"qsupervisord {r['version']} (protocol {r['protocol']})",
     "shutdown": lambda r: "shut down" if r.get("stopped") else "shutting down",
     "reopen": lambda r: "log files reopened",
+    "fleet": render_fleet,
 }

@@ -126,6 +126,7 @@ def _daemonize(server: ControlServer, metrics: MetricsServer | None) -> None:
 def _run(config: Config, server: ControlServer, metrics: MetricsServer | None) -> NoReturn:
     # After fork: keeps --check light. The launcher hands the master the leader's entry
     # point, so the master's own modules never import the leader tier (or pika).
+    from qsupervisor.herald.main import fork_herald
     from qsupervisor.leader.forkserver import fork_leader
     from qsupervisor.master.arbiter import Master
     from qsupervisor.master.system import SystemProcesses
@@ -144,8 +145,10 @@ def _run(config: Config, server: ControlServer, metrics: MetricsServer | None) -
     pidfile.write(daemon_cfg.pidfile)
     # Children's output goes to files: JSON unless console was asked for explicitly.
     child_format = "console" if log_format == "console" else "json"
-    master = Master(config, child_format, server, reopen, SystemProcesses(fork_leader),
-                    metrics=metrics)
+    # The herald writes to the daemon's own log, so it gets the stream (and reopens it).
+    processes = SystemProcesses(fork_leader, lambda daemon, fmt, sock: fork_herald(
+        daemon, fmt, sock, stream))
+    master = Master(config, child_format, server, reopen, processes, metrics=metrics)
     try:
         code = master.run()
     finally:

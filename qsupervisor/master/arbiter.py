@@ -16,8 +16,10 @@ from qsupervisor import logs, procutil, systemd
 from qsupervisor.config import Config, ConfigError, DaemonConfig, Problem, load_config
 from qsupervisor.config.diff import ConfigDiff, diff_configs
 from qsupervisor.control import protocol
+from qsupervisor.master import fleet
 from qsupervisor.master.commands import dispatch
 from qsupervisor.master.control_server import Connection, ControlServer, PeerPolicy
+from qsupervisor.master.herald import HeraldLink
 from qsupervisor.master.host import ChildOwner
 from qsupervisor.master.loop import EventLoop
 from qsupervisor.master.metrics import Collector
@@ -66,6 +68,8 @@ class Master:
         self.started = self.loop.clock.time()
         self.stopping = False
         self.exit_code = 0
+        self.herald = HeraldLink(self, lambda: fleet.summary(
+            self.programs.values(), self.daemon, self.started, self.loop.clock))
 
     # -- Host interface for programs ------------------------------------------------------
 
@@ -93,6 +97,7 @@ class Master:
             self.metrics.start(self.loop, Collector(self).scrape)
         for program in self.config.programs.values():
             self.add_program(program.name, autostart=program.autostart)
+        self.herald.start()
         log.info("qsupervisord started", config=self.config.path, socket=self.server.path,
                  programs=list(self.programs))
         systemd.notify("READY=1\nSTATUS=running")
@@ -112,6 +117,7 @@ class Master:
         self.server.stop_listening()
         if self.metrics is not None:
             self.metrics.close()
+        self.herald.stop()
         for output in self.outputs.values():
             output.close()
         log.info("qsupervisord stopped")
@@ -189,6 +195,8 @@ class Master:
             systemd.notify("STOPPING=1\nSTATUS=stopping: "
                            + ("killing the workers" if fast else "workers finish their jobs"))
         self.stopping = True
+        if fast:
+            self.herald.stop()
         for program in self.programs.values():
             program.stop("shutdown")
             if fast:
@@ -199,6 +207,7 @@ class Master:
         self.reopen_logs()
         for output in self.outputs.values():
             output.reopen()
+        self.herald.reopen()
         log.info("log files reopened")
 
     def reread(self) -> ConfigDiff:
@@ -243,6 +252,12 @@ class Master:
         if plan.daemon is not None:
             self._apply_daemon_settings(old_daemon, plan.daemon)
             self.daemon = plan.daemon
+            # The herald reads node_name and the interval from each summary; only its
+            # connection depends on a setting it was started with.
+            if old_daemon.broker != plan.daemon.broker:
+                self.herald.restart()
+            if old_daemon.fleet != plan.daemon.fleet:
+                self.herald.reschedule()
         for warning in plan.result.warnings:
             log.warning("setting not applied in place", detail=warning)
         for name in plan.removed:

@@ -16,8 +16,10 @@ from qsupervisor.config import Config, ConfigError, DaemonConfig
 from qsupervisor.config.diff import ConfigDiff
 from qsupervisor.control import protocol
 from qsupervisor.control.protocol import ProtocolError
+from qsupervisor.master import fleet as fleet_view
 from qsupervisor.master import status as status_view
 from qsupervisor.master.control_server import Connection
+from qsupervisor.master.herald import HeraldLink
 from qsupervisor.master.loop import EventLoop
 from qsupervisor.master.output import ProgramOutput
 from qsupervisor.master.program import ProgramRuntime
@@ -26,6 +28,9 @@ from qsupervisor.states import ProgramState
 
 Args = dict[str, Any]
 QUEUE_STATS_WAIT = 1.0  # seconds status waits for the leaders' broker readings
+# Seconds `fleet` waits for the herald. Above its connect timeout (herald/main.py), so a
+# herald busy reaching a broker node still answers in time.
+FLEET_WAIT = 3.0
 Check = Callable[[], Optional[dict[str, Any]]]
 
 
@@ -39,6 +44,7 @@ class Supervisor(Protocol):
     daemon: DaemonConfig
     started: float
     stopping: bool
+    herald: HeraldLink
 
     def reread(self) -> ConfigDiff: ...
     def update(self, names: list[str] | None) -> UpdateResult: ...
@@ -160,7 +166,8 @@ class Status(Command):
         self.reply({
             "master": status_view.master_status(self.master.started,
                                                 self.master.loop.clock.time(),
-                                                self.master.config.path),
+                                                self.master.config.path,
+                                                self.master.herald.pid),
             "programs": programs,
         })
 
@@ -370,6 +377,43 @@ class Shutdown(Command):
             self.reply({"stopped": False})
 
 
+class Fleet(Command):
+    """Every daemon the herald has heard from on this broker (virtual host), one entry
+    per daemon with its programs; `program` keeps the daemons that run it, with it alone.
+    Replies within FLEET_WAIT whatever the herald does: `available` false and `error`
+    when it did not answer, `connected` false when it answered from an old picture."""
+
+    name = "fleet"
+
+    def run(self) -> None:
+        program = self.args.get("program")
+        if program is not None and (not isinstance(program, str) or not program):
+            raise ProtocolError(protocol.BAD_REQUEST, "'program' must be a program name")
+        self._program: str | None = program
+        self._done = False
+        if not self.master.herald.ask(self._finish):
+            self._finish({"error": "the herald is not running (see the daemon's log); "
+                                   "it is started again shortly"})
+            return
+        self.master.loop.call_later(FLEET_WAIT, lambda: self._finish(
+            {"error": f"the herald did not answer within {FLEET_WAIT:g} s"}))
+
+    def _finish(self, answer: dict[str, Any]) -> None:
+        if self._done:
+            return
+        self._done = True
+        daemon = self.master.daemon
+        available = "nodes" in answer
+        nodes = list(answer.get("nodes") or [])
+        if self._program is not None:
+            nodes = fleet_view.only_program(nodes, self._program)
+        self.reply({"node": daemon.node_name, "interval": daemon.fleet.interval,
+                    "herald_pid": self.master.herald.pid, "available": available,
+                    "connected": bool(answer.get("connected")), "error": answer.get("error"),
+                    "since": answer.get("since"), "truncated": answer.get("truncated", 0),
+                    "nodes": nodes})
+
+
 class Version(Command):
     """Versions of the daemon and of its protocol."""
 
@@ -381,7 +425,7 @@ class Version(Command):
 
 COMMANDS: dict[str, type[Command]] = {
     cls.name: cls for cls in (Status, Start, Stop, Restart, Reload, Scale, Reread, Update,
-                              Signal, Pid, Tail, Reopen, Shutdown, Version)
+                              Signal, Pid, Tail, Reopen, Shutdown, Fleet, Version)
 }
 
 
@@ -392,7 +436,7 @@ def dispatch(master: Supervisor, conn: Connection, request: dict[str, Any]) -> N
         if cls is None:
             raise ProtocolError(protocol.BAD_REQUEST,
                                 f"unknown command {request['cmd']!r}; known: {', '.join(COMMANDS)}")
-        if master.stopping and cls not in (Status, Pid, Version, Shutdown, Tail, Reopen):
+        if master.stopping and cls not in (Status, Pid, Version, Shutdown, Tail, Reopen, Fleet):
             raise ProtocolError(protocol.SHUTTING_DOWN, "the daemon is shutting down")
         cls(master, conn, req_id, request["args"]).run()
     except ProtocolError as exc:

@@ -15,9 +15,10 @@ from qsupervisor.stats_segment import Snapshot
 RSS_MAX_AGE = 1.0  # seconds
 
 
-def master_status(started: float, now: float, config_path: str) -> dict[str, Any]:
+def master_status(started: float, now: float, config_path: str,
+                  herald_pid: int | None = None) -> dict[str, Any]:
     return {"pid": os.getpid(), "uptime": round(now - started, 3),
-            "config": config_path, "version": __version__}
+            "config": config_path, "version": __version__, "herald_pid": herald_pid}
 
 
 def program_status(program: ProgramRuntime, clock: Clock, search_path: Sequence[str] = (),
@@ -49,6 +50,13 @@ def program_status(program: ProgramRuntime, clock: Clock, search_path: Sequence[
     }
     add_slot_details(status, program)
     return status
+
+
+def workers_summary(program: ProgramRuntime, clock: Clock) -> _Summary:
+    """The totals over the program's workers alone (the fleet announcement's figures)."""
+    summary = _Summary(clock.time(), clock.monotonic())
+    _read_workers(program, summary, with_workers=False)
+    return summary
 
 
 def _read_workers(program: ProgramRuntime, summary: _Summary,

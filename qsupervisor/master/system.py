@@ -18,6 +18,8 @@ from qsupervisor.config import DaemonConfig, ProgramConfig
 # the leader tier (leader/forkserver.py) and reaches the master from the launcher, so the
 # master's modules never import the leader's code (nor pika, which the leader needs).
 StartLeader = Callable[[ProgramConfig, DaemonConfig, str, socket.socket, int], int]
+# Forks the herald (herald/main.py) and returns its pid; the same arrangement.
+StartHerald = Callable[[DaemonConfig, str, socket.socket], int]
 
 
 class Clock(Protocol):
@@ -34,6 +36,9 @@ class Processes(Protocol):
     def start_leader(self, program: ProgramConfig, daemon: DaemonConfig, log_format: str,
                      sock: socket.socket, output_fd: int) -> int: ...
 
+    def start_herald(self, daemon: DaemonConfig, log_format: str,
+                     sock: socket.socket) -> int: ...
+
     def signal(self, pid: int, sig: int) -> None: ...
 
     def reap(self) -> tuple[int, int] | None:
@@ -41,12 +46,18 @@ class Processes(Protocol):
 
 
 class SystemProcesses:
-    def __init__(self, start_leader: StartLeader) -> None:
+    def __init__(self, start_leader: StartLeader, start_herald: StartHerald | None = None) -> None:
         self._start_leader = start_leader
+        self._start_herald = start_herald
 
     def start_leader(self, program: ProgramConfig, daemon: DaemonConfig, log_format: str,
                      sock: socket.socket, output_fd: int) -> int:
         return self._start_leader(program, daemon, log_format, sock, output_fd)
+
+    def start_herald(self, daemon: DaemonConfig, log_format: str, sock: socket.socket) -> int:
+        if self._start_herald is None:
+            raise OSError("no herald in this process tree")
+        return self._start_herald(daemon, log_format, sock)
 
     def signal(self, pid: int, sig: int) -> None:
         procutil.signal_pid(pid, sig)

@@ -298,8 +298,10 @@ def _program_settled(program: dict[str, Any]) -> bool:
 
 
 def tree_pids(status: dict[str, Any]) -> set[int]:
-    """The master, every leader and every worker pid that a status reply names."""
+    """The master, its herald, every leader and every worker pid that a status reply names."""
     pids = {int(status["master"]["pid"])}
+    if status["master"].get("herald_pid"):
+        pids.add(int(status["master"]["herald_pid"]))
     for program in status.get("programs", {}).values():
         if program.get("leader_pid"):
             pids.add(int(program["leader_pid"]))

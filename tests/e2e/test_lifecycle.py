@@ -100,7 +100,7 @@ def test_shutdown_leaves_no_process_and_removes_the_socket(
                       "beta": program(broker.declare("beta"), ledger, workers=1)})
     daemon.start()
     pids = daemon.tree_pids()
-    assert len(pids) == 1 + 2 + 3  # master, two leaders, three workers
+    assert len(pids) == 1 + 1 + 2 + 3  # master, herald, two leaders, three workers
 
     result = daemon.shutdown()
 

@@ -82,3 +82,9 @@ def test_no_program_is_offered_where_none_is_taken(ctl: Path) -> None:
     assert complete(ctl, "qsupervisorctl scale orders ") == []
     assert complete(ctl, "qsupervisorctl shutdown ") == []
     assert "HUP" in complete(ctl, "qsupervisorctl signal orders ")
+
+
+def test_fleet_offers_its_option_and_program_names_after_it(ctl: Path) -> None:
+    assert "--program" in complete(ctl, "qsupervisorctl fleet --")
+    assert complete(ctl, "qsupervisorctl fleet --program e") == ["emails"]
+    assert complete(ctl, "qsupervisorctl fleet ") == []

@@ -176,6 +176,28 @@ class FakeLeader:
         self.world.leader_exited(self, status)
 
 
+class FakeHerald:
+    """The far end of the master's herald channel: a test reads what the master sent
+    and answers as the herald would."""
+
+    def __init__(self, sock: socket.socket, pid: int) -> None:
+        self.sock = sock.dup()
+        self.sock.setblocking(False)
+        self.pid = pid
+
+    def received(self) -> list[ipc.Message]:
+        found = []
+        while ipc.readable(self.sock):
+            msg = ipc.recv_message(self.sock)
+            if msg is None:
+                break
+            found.append(msg)
+        return found
+
+    def send(self, **msg: Any) -> None:
+        ipc.send(self.sock, msg)
+
+
 class FakeProcesses:
     """master/system.py's Processes, with fake leaders instead of forks."""
 
@@ -193,6 +215,13 @@ class FakeProcesses:
         if self.world.auto_ready:
             leader.ready()
         return leader.pid
+
+    def start_herald(self, daemon: DaemonConfig, log_format: str, sock: socket.socket) -> int:
+        """A herald that never answers unless a test plays it (world.herald)."""
+        if self.world.fork_error is not None:
+            raise OSError(self.world.fork_error)
+        self.world.herald = FakeHerald(sock, self.world.new_pid())
+        return self.world.herald.pid
 
     def signal(self, pid: int, sig: int) -> None:
         self.signals.append((pid, sig))
@@ -218,6 +247,7 @@ class World:
         self.fork_error: str | None = None
         self.queue_stats: dict[str, Any] | None = None  # leaders' answer; None: silence
         self.leaders: list[FakeLeader] = []
+        self.herald: FakeHerald | None = None
         self.pids: dict[int, Any] = {}
         self.changes = 0
         self._next_pid = PID_BASE

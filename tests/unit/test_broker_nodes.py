@@ -61,6 +61,25 @@ def test_one_node_keeps_the_one_line_message(refusing_ports: list[int]) -> None:
         connection.connect(url, name="test")
 
 
+def test_a_node_that_never_completes_the_handshake_is_unreachable_not_a_crash() -> None:
+    """It accepts the TCP connection and says nothing (a wedged broker): pika 1.2 raises
+    AMQPConnectorStackTimeout, which is no AMQPError."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(1)
+    port = silent.getsockname()[1]
+
+    def short(params: object) -> None:
+        params.stack_timeout = 0.5  # type: ignore[attr-defined]
+
+    try:
+        with pytest.raises(BrokerUnreachable, match=rf"127\.0\.0\.1:{port}/%2F: no AMQP handshake in time "):
+            connection.connect(f"amqp://guest:guest@127.0.0.1:{port}/%2F", name="test",
+                               tune=short)  # type: ignore[arg-type]
+    finally:
+        silent.close()
+
+
 @pytest.mark.parametrize("written, urls", [
     ("", (connection.DEFAULT_BROKER,)),
     ("amqp://u:p@a/", ("amqp://u:p@a/",)),

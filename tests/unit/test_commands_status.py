@@ -19,7 +19,8 @@ from qsupervisor.config import ConfigDiff, ConfigError, ProgramConfig
 from qsupervisor.config.problems import Problem
 from qsupervisor.control import protocol
 from qsupervisor.ctl import render
-from qsupervisor.master import commands, queue_readings
+from qsupervisor.master import commands, fleet, queue_readings
+from qsupervisor.master.herald import HeraldLink
 from qsupervisor.master.output import ProgramOutput
 from qsupervisor.master.pool import DEGRADED_GRACE
 from qsupervisor.master.program import ProgramRuntime
@@ -61,6 +62,9 @@ class FakeMaster:
         self.waiters: list[tuple[Check, Callable[[Result], None]]] = []
         self.answers: dict[str, Any] = {}
         self.reopened = 0
+        # Not started: a test that wants a herald starts it (and plays it, world.herald).
+        self.herald = HeraldLink(world, lambda: fleet.summary(
+            self.programs.values(), self.daemon, self.started, world.clock))
 
     def _answer(self, cmd: str, *args: Any) -> Any:
         answer = self.answers[cmd]
@@ -162,7 +166,7 @@ def test_status_of_stopped_programs_replies_at_once(master: FakeMaster) -> None:
     master.world.advance(12.5)
     reply = status(master, queues=True)  # no leader to ask: no wait
     assert reply["master"] == {"pid": os.getpid(), "uptime": 12.5, "version": __version__,
-                               "config": "/etc/qsupervisor/queues.yaml"}
+                               "config": "/etc/qsupervisor/queues.yaml", "herald_pid": None}
     assert list(reply["programs"]) == ["orders", "mail"]
     orders = reply["programs"]["orders"]
     assert (orders["state"], orders["queue"], orders["leader_pid"], orders["desired"],

@@ -404,3 +404,33 @@ def test_an_update_whose_new_log_dir_cannot_be_made_changes_nothing(make: Any) -
         d.master.update(None)
     assert "qsupervisord.log_dir: cannot create" in str(info.value)
     assert d.master.config is before and set(d.master.programs) == {"orders"}
+
+
+def test_update_applies_node_name_and_fleet_interval_in_place_and_a_new_broker_restarts_the_herald(
+        make: Any) -> None:
+    d = make()
+    d.master.herald.start()
+    herald = d.world.herald
+    assert herald is not None
+    first = herald.received()
+    assert [m["summary"]["node"] for m in first] == [socket.gethostname()]
+    d.write(BOTH, node_name="web-9", fleet={"interval": "1s"})
+    result = d.master.update(None)
+    assert result.changes == (f"qsupervisord: changed (node_name {socket.gethostname()} -> "
+                              "web-9, fleet.interval 5 -> 1)",)
+    assert result.warnings == () and not result.touched  # no program rolls for either
+    d.world.run()
+    assert [m["summary"]["node"] for m in herald.received()] == ["web-9"]  # at once
+    d.world.advance(1.0)
+    assert [m["summary"]["interval"] for m in herald.received()] == [1.0]
+    assert d.world.herald is herald  # the same herald: nothing it was started with changed
+
+    d.write(BOTH, node_name="web-9", fleet={"interval": "1s"},
+            broker="amqp://guest:guest@rabbit-2:5672/%2F")
+    d.master.update(None)
+    assert (herald.pid, signal.SIGTERM) in d.world.processes.signals
+    d.world.processes.exits.append((herald.pid, signal_status(signal.SIGTERM)))
+    d.master.handle_chld()
+    assert d.world.herald is not herald and d.master.herald.pid == d.world.herald.pid  # at once
+    d.master.shutdown(fast=True)
+    assert (d.world.herald.pid, signal.SIGTERM) in d.world.processes.signals

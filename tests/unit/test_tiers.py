@@ -16,7 +16,9 @@ PACKAGE = Path(__file__).resolve().parents[2] / "qsupervisor"
 
 # Lowest first; a module may import its own tier and those below it.
 TIERS = ["shared", "broker", "worker", "leader", "master", "launchers"]
-PACKAGES = {"broker": "broker", "worker": "worker", "leader": "leader", "master": "master",
+# The herald sits beside the leaders: forked by the master, it talks to the broker.
+PACKAGES = {"broker": "broker", "worker": "worker", "leader": "leader", "herald": "leader",
+            "master": "master",
             "daemon": "launchers", "ctl": "launchers"}
 
 
