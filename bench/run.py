@@ -26,6 +26,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))
 
 from qsvbench import (  # noqa: E402
+    autoscale,
     commands,
     control,
     delay,
@@ -72,6 +73,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--handback-sizes", type=lambda t: [int(x) for x in _csv(t)],
                         default=None, help="handback: messages held when giving back "
                         "(default 10,50,200; 2,5 with --quick)")
+    parser.add_argument("--steady", type=float, default=None,
+                        help="autoscale: seconds the steady load is held (default 120; "
+                        "10 with --quick)")
     args = parser.parse_args(argv)
     unknown = set(args.only) - set(report.PARTS)
     if unknown:
@@ -125,6 +129,7 @@ def run_parts(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
         "handback": lambda: handback.run(settings, sizes=args.handback_sizes),
         "commands": lambda: commands.run(settings),
         "metrics": lambda: metrics.run(settings),
+        "autoscale": lambda: autoscale.run(settings, steady=args.steady),
     }
     parts: dict[str, Any] = {}
     for name in report.PARTS:

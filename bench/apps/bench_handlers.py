@@ -40,3 +40,8 @@ def record_arrival(payload: Any) -> None:
         os.write(fd, line.encode())
     finally:
         os.close(fd)
+
+
+def sleep_100ms(payload: Any) -> None:
+    """The autoscaling benchmark's job: long enough that workers, not the broker, limit."""
+    time.sleep(0.100)

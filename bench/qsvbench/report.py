@@ -16,7 +16,7 @@ from .common import BENCH_DIR, median
 
 MARKER = "bench-results-json"
 PARTS = ("throughput", "memory", "control", "reload", "startup", "delay", "idle", "handback",
-         "commands", "metrics")
+         "commands", "metrics", "autoscale")
 COMMAND = "python bench/run.py"
 
 
@@ -150,6 +150,17 @@ def targets(parts: dict[str, Any]) -> list[list[str]]:
             rows.append(["throughput with metrics on within 2 % of off",
                          f"{change:+.1f} % (medians of {len(met['drains']) // 2} drains each)",
                          _ok(abs(change) <= 2)])
+    auto = result("autoscale")
+    if auto:
+        s = auto["summary"]
+        rows.append(["autoscaled burst drains within 1.25 × fixed max",
+                     f"{s['drain_ratio']:.2f} ×", _ok(s["drain_ratio"] <= 1.25)])
+        rows.append(["autoscaled burst uses ≤ 0.6 × fixed max's worker-seconds",
+                     f"{s['worker_seconds_ratio']:.2f} ×",
+                     _ok(s["worker_seconds_ratio"] <= 0.6)])
+        rows.append([f"no change of direction on a steady load ({s['steady_s']:.0f} s)",
+                     f"{s['steady_changes']} changes, {s['steady_direction_changes']} "
+                     "reversals", _ok(s["steady_direction_changes"] == 0)])
     return rows
 
 
@@ -504,6 +515,36 @@ threads, for qsupervisor; the commands' own CPU is not in it).
 """
 
 
+def section_autoscale(result: dict[str, Any]) -> str:
+    s, runs, steady = result["summary"], result["runs"], result["steady"]
+    names = {"fixed_min": f"fixed min ({s['low']})", "fixed_max": f"fixed max ({s['high']})",
+             "auto": f"autoscaled {{min: {s['low']}, max: {s['high']}}}"}
+    rows = [[names[k], f"{r['drain_s']:.1f}", f"{r['worker_seconds']:,.0f}", str(r["peak"]),
+             str(r["end_workers"])] for k, r in runs.items()]
+    settings = ", ".join(f"{k} {v}" for k, v in s["autoscale"].items())
+    return f"""## Autoscaling
+
+**How.** `bench/qsvbench/autoscale.py`. One program of {s['job_s'] * 1000:.0f} ms jobs
+(`time.sleep`) on a quorum queue, run three ways one after the other: a fixed `min`, a
+fixed `max`, and `workers: {{min: {s['low']}, max: {s['high']}}}` with {settings}. A burst
+of {s['burst']:,} messages is published as the clock starts; the drain time is until the
+queue is empty and no worker holds a message; worker-seconds count the live worker
+processes (draining ones included) sampled from `status` every 0.25 s, from the start to
+{s['quiet_s']:.0f} s of quiet after the drain. Then a steady load of
+{s['steady_rate']:.0f} jobs/s (40 % of max's capacity) for {s['steady_s']:.0f} s on the
+autoscaled program, starting at min: every change of its count and of direction.
+
+{_table(["run", "drain s", "worker-seconds", "peak workers", "workers at the end"], rows)}
+
+**Autoscaled vs fixed max:** drain {s['drain_ratio']:.2f} × (target ≤ 1.25), worker-seconds
+{s['worker_seconds_ratio']:.2f} × (target ≤ 0.6).
+
+**Steady load:** {s['steady_changes']} changes ({', '.join(steady['directions']) or 'none'}),
+{s['steady_direction_changes']} changes of direction (target 0); the count every 2 s:
+{', '.join(str(c) for c in steady['counts'])}.
+"""
+
+
 def section_metrics(result: dict[str, Any]) -> str:
     s, w = result["scrape"], result["job_write"]
     rows = [[str(r["repeat"]), "on" if r["metrics"] else "off", f"{r['rate']:,.0f}",
@@ -553,7 +594,7 @@ SECTIONS: dict[str, Callable[..., str]] = {
     "memory": section_memory, "control": section_control, "reload": section_reload,
     "startup": section_startup, "delay": section_delay, "idle": section_idle,
     "handback": section_handback, "commands": section_commands,
-    "metrics": section_metrics,
+    "metrics": section_metrics, "autoscale": section_autoscale,
 }
 
 

@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from .model import Config
+from .model import Config, ProgramConfig
 
 # Values never shown in reload output, which ends up in logs: the broker URL carries a
 # password and environments often carry API keys.
@@ -20,6 +20,7 @@ _SECRET_FIELDS = frozenset({"broker", "environment"})
 # publish retries into them, so a new resolution needs new leaders and workers.
 _INHERITED_BY_PROGRAMS = ("broker", "path", "log_level", "delay")
 _IGNORED_FIELDS = frozenset({"name", "source"})
+_SCALING = frozenset({"workers", "workers_max", "autoscale"})
 
 
 @dataclass(frozen=True)
@@ -69,9 +70,10 @@ def diff_configs(old: Config, new: Config) -> ConfigDiff:
         fields_changed = _changed_fields(previous, program)
         if not fields_changed and not inherited:
             continue
-        if fields_changed == ["workers"] and not inherited:
+        if set(fields_changed) <= _SCALING and not inherited:
+            # The count, the bounds or how the autoscaler decides: applied in place.
             scaled.append(name)
-            details.append((name, f"{previous.workers} -> {program.workers}"))
+            details.append((name, f"{_count(previous)} -> {_count(program)}"))
         else:
             changed.append(name)
             # Inherited settings are explained with the daemon's values: the program has none.
@@ -135,3 +137,11 @@ def _show(value: Any) -> str:
     if isinstance(value, tuple):
         return "[" + ", ".join(_show(item) for item in value) + "]"
     return str(value)
+
+
+def _count(program: ProgramConfig) -> str:
+    """A program's workers as `reread` shows them: 4, or 1..6 (auto, target_wait 10s)."""
+    if program.workers_max is None:
+        return str(program.workers)
+    return (f"{program.workers}..{program.workers_max} (auto, target_wait "
+            f"{program.autoscale.target_wait:g}s)")

@@ -146,6 +146,33 @@ class Binding:
 
 
 @dataclass(frozen=True)
+class Autoscale:
+    """How an autoscaled program (workers: {min, max}) follows its queue; the rule is in
+    docs/architecture.md ("Autoscaling") and master/autoscale.py."""
+
+    target_wait: float = 10.0  # seconds, > 0: scale up when a message would wait longer
+    # Scale down only while the estimated wait is below this fraction of target_wait (the
+    # hysteresis band: between the two, the count holds).
+    down_below: float = 0.1  # 0..1
+    # ... and while the workers left would have been busy at most this fraction of the window.
+    utilisation: float = 0.75  # 0 < u <= 1
+    step_up: int = 0  # most workers added by one decision; 0 = no limit but max
+    step_down: int = 1  # most workers removed by one decision, >= 1
+    cooldown_up: float = 6.0  # seconds after any change before the next scale-up
+    cooldown_down: float = 60.0  # seconds after any change before the next scale-down
+    window: float = 20.0  # seconds of job completions the rate and utilisation are read over
+
+
+@dataclass(frozen=True)
+class WorkerBounds:
+    """`workers: {min: N, max: M}` as the parser returns it; the loader splits it into
+    ProgramConfig.workers (min) and workers_max."""
+
+    min: int = 1
+    max: int = 1
+
+
+@dataclass(frozen=True)
 class ProgramConfig:
     name: str
     queue: str  # defaults to name
@@ -153,7 +180,9 @@ class ProgramConfig:
     handler: str = ""  # "module:callable"; module dotted, callable may be a dotted attribute path
     # argv run for each job, the body on its stdin; may hold placeholders (placeholders.py)
     command: tuple[str, ...] = ()
-    workers: int = 1  # >= 0
+    workers: int = 1  # >= 0; the fixed count, or the minimum of an autoscaled program
+    # The maximum of an autoscaled program (workers: {min, max}); None: a fixed count.
+    workers_max: int | None = None
     preload: tuple[str, ...] = ()  # dotted module names
     max_jobs: int = 0  # >= 0, 0 = never recycle
     max_jobs_jitter: int = 0  # >= 0
@@ -184,9 +213,14 @@ class ProgramConfig:
     format: str = "json"  # json | raw; the loader makes it raw for a command unless set
     max_memory: int = 0  # bytes; 0 = no limit: recycle after a job when RSS exceeds it
     max_age: float = 0.0  # seconds; 0 = no limit: recycle after this long, after the job in hand
+    autoscale: Autoscale = Autoscale()  # used while workers_max is set
     # Where the program was defined ("file:line"). Not compared: moving a program to
     # another include file is not a change that should restart its workers.
     source: str = field(default="", compare=False)
+
+    @property
+    def autoscaled(self) -> bool:
+        return self.workers_max is not None
 
     def settings_without_workers(self) -> ProgramConfig:
         """A copy with workers=0, so 'only the worker count changed' is one comparison."""

@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 from . import queueargs, schema
 from .fields import show_duration
+from .model import WorkerBounds
 from .problems import KeyPath
 
 Problems = list[tuple[KeyPath, str]]
@@ -26,6 +27,9 @@ _DERIVED_NAMES: tuple[tuple[str, str, Callable[[str], str | None]], ...] = (
 def with_derived_names(values: Mapping[str, Any], name: str) -> dict[str, Any]:
     """`values` with queue, delay_exchange and dead_letter_queue filled in."""
     filled = dict(values)
+    bounds = filled.get("workers")
+    if isinstance(bounds, WorkerBounds):  # autoscaled: it starts at min
+        filled["workers"], filled["workers_max"] = bounds.min, bounds.max
     filled.setdefault("queue", name)
     if "command" in filled:
         # A command gets the body as it came: checking it is JSON is asked for, not assumed

@@ -26,6 +26,7 @@ from . import brokerurl, fields, queueargs
 from .fields import FieldInput, Invalid, Parser, describe
 from .model import (
     MAX_NODE_NAME,
+    Autoscale,
     Backoff,
     Binding,
     DaemonConfig,
@@ -33,6 +34,7 @@ from .model import (
     FleetConfig,
     MetricsConfig,
     ProgramConfig,
+    WorkerBounds,
 )
 from .problems import KeyPath
 
@@ -360,6 +362,25 @@ def backoff(field: FieldInput) -> Backoff:
     return Backoff(**values)
 
 
+def workers(field: FieldInput) -> int | WorkerBounds:
+    """A fixed count, or {min, max} for an autoscaled program."""
+    if not isinstance(field.value, dict):
+        return int(_non_negative(field))
+    values = section_values(field, WORKERS)
+    for key in ("min", "max"):
+        if key not in values:
+            raise Invalid(f"missing required key {key!r}: an autoscaled program needs both "
+                          "min and max")
+    if values["max"] < max(1, values["min"]):
+        raise Invalid(f"max ({values['max']}) must be at least min ({values['min']}) and 1",
+                      at=("max",))
+    return WorkerBounds(**values)
+
+
+def autoscale(field: FieldInput) -> Autoscale:
+    return Autoscale(**section_values(field, AUTOSCALE))
+
+
 def environment(field: FieldInput) -> tuple[tuple[str, str], ...]:
     value = field.value
     if value is None:
@@ -433,6 +454,32 @@ BACKOFF = Section("backoff", Backoff, {
                       "vary each delay by up to this fraction either way, so retries spread out"),
 })
 
+WORKERS = Section("workers", WorkerBounds, {
+    "min": KeySpec(fields.integer(minimum=0, maximum=4096),
+                   "fewest workers an autoscaled program runs (and starts with)"),
+    "max": KeySpec(fields.integer(minimum=1, maximum=4096),
+                   "most workers an autoscaled program runs"),
+})
+
+AUTOSCALE = Section("autoscale", Autoscale, {
+    "target_wait": KeySpec(fields.duration(positive=True),
+                           "scale up when a message would wait longer than this"),
+    "down_below": KeySpec(fields.number(minimum=0, maximum=1),
+                          "scale down only while the estimated wait is below this fraction "
+                          "of target_wait"),
+    "utilisation": KeySpec(fields.number(minimum=0.01, maximum=1),
+                           "scale down only while the workers left would be busy at most "
+                           "this fraction of the time"),
+    "step_up": KeySpec(fields.integer(minimum=0),
+                       "most workers one decision adds; 0 = no limit but max"),
+    "step_down": KeySpec(fields.integer(minimum=1), "most workers one decision removes"),
+    "cooldown_up": KeySpec(fields.duration(), "time after a change before the next scale-up"),
+    "cooldown_down": KeySpec(fields.duration(),
+                             "time after a change before the next scale-down"),
+    "window": KeySpec(fields.duration(positive=True),
+                      "how far back job completions are read for the rate"),
+})
+
 DELAY = Section("delay", DelayConfig, {
     "resolution": KeySpec(delay_resolution,
                           "delays are rounded up to a multiple of this; finer needs more levels"),
@@ -495,7 +542,11 @@ PROGRAM = Section("program", ProgramConfig, {
     "command": KeySpec(command, "a program run for each message, the body on its stdin "
                                 "(instead of handler)"),
     "queue": KeySpec(queue_name, "queue to consume; defaults to the program name"),
-    "workers": KeySpec(_non_negative, "number of worker processes"),
+    "workers": KeySpec(workers, "number of worker processes, or {min, max} to autoscale",
+                       section=WORKERS),
+    "autoscale": KeySpec(autoscale, "how an autoscaled program follows its queue: "
+                         "target_wait, down_below, utilisation, step_up, step_down, "
+                         "cooldown_up, cooldown_down, window", section=AUTOSCALE),
     "preload": KeySpec(fields.list_of(fields.dotted_name, "module names"),
                        "modules the leader imports once, before forking workers"),
     "max_jobs": KeySpec(_non_negative, "recycle a worker after this many jobs; 0 = never"),
@@ -527,7 +578,7 @@ PROGRAM = Section("program", ProgramConfig, {
 })
 
 # Keys of the model that are not settings: they come from the YAML structure.
-PROGRAM_IMPLICIT = ("name", "source")
+PROGRAM_IMPLICIT = ("name", "source", "workers_max")
 
 
 def parse_section(

@@ -10,7 +10,7 @@ COMMAND_HELP: dict[str, str] = {
     "stop": "stop programs gracefully",
     "restart": "stop programs, then start them",
     "reload": "replace workers (rolling) so they run fresh handler code",
-    "scale": "change a program's worker count",
+    "scale": "change a program's worker count (pins an autoscaled one; --auto releases)",
     "reread": "validate the configuration file and show the changes",
     "update": "apply the configuration file",
     "signal": "send a signal to every worker of a program",

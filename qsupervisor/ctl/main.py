@@ -67,7 +67,9 @@ def _add_daemon_commands(sub: Any) -> None:
                    help="replace the leader first, so preloaded modules are fresh too")
     p = _add_command(sub, "scale", wait=True)
     p.add_argument("name", metavar="PROGRAM")
-    p.add_argument("workers", type=int, metavar="N")
+    p.add_argument("workers", type=int, metavar="N", nargs="?")
+    p.add_argument("--auto", action="store_true",
+                   help="hand an autoscaled program back to its autoscaler (undoes N)")
     _add_command(sub, "reread")
     _add_command(sub, "update", wait=True).add_argument("names", nargs="*", metavar="PROGRAM")
     p = _add_command(sub, "signal")
@@ -99,6 +101,8 @@ def request_for(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
         req["workers"] = False
     elif cmd == "reload":
         req["preload"] = args.preload
+    elif cmd == "scale" and args.auto:
+        req["auto"] = True
     elif cmd == "scale":
         req["workers"] = args.workers
     elif cmd == "signal":
@@ -129,6 +133,8 @@ def socket_path(args: argparse.Namespace) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "scale" and (args.workers is None) == (not args.auto):
+        parser.error("scale takes a worker count N or --auto, not both")
     if args.command in broker_parsers.COMMANDS:  # these talk to RabbitMQ, not the daemon
         from qsupervisor.ctl import (
             broker_commands,  # pika and the loader: only when needed

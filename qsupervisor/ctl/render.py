@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -43,6 +44,8 @@ def _program_lines(name: str, program: dict[str, Any]) -> list[str]:
              f"{program['running']}/{program['desired']} workers  "
              f"{program.get('consuming', 0)} consuming  queue {program['queue']}"]
     lines.append("  " + _queue_line(program))
+    if program.get("autoscale"):
+        lines.extend("  " + line for line in autoscale_lines(program["autoscale"]))
     if program.get("degraded"):
         lines.append(f"  degraded: {program['degraded']}")
     if program.get("error"):
@@ -53,6 +56,27 @@ def _program_lines(name: str, program: dict[str, Any]) -> list[str]:
         lines.extend("  " + _worker_line(worker) for worker in program["workers"])
     elif program.get("summary", {}).get("states"):  # status --brief
         lines.append("  " + _summary_line(program["summary"]))
+    return lines
+
+
+def autoscale_lines(view: dict[str, Any], now: float | None = None) -> list[str]:
+    """`autoscale 1..6: 3 now, target 6, pinned 4` and the last decision, with when the
+    count may next change."""
+    now = time.time() if now is None else now
+    head = (f"autoscale {view['min']}..{view['max']}: {view['current']} now, "
+            f"target {view['target']}")
+    if view.get("pinned") is not None:
+        head += f", pinned at {view['pinned']} (scale --auto releases)"
+    else:
+        up = max(0.0, view["next_up_at"] - now)
+        down = max(0.0, view["next_down_at"] - now)
+        head += (f"; next change: up {'now' if up < 1 else 'in ' + format_duration(up)}, "
+                 f"down {'now' if down < 1 else 'in ' + format_duration(down)}")
+    lines = [head]
+    last = view.get("last_decision")
+    if last:
+        ago = max(0.0, now - last["at"]) if last.get("at") else 0.0
+        lines.append(f"last decision {format_duration(ago)} ago: {last['text']}")
     return lines
 
 

@@ -267,8 +267,7 @@ class Master:
         for name in plan.changed:
             self.programs[name].apply_config(plan.config.programs[name])
         for name in plan.scaled:
-            self.programs[name].config = plan.config.programs[name]
-            self.programs[name].scale(plan.config.programs[name].workers)
+            self.programs[name].apply_bounds(plan.config.programs[name])
         log.info("configuration applied", changes=list(plan.result.changes),
                  warnings=list(plan.result.warnings))
         self.changed()

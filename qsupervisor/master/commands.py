@@ -227,14 +227,29 @@ class Reload(Command):
 
 
 class Scale(Command):
-    """Change a program's worker count; the highest slots drain when scaling down."""
+    """Change a program's worker count; the highest slots drain when scaling down. On an
+    autoscaled program the count is pinned until `auto: true` hands it back to the
+    autoscaler."""
 
     name = "scale"
     takes_wait = True
 
     def run(self) -> None:
         names = self.programs()
+        auto = self.flag("auto", False)
         workers = self.args.get("workers")
+        if auto:
+            if workers is not None:
+                raise ProtocolError(protocol.BAD_REQUEST, "give either 'workers' or 'auto'")
+            fixed = [n for n in names if not self.master.programs[n].config.autoscaled]
+            if fixed:
+                raise ProtocolError(protocol.BAD_REQUEST,
+                                    f"not autoscaled (workers is a number, not {{min, max}}): "
+                                    f"{', '.join(fixed)}")
+            for name in names:
+                self.master.programs[name].scale_auto()
+            self.reply({"programs": {n: {"ok": True, "state": "auto"} for n in names}})
+            return
         if not isinstance(workers, int) or isinstance(workers, bool) or not 0 <= workers <= 4096:
             raise ProtocolError(protocol.BAD_REQUEST, "'workers' must be an integer from 0 to 4096")
         for name in names:

@@ -185,6 +185,62 @@ class WorkerPool:
         self._watchdog.arm()
         self.track_capacity()
 
+    def shrink_idle_first(self, desired: int) -> None:
+        """Scale down to `desired`, draining the slots whose workers are doing least: no
+        live worker (crashed, backing off), then starting, then idle without prefetched
+        messages, idle with them, and busy ones last (a busy one drained finishes its job
+        first, as in a recycle). The slots kept move down to 0..desired-1 in their order,
+        so the rest of the pool goes on seeing contiguous slots; a moved worker keeps the
+        number it was started with in its process title."""
+        if desired >= self.desired:
+            return
+        indices = [i for i in range(self.desired) if i in self.slots]
+        leaving = sorted(indices, key=lambda i: (self._cost(self.slots[i]), -i))
+        leaving = leaving[:self.desired - desired]
+        order = [i for i in indices if i not in leaving] + sorted(leaving)
+        moved = {new: self.slots[old] for new, old in enumerate(order)}
+        for new, slot in moved.items():
+            slot.index = new
+            for worker in (slot.worker, slot.predecessor):
+                if worker is not None:
+                    worker.slot = new
+        for index in indices:
+            del self.slots[index]
+        self.slots.update(moved)
+        self.desired = desired
+        self.fill()
+
+    def _cost(self, slot: Slot) -> int:
+        """How much work leaving costs: 0 for a slot with no live worker, 5 for a busy one
+        or one in a reload's hand-over."""
+        worker = slot.worker
+        if slot.predecessor is not None:
+            return 5
+        if worker is None or not worker.alive:
+            return 0
+        if worker.state is W.STARTING:
+            return 1
+        snapshot = worker.stats.read() if worker.stats is not None else None
+        if snapshot is None or worker.state is not W.RUNNING:
+            return 2
+        if snapshot.job_started is not None:
+            return 5
+        return 3 if snapshot.held else 2
+
+    def busy_and_idle(self) -> tuple[int, int]:
+        """The slots' consuming workers with a job in hand, and those without."""
+        busy = idle = 0
+        for index in range(self.desired):
+            slot = self.slots.get(index)
+            worker = slot.worker if slot is not None else None
+            if worker is None or not worker.consuming or worker.stats is None:
+                continue
+            if worker.stats.read().job_started is not None:
+                busy += 1
+            else:
+                idle += 1
+        return busy, idle
+
     def roll(self) -> None:
         """Start a successor for every slot; each old worker stops once it runs."""
         for index in range(self.desired):

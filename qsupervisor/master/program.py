@@ -15,6 +15,7 @@ from typing import Any, Callable
 from qsupervisor import ipc, logs, procutil
 from qsupervisor.channel import Ev, Op
 from qsupervisor.config import ProgramConfig
+from qsupervisor.master.autoscaler import Autoscaler
 from qsupervisor.master.host import Host
 from qsupervisor.master.loop import Timer
 from qsupervisor.master.outbox import Outbox
@@ -45,6 +46,7 @@ class ProgramRuntime:
         self._leader_timer: Timer | None = None
         self.start_when_stopped = False  # restart, or start during a stop
         self._readings = QueueReadings(host.loop.clock)
+        self.autoscaler = Autoscaler(self, host)
 
     @property
     def name(self) -> str:
@@ -63,6 +65,10 @@ class ProgramRuntime:
     @property
     def running(self) -> bool:
         return self.state is P.RUNNING
+
+    @property
+    def stopped(self) -> bool:
+        return self.state in (P.STOPPED, P.FATAL)
 
     def spawning_leader(self) -> LeaderProc | None:
         if self.state is not P.RUNNING or self.leader is None or not self.leader.ready:
@@ -124,6 +130,7 @@ class ProgramRuntime:
             self.pool.reset_failures()
             transition(self, P.STARTING, self._log, program=self.name)
             self._spawn_leader()
+            self.autoscaler.arm()
         elif self.state is P.RUNNING:
             self.pool.revive_fatal()
             self.pool.fill()
@@ -169,14 +176,32 @@ class ProgramRuntime:
             self.pool.roll()
 
     def scale(self, workers: int) -> None:
+        """A count from the operator; an autoscaled program is pinned at it."""
+        self.autoscaler.pin(workers)
         self.pool.desired = workers
         if self.state is P.RUNNING:
             self.pool.fill()
 
-    def apply_config(self, config: ProgramConfig) -> None:
-        """A changed program: new settings reach a new leader, then a rolling reload."""
+    def scale_auto(self) -> None:
+        """`scale --auto`: the autoscaler decides again from the current count."""
+        self.autoscaler.pin(None)
+        self.autoscaler.arm()
+
+    def apply_bounds(self, config: ProgramConfig) -> None:
+        """`update` changed only the count, the bounds or the autoscale settings: applied
+        in place, the bounds at once."""
         self.config = config
-        self.pool.desired = config.workers
+        if config.autoscaled:
+            self.autoscaler.configured()
+        else:
+            self.scale(config.workers)
+
+    def apply_config(self, config: ProgramConfig) -> None:
+        """A changed program: new settings reach a new leader, then a rolling reload (an
+        autoscaled program keeps its current count, within the new bounds)."""
+        self.config = config
+        self.pool.desired = self.autoscaler.start_count(config.workers)
+        self.autoscaler.configured()
         if self.state is P.RUNNING:
             self.reload(preload=True)
         elif self.state is P.STARTING:

@@ -38,6 +38,7 @@ def program_status(program: ProgramRuntime, clock: Clock, search_path: Sequence[
         "leader_pid": leader.pid if leader else None,
         "leader_uptime": round(now - leader.started, 3) if leader else None,
         "desired": program.desired,
+        "autoscale": program.autoscaler.view(),  # None for a fixed count
         "running": program.serving(),
         "consuming": program.consuming(),
         "degraded": degraded,

@@ -22,6 +22,7 @@ sys.path.insert(0, str(BENCH_DIR))
 import run as bench_run  # noqa: E402  (bench/run.py)
 
 from qsvbench import (  # noqa: E402
+    autoscale,
     commands,
     control,
     delay,
@@ -58,6 +59,7 @@ def test_every_part_runs_and_the_report_shows_it(settings: Settings, tmp_path: P
         "idle": _part(idle.run(settings, workers=2, window=0.5)),
         "handback": _part(handback.run(settings, sizes=(2,))),
         "commands": _part(commands.run(settings)),
+        "autoscale": _part(autoscale.run(settings, high=2, burst=10, quiet=1.0, steady=4.0)),
     }
     tp = parts["throughput"]["result"]["summary"]
     assert [(r["queue_type"], r["job"], r["workers"]) for r in tp] == [("classic", "noop", 1)]
@@ -81,7 +83,8 @@ def test_every_part_runs_and_the_report_shows_it(settings: Settings, tmp_path: P
     text = report.render(data, out, tmp_path / "plot.png")
     for heading in ("## Targets", "## 1. Throughput", "## 2. Memory", "## 3. Control latency",
                     "## 4. Reload", "## 5. Start-up", "## 6. Delay lateness", "## 7. Idle master",
-                    "## 8. Handing back prefetched messages", "## Command programs"):
+                    "## 8. Handing back prefetched messages", "## Command programs",
+                    "## Autoscaling"):
         assert heading in text
     out.write_text(text)
     assert report.load_previous(out)["parts"].keys() == parts.keys()

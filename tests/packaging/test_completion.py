@@ -79,7 +79,9 @@ def test_tab_after_a_command_offers_the_daemons_programs(ctl: Path) -> None:
 
 
 def test_no_program_is_offered_where_none_is_taken(ctl: Path) -> None:
-    assert complete(ctl, "qsupervisorctl scale orders ") == []
+    # After the program: a count (nothing to offer) or --auto, never a program.
+    assert complete(ctl, "qsupervisorctl scale orders ") == ["--auto"]
+    assert "--auto" in complete(ctl, "qsupervisorctl scale orders --")
     assert complete(ctl, "qsupervisorctl shutdown ") == []
     assert "HUP" in complete(ctl, "qsupervisorctl signal orders ")
 

@@ -298,7 +298,8 @@ def test_schema_tables_name_exactly_the_model_fields() -> None:
 def test_nested_tables_name_exactly_their_model_fields() -> None:
     nested = [spec.section for section in (schema.DAEMON, schema.PROGRAM)
               for spec in section.keys.values() if spec.section is not None]
-    assert {section.title for section in nested} == {"backoff", "delay", "fleet", "metrics"}
+    assert {section.title for section in nested} == {"backoff", "delay", "fleet", "metrics",
+                                                      "workers", "autoscale"}
     for section in nested:
         assert set(section.keys) == {f.name for f in dataclasses.fields(section.model)}
 

@@ -45,3 +45,20 @@ def print_notify_socket(payload: dict[str, Any]) -> None:
     """Prints what the worker sees of $NOTIFY_SOCKET (the systemd notification test)."""
     print(f"NOTIFY_SOCKET={os.environ.get('NOTIFY_SOCKET')!r}", flush=True)
     run_job(payload)
+
+
+def work_with_start(payload: dict[str, Any]) -> None:
+    """`work`, with a line in $E2E_STARTS when the job starts: the autoscaling tests check
+    that every job that started also finished (no busy worker was stopped)."""
+    import json
+
+    import qsupervisor
+
+    job = qsupervisor.current_job()
+    line = json.dumps({"id": job.message_id if job else None, "pid": os.getpid()}) + "\n"
+    fd = os.open(os.environ["E2E_STARTS"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
+    run_job(payload)
