@@ -40,7 +40,7 @@ def test_a_killed_masters_tree_exits_and_a_restarted_daemon_handles_every_messag
 
     old_tree = daemon.tree_pids()
     master = daemon.master_pid()
-    assert len(old_tree) == 1 + 1 + WORKERS, old_tree  # master, leader, workers
+    assert len(old_tree) == 1 + 1 + 1 + WORKERS, old_tree  # master, herald, leader, workers
     killed_at = time.monotonic()
     os.kill(master, signal.SIGKILL)
     handled_before = sum(ledger.runs().values())
