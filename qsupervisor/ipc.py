@@ -9,6 +9,7 @@ asks for them, atomically.
 from __future__ import annotations
 
 import json
+import math
 import os
 import select
 import socket
@@ -28,13 +29,14 @@ def socketpair() -> tuple[socket.socket, socket.socket]:
     return socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
 
 
-def readable(sock: socket.socket) -> bool:
-    """Whether a message (or end of file) waits on the socket, without waiting. poll, not
-    select: select() refuses descriptors from 1024 up, which a master with many workers
-    (a channel each) reaches."""
+def readable(sock: socket.socket | int, timeout: float = 0.0) -> bool:
+    """Whether a message (or end of file) waits on the socket (or descriptor), waiting up
+    to `timeout` seconds for one. poll, not select: select() refuses descriptors from 1024
+    up, which a master with many workers (a channel each) reaches, and so can a leader
+    whose preloaded code opens many files."""
     poller = select.poll()
     poller.register(sock, select.POLLIN)
-    return bool(poller.poll(0))
+    return bool(poller.poll(max(0, math.ceil(timeout * 1000))))
 
 
 def encode(msg: Message) -> bytes:

@@ -14,7 +14,6 @@ channel read between them, so a `fleet` question waits at most a slice.
 from __future__ import annotations
 
 import os
-import select
 import signal
 import socket
 import time
@@ -106,7 +105,7 @@ class Herald:
             if self.conn is not None:
                 self._broker_slice()
             else:
-                select.select([self.sock], [], [], max(0.0, min(POLL, self.retry_at - self.clock())))
+                ipc.readable(self.sock, max(0.0, min(POLL, self.retry_at - self.clock())))
             while not self.master_gone and ipc.readable(self.sock):
                 self._on_master()
         self._disconnect()

@@ -12,7 +12,6 @@ from __future__ import annotations
 import gc
 import importlib
 import os
-import select
 import selectors
 import signal
 import socket
@@ -222,8 +221,7 @@ class _Leader:
 
     def _master_said_stop(self, timeout: float) -> bool:
         """Wait up to `timeout` for the master; True if it is gone or retires us."""
-        ready, _, _ = select.select([self.sock], [], [], timeout)
-        if not ready:
+        if not ipc.readable(self.sock, timeout):
             return False
         msg, fds = ipc.recv(self.sock)
         for fd in fds:

@@ -17,7 +17,6 @@ import errno
 import importlib
 import json
 import os
-import select
 import selectors
 import signal
 import socket
@@ -93,7 +92,7 @@ class Children:
         """The child's waitpid status; a child still running after `timeout` fails the test."""
         pidfd = os.pidfd_open(pid)
         try:
-            ready, _, _ = select.select([pidfd], [], [], timeout)
+            ready = ipc.readable(pidfd, timeout)
         finally:
             os.close(pidfd)
         if not ready:
@@ -122,7 +121,7 @@ def children() -> Iterator[Children]:
 
 def recv(sock: socket.socket, timeout: float = TIMEOUT) -> ipc.Message | None:
     """The next message on `sock` (None at end of file); fails the test after `timeout`."""
-    ready, _, _ = select.select([sock], [], [], timeout)
+    ready = ipc.readable(sock, timeout)
     if not ready:
         raise AssertionError(f"nothing received within {timeout}s")
     msg, fds = ipc.recv(sock)
@@ -134,7 +133,7 @@ def recv(sock: socket.socket, timeout: float = TIMEOUT) -> ipc.Message | None:
 def pending(sock: socket.socket) -> list[ipc.Message]:
     """Every message already waiting on `sock`."""
     found = []
-    while select.select([sock], [], [], 0)[0]:
+    while ipc.readable(sock, 0):
         msg = recv(sock, 0)
         if msg is None:
             break
@@ -613,7 +612,7 @@ def in_process() -> Iterator[Callable[..., InProcessLeader]]:
 
 def peer_closed(sock: socket.socket, timeout: float = 1.0) -> bool:
     """True once every copy of the other end of `sock` is closed (it reads end of file)."""
-    ready, _, _ = select.select([sock], [], [], timeout)
+    ready = ipc.readable(sock, timeout)
     return bool(ready) and sock.recv(1) == b""
 
 

@@ -12,7 +12,6 @@ signals and calls os._exit, runs in a forked child.
 from __future__ import annotations
 
 import os
-import select
 import signal
 import socket
 import sys
@@ -49,7 +48,7 @@ def program(**settings: Any) -> ProgramConfig:
 
 
 def recv(sock: socket.socket, timeout: float = TIMEOUT) -> ipc.Message | None:
-    ready, _, _ = select.select([sock], [], [], timeout)
+    ready = ipc.readable(sock, timeout)
     if not ready:
         raise AssertionError(f"nothing received within {timeout}s")
     return ipc.recv_message(sock)
@@ -57,7 +56,7 @@ def recv(sock: socket.socket, timeout: float = TIMEOUT) -> ipc.Message | None:
 
 def pending(sock: socket.socket) -> list[ipc.Message]:
     found = []
-    while select.select([sock], [], [], 0)[0]:
+    while ipc.readable(sock, 0):
         msg = ipc.recv_message(sock)
         if msg is None:
             break
@@ -482,7 +481,7 @@ class ForkedWorker:
     def status(self) -> int:
         pidfd = os.pidfd_open(self.pid)
         try:
-            ready, _, _ = select.select([pidfd], [], [], TIMEOUT)
+            ready = ipc.readable(pidfd, TIMEOUT)
         finally:
             os.close(pidfd)
         assert ready, f"worker {self.pid} still running"
