@@ -113,7 +113,7 @@ def _burst(settings: Settings, workers: Any, count: int, quiet: float,
             published = time.monotonic() - started
             drained = None
             while True:
-                end = window if drained is None else max(window, drained)
+                end = None if drained is None else max(window, drained)
                 counter.sample(until=end)
                 now = counter.counts[-1][0]
                 if drained is None:
@@ -143,20 +143,22 @@ def _steady(settings: Settings, workers: Any, rate: float, hold: float) -> dict[
     broker = Broker()
     queue = broker.new_queue("autoscale-steady", "quorum")
     stop = threading.Event()
+    published = {"sent": 0, "seconds": 0.0}
 
     def publish() -> None:
         conn = connect()
         channel = conn.channel()
         sent, begun = 0, time.monotonic()
         while not stop.is_set():
-            due = begun + sent / rate
-            if time.monotonic() < due:
-                time.sleep(min(0.01, due - time.monotonic()))
+            early = begun + sent / rate - time.monotonic()
+            if early > 0:  # read once: a second reading could be past `due` already
+                time.sleep(min(0.01, early))
                 continue
             channel.basic_publish("", queue, json.dumps({"n": sent}).encode(),
                                   pika.BasicProperties(content_type="application/json",
                                                        delivery_mode=2))
             sent += 1
+            published.update(sent=sent, seconds=time.monotonic() - begun)
         conn.close()
 
     try:
@@ -169,6 +171,8 @@ def _steady(settings: Settings, workers: Any, rate: float, hold: float) -> dict[
             while time.monotonic() - started < hold:
                 counter.sample()
                 time.sleep(0.25)
+            if not publisher.is_alive():  # a load that stopped early would read as a down
+                raise RuntimeError("the steady load's publisher died")
             stop.set()
             publisher.join(10)
             wait_until(lambda: broker.depth(queue)[0] == 0, 120, "the steady load to drain")
@@ -178,6 +182,8 @@ def _steady(settings: Settings, workers: Any, rate: float, hold: float) -> dict[
     steps = [b - a for a, b in zip(desired, desired[1:]) if b != a]
     directions = ["up" if s > 0 else "down" for s in steps]
     reversals = sum(1 for a, b in zip(directions, directions[1:]) if a != b)
-    return {"rate": rate, "changes": len(steps), "directions": directions,
+    return {"rate": rate, "published": published["sent"],
+            "published_rate": published["sent"] / max(published["seconds"], 1e-9),
+            "changes": len(steps), "directions": directions,
             "reversals": reversals, "counts": desired[::8], "peak": counter.peak,
             "worker_seconds": counter.worker_seconds}
