@@ -7,9 +7,8 @@ master/autoscaler.py does the reading and the applying. The rule, as docs/archit
 
 - up when the estimated wait (ready ÷ completion rate) exceeds target_wait: the workers
   consuming are multiplied by wait ÷ target_wait (the step grows with the excess), never
-  past the ready messages that could keep them busy. Before any job has finished, a host
-  alone on the queue assumes one job a second per worker (so a burst that needs max gets
-  it at once); hosts sharing the queue double until they have measured a rate.
+  past the ready messages that could keep them busy; before any job has finished (no
+  rate yet) the wait is ∞ and the step a doubling.
   At most once per cooldown_up, except that a host alone on the queue whose slots are all
   consuming sees the whole effect of its last change in the reading and need not wait;
 - down by at most step_down, at most once per cooldown_down after any change, only when
@@ -27,12 +26,10 @@ from dataclasses import dataclass
 
 from qsupervisor.config.model import Autoscale
 
-# The job time assumed before a program has finished any job (no rate measured yet) on a
-# host alone on its queue: the ready messages × this are the work ahead, so a burst that
-# needs max gets it in one step.
-PRIOR_JOB_SECONDS = 1.0
-# Workers in one step when the wait is unbounded (no rate yet on a queue shared with other
-# hosts, or no consumer at all): double, as a wait twice the target would.
+# Workers in one step when the wait is unbounded (ready messages, no completion rate yet):
+# double, as a wait twice the target would. A guessed job time was tried instead (a second
+# a job): on a steady load it overshot (1→5 for 2.4 workers' worth) and the correction down
+# was a change of direction; a doubling followed by a measured step one tick later is not.
 UNKNOWN_RATE_FACTOR = 2.0
 # With the queue empty, a scale-down takes more than step_down as long as the workers left
 # would have been busy at most this share of the `utilisation` bound.
@@ -124,13 +121,7 @@ def decide(inputs: Inputs, bounds: Bounds, settings: Autoscale, now: float,
         return result("down", bounds.max, f"above max {bounds.max}")
     if i.ready is None:
         return result("hold", i.current, f"queue reading unknown ({i.unknown or 'no answer'})")
-    # No rate measured yet: the prior (PRIOR_JOB_SECONDS a job) estimates the wait, on a
-    # host alone on the queue. Hosts sharing it would each act on the same guess, and a
-    # guess too slow would take them all to max: they double instead (∞), until measured.
-    shared = i.consumers is not None and i.consumers > i.consuming
-    prior = rate is None and not shared
-    wait = estimated_wait(i.ready, rate if not prior else
-                          completion_rate(1.0 / PRIOR_JOB_SECONDS, i.consuming, i.consumers))
+    wait = estimated_wait(i.ready, rate)
     target = settings.target_wait
     since = math.inf if last_change is None else now - last_change
     if wait > target:
@@ -140,14 +131,13 @@ def decide(inputs: Inputs, bounds: Bounds, settings: Autoscale, now: float,
         # The cooldown lets a reading show the last change before the next: other hosts'
         # workers, and ours still starting. Alone on the queue with every slot consuming,
         # the reading already counts them all.
-        alone = i.consumers is not None and not shared and i.consuming >= i.current
+        alone = (i.consumers is not None and i.consumers <= i.consuming
+                 and i.consuming >= i.current)
         if since < settings.cooldown_up and not alone:
             return result("hold", i.current, f"wait {_seconds(wait)} > {_seconds(target)}, "
                                              "up cooldown", wait)
         after = scale_up(i, bounds, settings, wait)
-        assumed = f", no job done yet: {PRIOR_JOB_SECONDS:g}s a job assumed" if prior else ""
-        return result("up", after, f"wait {_seconds(wait)} > {_seconds(target)}{assumed}",
-                      wait)
+        return result("up", after, f"wait {_seconds(wait)} > {_seconds(target)}", wait)
     band = target * settings.down_below
     if wait >= band:
         return result("hold", i.current, f"wait {_seconds(wait)} within "

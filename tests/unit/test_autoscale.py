@@ -52,27 +52,20 @@ def test_no_more_workers_than_ready_messages() -> None:
     assert decision.after == 3
 
 
-def test_no_rate_yet_assumes_a_second_a_job_so_a_burst_that_needs_max_gets_it() -> None:
-    # A fresh program (no job finished yet) under 900 ready: 900 s of work on one worker
-    # at the prior, 90 times the target: max in one step, not a doubling.
-    burst = decide(inputs(current=1, consuming=1, ready=900, per_worker=None, consumers=1),
-                   BOUNDS, SETTINGS, 0.0, None)
-    assert (burst.direction, burst.after, burst.wait) == ("up", 6, 900.0)
-    assert "no job done yet: 1s a job assumed" in burst.reason
-    # A few messages the prior says one worker clears within the target: hold.
-    few = decide(inputs(current=1, consuming=1, ready=5, per_worker=None, consumers=1),
-                 BOUNDS, SETTINGS, 0.0, None)
-    assert few.direction == "hold"
-    # The rate measured last is used while it is known, however old: no prior then.
+def test_no_rate_yet_doubles_and_the_measured_rate_takes_the_next_step() -> None:
+    decision = decide(inputs(current=2, consuming=2, ready=500, per_worker=None, consumers=2),
+                      BOUNDS, SETTINGS, 0.0, None)
+    assert (decision.after, decision.wait) == (4, math.inf)
+    assert "wait ∞ > 10s" in decision.text
+    # One tick later, alone on the queue and every slot consuming: the rate measured by
+    # then sizes the next step, with no cooldown (a burst reaches max at the 2nd reading).
+    nxt = decide(inputs(current=4, consuming=4, ready=850, per_worker=10.0, consumers=4),
+                 BOUNDS, SETTINGS, 2.0, 0.0)
+    assert (nxt.direction, nxt.after) == ("up", 6)
+    # The rate measured last is used while it is known, however old.
     known = decide(inputs(current=1, consuming=1, ready=150, per_worker=10.0, consumers=1),
                    BOUNDS, SETTINGS, 0.0, None)
     assert (known.after, known.wait) == (2, 15.0)
-    # Other hosts' consumers on the queue: each would act on the same guess, so no prior,
-    # a doubling until a rate is measured.
-    shared = decide(inputs(current=2, consuming=2, ready=500, per_worker=None, consumers=4),
-                    BOUNDS, SETTINGS, 0.0, None)
-    assert (shared.after, shared.wait) == (4, math.inf)
-    assert "wait ∞ > 10s" in shared.text and "assumed" not in shared.text
 
 
 def test_up_waits_for_its_cooldown_while_the_reading_may_not_show_the_last_change() -> None:
@@ -226,7 +219,8 @@ def test_window_reads_the_average_busy_workers() -> None:
 
 
 def simulate(settings: Autoscale, arrivals: list[float], bounds: Bounds = BOUNDS,
-             per_worker: float = 10.0) -> tuple[list[str], list[int], float]:
+             per_worker: float = 10.0,
+             unmeasured: int = 0) -> tuple[list[str], list[int], float]:
     """A program on a fake clock, ticking every 2 s: `arrivals` jobs/s for each tick, the
     workers drain the queue at per_worker each, the rule decides on each reading. Returns
     the directions of the changes, the count at each tick and the worker-seconds."""
@@ -243,7 +237,8 @@ def simulate(settings: Autoscale, arrivals: list[float], bounds: Bounds = BOUNDS
         busy = sum(recent) / len(recent)
         decision = decide(inputs(current=current, consuming=current, consumers=current,
                                  ready=round(ready), idle=max(0, current - math.ceil(busy)),
-                                 per_worker=per_worker, utilisation=busy / current,
+                                 per_worker=per_worker if tick >= unmeasured else None,
+                                 utilisation=busy / current,
                                  busy=busy), bounds, settings, now, last)
         if decision.after != current:
             directions.append(decision.direction)
@@ -259,9 +254,10 @@ def test_steady_load_from_min_goes_up_and_stops() -> None:
     quick = dataclasses.replace(SETTINGS, target_wait=5.0, cooldown_up=4.0, cooldown_down=10.0,
                                 window=10.0)
     for settings in (SETTINGS, quick):
-        directions, counts, _ = simulate(settings, [24.0] * 300)
-        assert directions and set(directions) == {"up"}, (settings, directions)
-        assert counts[-1] >= 3
+        for unmeasured in (0, 1):  # the first reading with and without a rate
+            directions, counts, _ = simulate(settings, [24.0] * 300, unmeasured=unmeasured)
+            assert directions and set(directions) == {"up"}, (settings, directions)
+            assert counts[-1] >= 3
 
 
 def test_a_burst_then_quiet_goes_to_max_at_once_and_back_to_min() -> None:
@@ -269,7 +265,15 @@ def test_a_burst_then_quiet_goes_to_max_at_once_and_back_to_min() -> None:
     quick = dataclasses.replace(SETTINGS, target_wait=5.0, cooldown_up=4.0, cooldown_down=10.0,
                                 window=10.0)
     directions, counts, spent = simulate(quick, [450.0] + [0.0] * 30)
-    assert counts[0] == 6  # the first reading
+    assert counts[0] == 6  # the first reading (a rate measured already)
     assert directions[0] == "up" and set(directions[1:]) == {"down"}
     assert counts[-1] == 1
     assert len(directions) <= 3  # up, then down in at most two steps
+
+
+def test_a_burst_on_a_fresh_program_doubles_then_goes_to_max_at_the_next_reading() -> None:
+    quick = dataclasses.replace(SETTINGS, target_wait=5.0, cooldown_up=4.0, cooldown_down=10.0,
+                                window=10.0)
+    directions, counts, _ = simulate(quick, [450.0] + [0.0] * 30, unmeasured=1)
+    assert counts[:2] == [2, 6]
+    assert directions[:2] == ["up", "up"] and set(directions[2:]) == {"down"}
