@@ -521,7 +521,8 @@ def section_autoscale(result: dict[str, Any]) -> str:
              "auto": f"autoscaled {{min: {s['low']}, max: {s['high']}}}"}
     rows = [[names[k], f"{r['drain_s']:.1f}", f"{r['worker_seconds']:,.0f}",
              f"{r.get('window_s', 0):.1f}", str(r["peak"]), str(r["end_workers"]),
-             f"{r.get('publish_s', 0):.1f}"] for k, r in runs.items()]
+             f"{r.get('publish_s', 0):.1f}"]
+            for k, r in sorted(runs.items(), key=lambda kv: list(names).index(kv[0]))]
     settings = ", ".join(f"{k} {v}" for k, v in s["autoscale"].items())
     auto = runs["auto"]
     timeline = ", ".join(f"{n} at {t:g} s" for t, n in auto.get("counts", []))
