@@ -1,11 +1,20 @@
 """Autoscaling: a burst of 100 ms jobs, then quiet, run three ways in the same run: a fixed
 `min` count, a fixed `max` count, and autoscaled {min, max}. For each: the time to drain the
-burst, the worker-seconds used from the burst to the end of the quiet spell, and the peak
-workers. Then a steady load (40 % of max's capacity) held for two minutes (--quick: 10 s)
-on the autoscaled program: the scale changes it made and whether their direction changed.
+burst, the worker-seconds used, and the peak workers. Then a steady load (40 % of max's
+capacity) held for two minutes (--quick: 10 s) on the autoscaled program: the scale changes
+it made and whether their direction changed.
 
-Workers are counted from `status` every 0.25 s (live worker processes, draining ones
-included: they still hold a process), so worker-seconds is what the host actually ran."""
+What is counted, identically for the three runs:
+- the clock starts just before the burst's first publish (t = 0);
+- drain time: until the queue has no ready message and no worker holds one (status and a
+  passive declare, polled every 0.25 s), so publishing the burst is in it;
+- worker-seconds: live worker processes (draining ones included: they still hold a
+  process), sampled from `status` every 0.25 s from t = 0 (during the publishing too), over
+  one window the same for every run: from t = 0 to the end of the quiet period, which is
+  `quiet` seconds after the time fixed max would need for the burst at full speed (burst ×
+  job ÷ max), i.e. 60 s for 900 jobs of 100 ms on 6 workers with 45 s of quiet. A run that
+  has not drained by then (fixed min) is counted until it drains, and says so;
+- peak workers: the most live worker processes in one sample."""
 
 from __future__ import annotations
 
@@ -32,7 +41,7 @@ def run(settings: Settings, low: int = 1, high: int | None = None, burst: int | 
     runs = {}
     for name, workers in (("fixed_min", low), ("fixed_max", high),
                           ("auto", {"min": low, "max": high})):
-        runs[name] = _burst(settings, workers, burst, quiet)
+        runs[name] = _burst(settings, workers, burst, quiet, high)
         settings.say(f"autoscale {name}: drained {runs[name]['drain_s']:.1f} s, "
                      f"{runs[name]['worker_seconds']:.0f} worker-s, peak "
                      f"{runs[name]['peak']}")
@@ -55,74 +64,101 @@ def _config(queue: str, workers: Any) -> dict[str, Any]:
 
 
 class _Counter:
-    """Live worker processes sampled from status, integrated into worker-seconds."""
+    """Live worker processes sampled from status, integrated into worker-seconds (each
+    sample's count held until the next sample)."""
 
-    def __init__(self, daemon: Daemon) -> None:
+    def __init__(self, daemon: Daemon, started: float) -> None:
         self.daemon = daemon
+        self.started = started
         self.worker_seconds = 0.0
         self.peak = 0
-        self.counts: list[tuple[float, int, int]] = []  # (t, live, desired)
+        self.counts: list[tuple[float, int, int]] = []  # (t since started, live, desired)
+        self.program: dict[str, Any] = {}  # the last sample's status of the program
         self._last: tuple[float, int] | None = None
 
-    def sample(self) -> None:
+    def sample(self, until: float | None = None) -> None:
+        """Sample now; worker-seconds stop accruing at `until` (seconds since started)."""
         prog = self.daemon.status()["programs"]["bench"]
         live = sum(1 for w in prog["workers"] if w["pid"] and w["state"] != "EXITED")
-        now = time.monotonic()
+        now = time.monotonic() - self.started
         if self._last is not None:
-            self.worker_seconds += (now - self._last[0]) * self._last[1]
+            end = now if until is None else min(now, until)
+            self.worker_seconds += max(0.0, end - self._last[0]) * self._last[1]
         self._last = (now, live)
+        self.program = prog
         self.peak = max(self.peak, live)
         self.counts.append((now, live, prog["desired"]))
 
 
-def _burst(settings: Settings, workers: Any, count: int, quiet: float) -> dict[str, Any]:
+def _burst(settings: Settings, workers: Any, count: int, quiet: float,
+           high: int) -> dict[str, Any]:
     broker = Broker()
     queue = broker.new_queue("autoscale", "quorum")
+    # The window every run is counted over: fixed max's drain at full speed, then the quiet.
+    window = count * JOB / high + quiet
     try:
         with Daemon({"bench": _config(queue, workers)}).start() as daemon:
             daemon.wait_settled("bench", timeout=300)
-            counter = _Counter(daemon)
-            started = time.monotonic()  # the burst arrives while the workers consume
             channel = broker.conn.channel()
             channel.confirm_delivery()  # each message is in the queue before the drain check
+            started = time.monotonic()  # t = 0: just before the first publish
+            counter = _Counter(daemon, started)
+            counter.sample()
             for i in range(count):
                 channel.basic_publish("", queue, json.dumps({"n": i}).encode(),
                                       pika.BasicProperties(content_type="application/json",
                                                            delivery_mode=2))
+                if time.monotonic() - started - counter.counts[-1][0] >= 0.25:
+                    counter.sample()  # the workers count while the burst is published too
+            published = time.monotonic() - started
             drained = None
             while True:
-                counter.sample()
-                ready, _ = broker.depth(queue)
-                prog = daemon.status()["programs"]["bench"]
-                if drained is None and ready == 0 and prog["summary"]["held"] == 0:
-                    drained = time.monotonic() - started
-                if drained is not None and time.monotonic() - started >= drained + quiet:
+                end = None if drained is None else max(window, drained)
+                counter.sample(until=end)
+                now = counter.counts[-1][0]
+                if drained is None:
+                    ready, _ = broker.depth(queue)
+                    if ready == 0 and counter.program["summary"]["held"] == 0:
+                        drained = now
+                if drained is not None and now >= max(window, drained):
                     break
                 time.sleep(0.25)
     finally:
         broker.close()
     return {"drain_s": drained, "worker_seconds": counter.worker_seconds, "peak": counter.peak,
-            "end_workers": counter.counts[-1][1]}
+            "end_workers": counter.counts[-1][1], "publish_s": published,
+            "window_s": max(window, drained), "counts": _timeline(counter.counts)}
+
+
+def _timeline(counts: list[tuple[float, int, int]]) -> list[tuple[float, int]]:
+    """(t, live workers) at each change of the live count."""
+    out: list[tuple[float, int]] = []
+    for t, live, _ in counts:
+        if not out or out[-1][1] != live:
+            out.append((round(t, 1), live))
+    return out
 
 
 def _steady(settings: Settings, workers: Any, rate: float, hold: float) -> dict[str, Any]:
     broker = Broker()
     queue = broker.new_queue("autoscale-steady", "quorum")
     stop = threading.Event()
+    published = {"sent": 0, "seconds": 0.0}
 
     def publish() -> None:
         conn = connect()
         channel = conn.channel()
         sent, begun = 0, time.monotonic()
         while not stop.is_set():
-            due = begun + sent / rate
-            if time.monotonic() < due:
-                time.sleep(min(0.01, due - time.monotonic()))
+            early = begun + sent / rate - time.monotonic()
+            if early > 0:  # read once: a second reading could be past `due` already
+                time.sleep(min(0.01, early))
                 continue
             channel.basic_publish("", queue, json.dumps({"n": sent}).encode(),
                                   pika.BasicProperties(content_type="application/json",
                                                        delivery_mode=2))
             sent += 1
+            published.update(sent=sent, seconds=time.monotonic() - begun)
         conn.close()
 
     try:
@@ -130,11 +166,13 @@ def _steady(settings: Settings, workers: Any, rate: float, hold: float) -> dict[
             daemon.wait_settled("bench", timeout=300)
             publisher = threading.Thread(target=publish, daemon=True)
             publisher.start()
-            counter = _Counter(daemon)
             started = time.monotonic()
+            counter = _Counter(daemon, started)
             while time.monotonic() - started < hold:
                 counter.sample()
                 time.sleep(0.25)
+            if not publisher.is_alive():  # a load that stopped early would read as a down
+                raise RuntimeError("the steady load's publisher died")
             stop.set()
             publisher.join(10)
             wait_until(lambda: broker.depth(queue)[0] == 0, 120, "the steady load to drain")
@@ -144,6 +182,8 @@ def _steady(settings: Settings, workers: Any, rate: float, hold: float) -> dict[
     steps = [b - a for a, b in zip(desired, desired[1:]) if b != a]
     directions = ["up" if s > 0 else "down" for s in steps]
     reversals = sum(1 for a, b in zip(directions, directions[1:]) if a != b)
-    return {"rate": rate, "changes": len(steps), "directions": directions,
+    return {"rate": rate, "published": published["sent"],
+            "published_rate": published["sent"] / max(published["seconds"], 1e-9),
+            "changes": len(steps), "directions": directions,
             "reversals": reversals, "counts": desired[::8], "peak": counter.peak,
             "worker_seconds": counter.worker_seconds}

@@ -519,25 +519,42 @@ def section_autoscale(result: dict[str, Any]) -> str:
     s, runs, steady = result["summary"], result["runs"], result["steady"]
     names = {"fixed_min": f"fixed min ({s['low']})", "fixed_max": f"fixed max ({s['high']})",
              "auto": f"autoscaled {{min: {s['low']}, max: {s['high']}}}"}
-    rows = [[names[k], f"{r['drain_s']:.1f}", f"{r['worker_seconds']:,.0f}", str(r["peak"]),
-             str(r["end_workers"])] for k, r in runs.items()]
+    rows = [[names[k], f"{r['drain_s']:.1f}", f"{r['worker_seconds']:,.0f}",
+             f"{r.get('window_s', 0):.1f}", str(r["peak"]), str(r["end_workers"]),
+             f"{r.get('publish_s', 0):.1f}"]
+            for k, r in sorted(runs.items(), key=lambda kv: list(names).index(kv[0]))]
     settings = ", ".join(f"{k} {v}" for k, v in s["autoscale"].items())
+    auto = runs["auto"]
+    timeline = ", ".join(f"{n} at {t:g} s" for t, n in auto.get("counts", []))
     return f"""## Autoscaling
 
 **How.** `bench/qsvbench/autoscale.py`. One program of {s['job_s'] * 1000:.0f} ms jobs
 (`time.sleep`) on a quorum queue, run three ways one after the other: a fixed `min`, a
-fixed `max`, and `workers: {{min: {s['low']}, max: {s['high']}}}` with {settings}. A burst
-of {s['burst']:,} messages is published as the clock starts; the drain time is until the
-queue is empty and no worker holds a message; worker-seconds count the live worker
-processes (draining ones included) sampled from `status` every 0.25 s, from the start to
-{s['quiet_s']:.0f} s of quiet after the drain. Then a steady load of
-{s['steady_rate']:.0f} jobs/s (40 % of max's capacity) for {s['steady_s']:.0f} s on the
-autoscaled program, starting at min: every change of its count and of direction.
+fixed `max`, and `workers: {{min: {s['low']}, max: {s['high']}}}` with {settings} (the
+rest at their defaults). A burst of {s['burst']:,} persistent messages is published, each
+confirmed, by one publisher; t = 0 is just before its first publish. What is counted,
+identically for the three runs:
 
-{_table(["run", "drain s", "worker-seconds", "peak workers", "workers at the end"], rows)}
+- *drain*: from t = 0 until the queue has no ready message and no worker holds one (polled
+  every 0.25 s), so the time the burst takes to publish is in it;
+- *worker-seconds*: live worker processes (draining ones included: they still hold a
+  process) sampled from `status` every 0.25 s, from t = 0 (during the publishing too) to the
+  end of the quiet period. That end is the same for every run: the burst at fixed max's full
+  speed ({s['burst']:,} × {s['job_s'] * 1000:.0f} ms ÷ {s['high']}) plus {s['quiet_s']:.0f} s
+  of quiet, i.e. the *window* column; a run that has not drained by then (fixed min) is
+  counted until it drains. The quiet is in the window on purpose: what an autoscaled
+  program saves is the workers it gives back there;
+- *peak*: the most live workers in one sample; *at the end*: in the last one.
+
+Then a steady load of {s['steady_rate']:.0f} jobs/s (40 % of max's capacity) for
+{s['steady_s']:.0f} s on the autoscaled program, starting at min: every change of its
+count and of direction.
+
+{_table(["run", "drain s", "worker-seconds", "window s", "peak workers", "workers at the end", "burst published in s"], rows)}
 
 **Autoscaled vs fixed max:** drain {s['drain_ratio']:.2f} × (target ≤ 1.25), worker-seconds
-{s['worker_seconds_ratio']:.2f} × (target ≤ 0.6).
+{s['worker_seconds_ratio']:.2f} × (target ≤ 0.6). The autoscaled run's live workers:
+{timeline or 'not recorded'}.
 
 **Steady load:** {s['steady_changes']} changes ({', '.join(steady['directions']) or 'none'}),
 {s['steady_direction_changes']} changes of direction (target 0); the count every 2 s:

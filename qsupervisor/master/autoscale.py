@@ -5,12 +5,16 @@ included), so the rule is tested on a fake clock (tests/unit/test_autoscale.py),
 master/autoscaler.py does the reading and the applying. The rule, as docs/architecture.md
 ("Autoscaling") states it:
 
-- up when the estimated wait (ready ÷ completion rate) exceeds target_wait, at most once
-  per cooldown_up: the workers consuming are multiplied by wait ÷ target_wait (the step
-  grows with the excess), never past the ready messages that could keep them busy;
+- up when the estimated wait (ready ÷ completion rate) exceeds target_wait: the workers
+  consuming are multiplied by wait ÷ target_wait (the step grows with the excess), never
+  past the ready messages that could keep them busy; before any job has finished (no
+  rate yet) the wait is ∞ and the step a doubling.
+  At most once per cooldown_up, except that a host alone on the queue whose slots are all
+  consuming sees the whole effect of its last change in the reading and need not wait;
 - down by at most step_down, at most once per cooldown_down after any change, only when
   the wait is below down_below × target_wait, some worker is idle, and the workers left
-  would have been busy at most `utilisation` of the window;
+  would have been busy at most `utilisation` of the window; with the queue empty, as many
+  more idle workers as leave the rest at most half that busy;
 - in between (the hysteresis band) the count holds; an unknown queue reading holds too.
 """
 
@@ -23,8 +27,13 @@ from dataclasses import dataclass
 from qsupervisor.config.model import Autoscale
 
 # Workers in one step when the wait is unbounded (ready messages, no completion rate yet):
-# double, as a wait twice the target would.
+# double, as a wait twice the target would. A guessed job time was tried instead (a second
+# a job): on a steady load it overshot (1→5 for 2.4 workers' worth) and the correction down
+# was a change of direction; a doubling followed by a measured step one tick later is not.
 UNKNOWN_RATE_FACTOR = 2.0
+# With the queue empty, a scale-down takes more than step_down as long as the workers left
+# would have been busy at most this share of the `utilisation` bound.
+FAR_UNDER = 0.5
 
 
 @dataclass(frozen=True)
@@ -45,6 +54,8 @@ class Inputs:
     per_worker: float | None  # jobs per busy worker-second over the window; None: no job yet
     utilisation: float | None  # busy share of the consuming workers' time over the window
     unknown: str = ""  # why the reading is unknown, when ready is None
+    busy: float | None = None  # workers busy on average over the window; None: the
+    # utilisation × consuming stands for it
 
 
 @dataclass(frozen=True)
@@ -76,15 +87,16 @@ class Decision:
 def completion_rate(per_worker: float | None, consuming: int,
                     consumers: int | None) -> float | None:
     """What every consumer of the queue completes per second while busy. Other hosts'
-    consumers are taken to be as fast as ours: they run the same program."""
+    consumers are taken to be as fast as ours: they run the same program. None before any
+    job has finished."""
     if per_worker is None:
         return None
     return per_worker * max(consuming, consumers or 0)
 
 
 def estimated_wait(ready: int, rate: float | None) -> float:
-    """How long the last ready message waits; infinite with ready messages and no rate
-    (no job finished yet), 0 with none ready."""
+    """How long the last ready message waits; infinite with ready messages and no
+    consumer, 0 with none ready."""
     if ready <= 0:
         return 0.0
     if rate is None or rate <= 0:
@@ -116,7 +128,12 @@ def decide(inputs: Inputs, bounds: Bounds, settings: Autoscale, now: float,
         if i.current >= bounds.max:
             return result("hold", i.current, f"wait {_seconds(wait)} > {_seconds(target)}, "
                                              f"at max {bounds.max}", wait)
-        if since < settings.cooldown_up:
+        # The cooldown lets a reading show the last change before the next: other hosts'
+        # workers, and ours still starting. Alone on the queue with every slot consuming,
+        # the reading already counts them all.
+        alone = (i.consumers is not None and i.consumers <= i.consuming
+                 and i.consuming >= i.current)
+        if since < settings.cooldown_up and not alone:
             return result("hold", i.current, f"wait {_seconds(wait)} > {_seconds(target)}, "
                                              "up cooldown", wait)
         after = scale_up(i, bounds, settings, wait)
@@ -129,16 +146,26 @@ def decide(inputs: Inputs, bounds: Bounds, settings: Autoscale, now: float,
         return result("hold", i.current, f"wait {_seconds(wait)}, at min {bounds.min}", wait)
     if i.idle <= 0:  # a crashed or backing-off slot is no spare room
         return result("hold", i.current, f"wait {_seconds(wait)}, no idle worker", wait)
-    step = min(settings.step_down, i.current - bounds.min)
     # Idle workers, and slots with no consumer (crashed, backing off, starting): the pool
     # drains those first, so a step never takes a busy worker.
-    step = min(step, i.idle + max(0, i.current - i.consuming))
-    left = i.current - step
+    room = min(i.current - bounds.min, i.idle + max(0, i.current - i.consuming))
+    step = min(settings.step_down, room)
     busy_share = i.utilisation if i.utilisation is not None else 0.0
-    projected = busy_share * i.consuming / left if left > 0 else (math.inf if busy_share else 0)
-    if projected > settings.utilisation:
+    load = i.busy if i.busy is not None else busy_share * i.consuming  # workers' worth
+
+    def projected(left: int) -> float:
+        return load / left if left > 0 else (math.inf if load > 0 else 0.0)
+
+    # The queue empty and the workers left far under the bound: more than one step, each
+    # still an idle worker (or a slot without one).
+    while (i.ready == 0 and step < room
+           and projected(i.current - step - 1) <= settings.utilisation * FAR_UNDER):
+        step += 1
+    left = i.current - step
+    busy_left = projected(left)
+    if busy_left > settings.utilisation:
         return result("hold", i.current, f"wait {_seconds(wait)}, {left} workers would be "
-                                         f"{projected:.0%} busy > "
+                                         f"{busy_left:.0%} busy > "
                                          f"{settings.utilisation:.0%}", wait)
     if since < settings.cooldown_down:
         return result("hold", i.current, f"wait {_seconds(wait)}, idle, down cooldown", wait)
@@ -185,6 +212,15 @@ class Window:
     @property
     def per_worker(self) -> float | None:
         return self._per_worker
+
+    def busy_workers(self) -> float | None:
+        """Workers busy on average over the window (job-seconds ÷ its length): the load in
+        workers, whatever the count was; None before two samples."""
+        if len(self._samples) < 2:
+            return None
+        span = self._samples[-1][0] - self._samples[0][0]
+        busy = self._samples[-1][2] - self._samples[0][2]
+        return busy / span if span > 0 else None
 
     def utilisation(self) -> float | None:
         """Busy job-seconds ÷ consuming worker-seconds over the window; None before two

@@ -139,7 +139,8 @@ class Autoscaler:
         _busy, idle = pool.busy_and_idle()
         return Inputs(current=pool.desired, consuming=pool.consuming(), idle=idle,
                       ready=ready, consumers=consumers, per_worker=self.window.per_worker,
-                      utilisation=self.window.utilisation(), unknown=unknown)
+                      utilisation=self.window.utilisation(), unknown=unknown,
+                      busy=self.window.busy_workers())
 
     def _decide(self, ready: int | None, consumers: int | None, unknown: str) -> None:
         inputs = self._inputs(ready, consumers, unknown)

@@ -52,18 +52,42 @@ def test_no_more_workers_than_ready_messages() -> None:
     assert decision.after == 3
 
 
-def test_no_rate_yet_doubles() -> None:
+def test_no_rate_yet_doubles_and_the_measured_rate_takes_the_next_step() -> None:
     decision = decide(inputs(current=2, consuming=2, ready=500, per_worker=None, consumers=2),
                       BOUNDS, SETTINGS, 0.0, None)
     assert (decision.after, decision.wait) == (4, math.inf)
     assert "wait ∞ > 10s" in decision.text
+    # One tick later, alone on the queue and every slot consuming: the rate measured by
+    # then sizes the next step, with no cooldown (a burst reaches max at the 2nd reading).
+    nxt = decide(inputs(current=4, consuming=4, ready=850, per_worker=10.0, consumers=4),
+                 BOUNDS, SETTINGS, 2.0, 0.0)
+    assert (nxt.direction, nxt.after) == ("up", 6)
+    # The rate measured last is used while it is known, however old.
+    known = decide(inputs(current=1, consuming=1, ready=150, per_worker=10.0, consumers=1),
+                   BOUNDS, SETTINGS, 0.0, None)
+    assert (known.after, known.wait) == (2, 15.0)
 
 
-def test_up_waits_for_its_cooldown() -> None:
-    held = decide(inputs(ready=1230), BOUNDS, SETTINGS, 105.0, 100.0)
+def test_up_waits_for_its_cooldown_while_the_reading_may_not_show_the_last_change() -> None:
+    # Another host's consumers on the queue (5 > our 3): the cooldown holds.
+    shared = inputs(ready=2050, consumers=5)
+    held = decide(shared, BOUNDS, SETTINGS, 105.0, 100.0)
     assert (held.direction, held.after) == ("hold", 3)
     assert "up cooldown" in held.reason
-    assert decide(inputs(ready=1230), BOUNDS, SETTINGS, 106.0, 100.0).direction == "up"
+    assert decide(shared, BOUNDS, SETTINGS, 106.0, 100.0).direction == "up"
+    # Alone, but one of our slots still starting (no consumer yet): the cooldown holds.
+    starting = inputs(current=4, consuming=3, ready=1230, consumers=3)
+    assert decide(starting, BOUNDS, SETTINGS, 105.0, 100.0).direction == "hold"
+
+
+def test_alone_on_the_queue_with_every_slot_consuming_the_next_step_needs_no_cooldown(
+        ) -> None:
+    # The first step was taken on a burst still being published; 2 s later every slot
+    # consumes, the broker counts no other consumer, and the reading shows a backlog 2
+    # workers cannot clear in the target: up again at once.
+    decision = decide(inputs(current=2, consuming=2, ready=800, consumers=2), BOUNDS,
+                      SETTINGS, 102.0, 100.0)
+    assert (decision.direction, decision.after) == ("up", 6)
 
 
 def test_unknown_reading_holds_and_says_so() -> None:
@@ -81,12 +105,38 @@ def test_the_band_holds() -> None:
 
 
 def test_down_one_step_when_idle_empty_and_cooled_down() -> None:
-    quiet = inputs(ready=0, idle=3, utilisation=0.0)
+    # 3 workers 40 % busy (1.2 workers' worth): 2 left would be 60 %, under 75 % but not
+    # far under it (37.5 %): one step, once the cooldown has passed.
+    quiet = inputs(ready=0, idle=3, utilisation=0.4)
     assert decide(quiet, BOUNDS, SETTINGS, 159.0, 100.0).direction == "hold"
     decision = decide(quiet, BOUNDS, SETTINGS, 160.0, 100.0)
     assert (decision.direction, decision.after) == ("down", 2)
     assert decide(inputs(current=1, consuming=1, idle=1), BOUNDS, SETTINGS, 999.0,
                   None).direction == "hold"
+
+
+def test_down_more_than_one_step_when_empty_and_the_workers_left_are_far_under() -> None:
+    # 6 workers, 1 worker's worth busy over the window, 5 idle now: down to 3 (33 % busy,
+    # at most half the 75 % bound), not to 2 (50 %).
+    idle = inputs(current=6, consuming=6, idle=5, ready=0, consumers=6, utilisation=1 / 6)
+    decision = decide(idle, BOUNDS, SETTINGS, 999.0, None)
+    assert (decision.direction, decision.after) == ("down", 3)
+    # The window's average busy workers, when known, stand for the load (here 0.4 of a
+    # worker, although the busy share reads 1/6 of 6): down to 2 (20 %).
+    assert decide(dataclasses.replace(idle, busy=0.4), BOUNDS, SETTINGS, 999.0,
+                  None).after == 2
+    # Quiet: down to min, in one step.
+    assert decide(dataclasses.replace(idle, busy=0.0), BOUNDS, SETTINGS, 999.0,
+                  None).after == 1
+    # Never a busy worker: 2 idle of 6 means at most 2 go.
+    assert decide(dataclasses.replace(idle, idle=2, busy=0.0), BOUNDS, SETTINGS, 999.0,
+                  None).after == 4
+    # Messages still ready (wait under the band, the queue not empty): step_down only.
+    assert decide(dataclasses.replace(idle, ready=3, busy=0.0), BOUNDS, SETTINGS, 999.0,
+                  None).after == 5
+    # And the cooldown still applies to the bigger step.
+    assert decide(dataclasses.replace(idle, busy=0.0), BOUNDS, SETTINGS, 159.0,
+                  100.0).direction == "hold"
 
 
 def test_down_never_without_an_idle_worker_nor_past_the_utilisation() -> None:
@@ -156,3 +206,74 @@ def test_window_reads_the_rate_per_busy_worker_and_the_busy_share() -> None:
         window.add(float(t), 20, 2.0, 2, 20.0)
     assert window.per_worker == 10.0
     assert window.utilisation() == 0.0
+
+
+def test_window_reads_the_average_busy_workers() -> None:
+    window = Window()
+    assert window.busy_workers() is None
+    window.add(0.0, 0, 0.0, 6, 20.0)
+    window.add(2.0, 60, 6.0, 6, 20.0)  # 60 jobs of 100 ms in 2 s: 3 workers' worth
+    assert window.busy_workers() == 3.0
+    window.add(4.0, 60, 6.0, 3, 20.0)
+    assert window.busy_workers() == 1.5
+
+
+def simulate(settings: Autoscale, arrivals: list[float], bounds: Bounds = BOUNDS,
+             per_worker: float = 10.0,
+             unmeasured: int = 0) -> tuple[list[str], list[int], float]:
+    """A program on a fake clock, ticking every 2 s: `arrivals` jobs/s for each tick, the
+    workers drain the queue at per_worker each, the rule decides on each reading. Returns
+    the directions of the changes, the count at each tick and the worker-seconds."""
+    current, last, ready, directions, counts, spent = bounds.min, None, 0.0, [], [], 0.0
+    busy_history: list[float] = []
+    for tick, rate in enumerate(arrivals):
+        now = tick * 2.0
+        work = ready + rate * 2.0
+        done = min(work, current * per_worker * 2.0)
+        ready = work - done
+        busy_history.append(done / per_worker / 2.0)
+        spent += current * 2.0
+        recent = busy_history[-max(1, int(settings.window // 2)):]
+        busy = sum(recent) / len(recent)
+        decision = decide(inputs(current=current, consuming=current, consumers=current,
+                                 ready=round(ready), idle=max(0, current - math.ceil(busy)),
+                                 per_worker=per_worker if tick >= unmeasured else None,
+                                 utilisation=busy / current,
+                                 busy=busy), bounds, settings, now, last)
+        if decision.after != current:
+            directions.append(decision.direction)
+            current, last = decision.after, now
+        counts.append(current)
+    return directions, counts, spent
+
+
+def test_steady_load_from_min_goes_up_and_stops() -> None:
+    # 24 jobs/s of 100 ms (2.4 workers' worth, 40 % of max) for ten minutes, from min:
+    # up to a count that keeps up, never down again (no flapping), with the defaults and
+    # with the bench's quicker settings.
+    quick = dataclasses.replace(SETTINGS, target_wait=5.0, cooldown_up=4.0, cooldown_down=10.0,
+                                window=10.0)
+    for settings in (SETTINGS, quick):
+        for unmeasured in (0, 1):  # the first reading with and without a rate
+            directions, counts, _ = simulate(settings, [24.0] * 300, unmeasured=unmeasured)
+            assert directions and set(directions) == {"up"}, (settings, directions)
+            assert counts[-1] >= 3
+
+
+def test_a_burst_then_quiet_goes_to_max_at_once_and_back_to_min() -> None:
+    # 900 jobs of 100 ms arriving over the first 2 s, then quiet, bench settings.
+    quick = dataclasses.replace(SETTINGS, target_wait=5.0, cooldown_up=4.0, cooldown_down=10.0,
+                                window=10.0)
+    directions, counts, spent = simulate(quick, [450.0] + [0.0] * 30)
+    assert counts[0] == 6  # the first reading (a rate measured already)
+    assert directions[0] == "up" and set(directions[1:]) == {"down"}
+    assert counts[-1] == 1
+    assert len(directions) <= 3  # up, then down in at most two steps
+
+
+def test_a_burst_on_a_fresh_program_doubles_then_goes_to_max_at_the_next_reading() -> None:
+    quick = dataclasses.replace(SETTINGS, target_wait=5.0, cooldown_up=4.0, cooldown_down=10.0,
+                                window=10.0)
+    directions, counts, _ = simulate(quick, [450.0] + [0.0] * 30, unmeasured=1)
+    assert counts[:2] == [2, 6]
+    assert directions[:2] == ["up", "up"] and set(directions[2:]) == {"down"}
