@@ -32,6 +32,9 @@ from qsupervisor.master.totals import ProgramTotals
 from qsupervisor.states import ProgramState
 
 log = logs.get("qsupervisor.master")
+# How long the master waits at exit for its herald to end after SIGTERM (it closes one
+# broker connection); a herald stuck longer is left to systemd or init.
+HERALD_EXIT_WAIT = 5.0
 
 SIGNAL_NAMES = {signal.SIGTERM: "term", signal.SIGINT: "int", signal.SIGQUIT: "quit",
                 signal.SIGHUP: "hup", signal.SIGUSR1: "usr1", signal.SIGCHLD: "chld"}
@@ -118,6 +121,11 @@ class Master:
         if self.metrics is not None:
             self.metrics.close()
         self.herald.stop()
+        # Reap the herald before leaving: under systemd, a process still in the cgroup when
+        # the main one exits is killed (SIGKILL), and a stop that kills is a failed stop.
+        deadline = self.loop.clock.monotonic() + HERALD_EXIT_WAIT
+        while self.herald.pid is not None and self.loop.clock.monotonic() < deadline:
+            self.loop.run_once(max_wait=0.1)
         for output in self.outputs.values():
             output.close()
         log.info("qsupervisord stopped")

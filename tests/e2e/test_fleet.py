@@ -114,6 +114,23 @@ def test_a_herald_killed_is_started_again_and_one_whose_master_dies_goes_with_it
     wait_for(lambda: not pid_alive(second), what="the herald to exit with its master")
 
 
+def test_the_master_reaps_its_herald_before_it_exits(
+        daemons: MakeDaemon, ledger: Ledger) -> None:
+    # Under systemd a process left in the cgroup when the master exits is SIGKILLed, and
+    # the stop counts as failed: the herald must be gone by the time the master is.
+    daemon = daemons({"lam": program(unique_queue("fleet-l"), ledger)},
+                     node_name=f"fleet-l-{uuid.uuid4().hex[:8]}",
+                     fleet={"interval": f"{INTERVAL}s"})
+    daemon.start()
+    herald = herald_pid(daemon)
+    assert herald is not None and daemon.proc is not None
+
+    os.kill(daemon.master_pid(), signal.SIGTERM)
+
+    assert daemon.proc.wait(DEADLINE) == 0
+    assert not pid_alive(herald), "the herald outlived its master"
+
+
 def test_a_daemon_on_another_virtual_host_is_not_seen(daemons: MakeDaemon,
                                                       ledger: Ledger) -> None:
     tag = uuid.uuid4().hex[:8]
