@@ -126,7 +126,13 @@ def test_values_pika_can_encode_are_encoded_byte_for_byte_as_pika_does(value: An
     fieldtable.encode_value(ours, value)
     pikas: list[bytes] = []
     pika.data.encode_value(pikas, value)  # pika's own, which install() leaves in place
-    assert b"".join(ours) == b"".join(pikas)
+    theirs = b"".join(pikas)
+    if theirs[:1] == b"L" and isinstance(value, int) and value < 0:
+        # pika 1.3 (Debian 13) tags a negative long-long 'L', 1.2 and 1.4 'l'; RabbitMQ
+        # and our decoder read both as a signed 64-bit integer, so the two are the same
+        # value on the wire.
+        theirs = b"l" + theirs[1:]
+    assert b"".join(ours) == theirs
 
 
 def test_a_non_utf8_string_stays_bytes_and_a_non_utf8_key_too() -> None:
