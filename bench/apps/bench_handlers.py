@@ -21,6 +21,15 @@ def sleep_10ms(payload: Any) -> None:
     time.sleep(0.010)
 
 
+def compute_2ms(payload: Any) -> None:
+    """2 ms of CPU (process time, so a preempted worker still computes its full share): on
+    as many workers as cores, the workers use the whole machine, and any CPU another
+    process takes comes out of their throughput. The metrics benchmark's job."""
+    end = time.process_time() + 0.002
+    while time.process_time() < end:
+        pass
+
+
 JOBS = {"noop": noop, "1ms": sleep_1ms, "10ms": sleep_10ms}
 
 

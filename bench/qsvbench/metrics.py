@@ -5,8 +5,11 @@ closes after each reply) against a daemon with 256 idle no-op workers, repeated.
 
 Throughput: the throughput part's drain (a pre-filled backlog, the steady-state window
 between 90 % and 10 % of it) with the endpoint off and on, interleaved, in the same run;
-while it is on, a scraper asks every second (Prometheus's usual interval is 15 s). The
-workers record each job's duration whether the endpoint is on or off, so the per-job
+while it is on, a scraper asks every second (Prometheus's usual interval is 15 s).
+
+Endpoint CPU: what the daemon's own processes (master, leader, herald) spend per second
+with the endpoint off, and on with a scrape every second, on idle workers: the cost of a
+scrape, apart from any noise in a drain's rate. The workers record each job's duration whether the endpoint is on or off, so the per-job
 cost of the histogram is measured apart, by timing Stats.job_started + job_finished
 with and without the histogram's write in this process.
 """
@@ -23,7 +26,15 @@ from typing import Any
 from qsupervisor import stats_segment
 from qsupervisor.stats_segment import DONE, Stats
 
-from .common import Broker, DepthSampler, Settings, median, percentile
+from .common import (
+    Broker,
+    DepthSampler,
+    Settings,
+    children,
+    cpu_seconds_precise,
+    median,
+    percentile,
+)
 from .daemon import Daemon, program
 from .throughput import PREFETCH, _rate, _watch
 
@@ -68,7 +79,7 @@ def scrape_latency(workers: int, runs: int) -> dict[str, Any]:
         broker.close()
 
 
-def drain(broker: Broker, metrics: bool, workers: int, count: int) -> dict[str, Any]:
+def drain(broker: Broker, metrics: bool, workers: int, count: int, job: str) -> dict[str, Any]:
     queue = broker.new_queue(f"mtp-{'on' if metrics else 'off'}", "classic")
     port = free_port()
     settings = {"metrics": {"listen": f"127.0.0.1:{port}"}} if metrics else {}
@@ -88,7 +99,7 @@ def drain(broker: Broker, metrics: bool, workers: int, count: int) -> dict[str, 
         fill_seconds = broker.fill(queue, count)
         with DepthSampler(queue, interval=0.01) as sampler:
             launched = time.monotonic()
-            prog = program(queue, "bench_handlers:noop", workers, prefetch=PREFETCH,
+            prog = program(queue, f"bench_handlers:{job}", workers, prefetch=PREFETCH,
                            queue_type="classic")
             with Daemon({"bench": prog}, **settings).start() as daemon:
                 thread = threading.Thread(target=scraper, daemon=True)
@@ -109,6 +120,52 @@ def drain(broker: Broker, metrics: bool, workers: int, count: int) -> dict[str, 
     result["scrapes"] = len(scrapes)
     result["scrape_median_ms"] = median(scrapes) if scrapes else None
     return result
+
+
+def endpoint_cpu(workers: int, seconds: float, repeats: int) -> dict[str, Any]:
+    """ms of CPU per second in the master and in its other children (leader, herald) over
+    `seconds` of idle workers, off and on (scraped every second), alternating."""
+    broker = Broker()
+    queue = broker.new_queue("metrics-cpu", "classic")
+    runs: list[dict[str, Any]] = []
+    try:
+        for repeat in range(repeats):
+            for metrics in (False, True):
+                port = free_port()
+                settings = {"metrics": {"listen": f"127.0.0.1:{port}"}} if metrics else {}
+                prog = program(queue, "bench_handlers:noop", workers, queue_type="classic")
+                with Daemon({"bench": prog}, **settings).start() as daemon:
+                    daemon.wait_settled("bench", timeout=120)
+                    time.sleep(2)  # past the start-up's own work
+                    master = daemon.proc.pid if daemon.proc else 0
+                    pids = [master] + children(master)
+                    before = {pid: cpu_seconds_precise(pid) or 0.0 for pid in pids}
+                    started, scrapes = time.monotonic(), 0
+                    while time.monotonic() - started < seconds:
+                        if metrics:
+                            scrape(port)
+                            scrapes += 1
+                        time.sleep(1.0)
+                    span = time.monotonic() - started
+                    used = {pid: (cpu_seconds_precise(pid) or 0.0) - before[pid] for pid in pids}
+                runs.append({"metrics": metrics, "repeat": repeat, "scrapes": scrapes,
+                             "master_ms_per_s": used[master] / span * 1000,
+                             "others_ms_per_s": sum(v for p, v in used.items() if p != master)
+                             / span * 1000})
+    finally:
+        broker.delete(queue)
+        broker.queues.remove(queue)
+        broker.close()
+
+    def total(on: bool) -> float:
+        return median([r["master_ms_per_s"] + r["others_ms_per_s"] for r in runs
+                       if r["metrics"] is on])
+
+    extra = total(True) - total(False)  # ms of CPU per second at one scrape a second
+    cores = os.cpu_count() or 1
+    return {"runs": runs, "workers": workers, "seconds": seconds, "off_ms_per_s": total(False),
+            "on_ms_per_s": total(True), "per_scrape_ms": extra,
+            "machine_share": extra / (cores * 1000)}
 
 
 def job_write_cost(runs: int = 200_000) -> dict[str, Any]:
@@ -137,23 +194,34 @@ def job_write_cost(runs: int = 200_000) -> dict[str, Any]:
             "histogram_ns": with_histogram - without}
 
 
-def run(settings: Settings, workers: int = 256, drain_workers: int = 4) -> dict[str, Any]:
+# The drain's job: 2 ms of computation on as many workers as cores. The workers then use
+# the whole machine (the broker needs little at ~1,000 msg/s), so whatever the endpoint
+# costs comes out of their throughput, and the rate, bound by CPU alone, is steady between
+# runs. Tried first: a no-op job on 4 workers, and 1 ms of sleep on 8; their rates, bound by
+# the broker and the scheduling between it and the workers, varied by ±10-15 % between
+# repeats (8,859 to 11,865 and 3,718 to 4,991 msg/s), too much to resolve 2 %.
+DRAIN_JOB = "compute_2ms"
+
+
+def run(settings: Settings, workers: int = 256,
+        drain_workers: int = os.cpu_count() or 2) -> dict[str, Any]:
     quick = settings.quick
     result: dict[str, Any] = {
         "scrape": scrape_latency(16 if quick else workers, 10 if quick else 100),
         "job_write": job_write_cost(20_000 if quick else 200_000),
+        "endpoint_cpu": endpoint_cpu(drain_workers, 5 if quick else 20, 1 if quick else 2),
         "drains": [],
     }
     s = result["scrape"]
     settings.say(f"metrics: scrape at {s['workers']} workers {s['median_ms']:.2f} ms "
                  f"(p90 {s['p90_ms']:.2f}, max {s['max_ms']:.2f}), {s['bytes']:,} bytes")
-    count = 3_000 if quick else 40_000
+    count = 1_000 if quick else 20_000  # about 20 s of draining: a run averages over noise
     broker = Broker()
     try:
         for repeat in range(settings.repeats):
             order = (False, True) if repeat % 2 == 0 else (True, False)
             for metrics in order:
-                run_ = drain(broker, metrics, drain_workers, count)
+                run_ = drain(broker, metrics, drain_workers, count, DRAIN_JOB)
                 run_["metrics"] = metrics
                 run_["repeat"] = repeat
                 result["drains"].append(run_)
@@ -165,5 +233,11 @@ def run(settings: Settings, workers: int = 256, drain_workers: int = 4) -> dict[
     on = median([r["rate"] for r in result["drains"] if r["metrics"]])
     result["rate_off"], result["rate_on"] = off, on
     result["on_vs_off"] = on / off if off and on else None
-    result["drain_workers"], result["backlog"] = drain_workers, count
+    # Each repeat's on ÷ off: the spread says how far the median can be trusted.
+    result["pair_ratios"] = [
+        on_run["rate"] / off_run["rate"]
+        for repeat in range(settings.repeats)
+        for off_run in result["drains"] if off_run["repeat"] == repeat and not off_run["metrics"]
+        for on_run in result["drains"] if on_run["repeat"] == repeat and on_run["metrics"]]
+    result["drain_workers"], result["backlog"], result["job"] = drain_workers, count, DRAIN_JOB
     return result

@@ -148,19 +148,25 @@ def targets(parts: dict[str, Any]) -> list[list[str]]:
         if met.get("on_vs_off"):
             change = (met["on_vs_off"] - 1) * 100
             rows.append(["throughput with metrics on within 2 % of off",
-                         f"{change:+.1f} % (medians of {len(met['drains']) // 2} drains each)",
+                         f"{change:+.1f} % (medians of {len(met['drains']) // 2} drains each; "
+                         f"{_spread(met.get('pair_ratios', []))})",
                          _ok(abs(change) <= 2)])
     auto = result("autoscale")
     if auto:
         s = auto["summary"]
+        # Judged on the worst of the pairs: a target met by the median alone is not met.
+        drains = s.get("drain_ratios") or [s["drain_ratio"]]
+        seconds = s.get("worker_seconds_ratios") or [s["worker_seconds_ratio"]]
         rows.append(["autoscaled burst drains within 1.25 × fixed max",
-                     f"{s['drain_ratio']:.2f} ×", _ok(s["drain_ratio"] <= 1.25)])
+                     f"{s['drain_ratio']:.2f} × median, {max(drains):.2f} × worst of "
+                     f"{len(drains)}", _ok(max(drains) <= 1.25)])
         rows.append(["autoscaled burst uses ≤ 0.6 × fixed max's worker-seconds",
-                     f"{s['worker_seconds_ratio']:.2f} ×",
-                     _ok(s["worker_seconds_ratio"] <= 0.6)])
+                     f"{s['worker_seconds_ratio']:.2f} × median, {max(seconds):.2f} × worst "
+                     f"of {len(seconds)}", _ok(max(seconds) <= 0.6)])
         rows.append([f"no change of direction on a steady load ({s['steady_s']:.0f} s)",
-                     f"{s['steady_changes']} changes, {s['steady_direction_changes']} "
-                     "reversals", _ok(s["steady_direction_changes"] == 0)])
+                     f"at most {s['steady_changes']} changes, "
+                     f"{s['steady_direction_changes']} reversals in "
+                     f"{s.get('steady_runs', 1)} runs", _ok(s["steady_direction_changes"] == 0)])
     return rows
 
 
@@ -553,13 +559,28 @@ count and of direction.
 {_table(["run", "drain s", "worker-seconds", "window s", "peak workers", "workers at the end", "burst published in s"], rows)}
 
 **Autoscaled vs fixed max:** drain {s['drain_ratio']:.2f} × (target ≤ 1.25), worker-seconds
-{s['worker_seconds_ratio']:.2f} × (target ≤ 0.6). The autoscaled run's live workers:
-{timeline or 'not recorded'}.
+{s['worker_seconds_ratio']:.2f} × (target ≤ 0.6), medians of {len(s.get('drain_ratios', [1]))}
+pairs run one after the other (drain {_runs(s.get('drain_ratios'))}; worker-seconds
+{_runs(s.get('worker_seconds_ratios'))}); the table shows the pair with the median
+worker-seconds. Its autoscaled run's live workers: {timeline or 'not recorded'}.
 
-**Steady load:** {s['steady_changes']} changes ({', '.join(steady['directions']) or 'none'}),
-{s['steady_direction_changes']} changes of direction (target 0); the count every 2 s:
-{', '.join(str(c) for c in steady['counts'])}.
+**Steady load** ({s.get('steady_runs', 1)} runs): at most {s['steady_changes']} changes and
+{s['steady_direction_changes']} changes of direction in any run (target 0). Each run's
+changes and the count every 2 s:
+
+{_steadies(result.get('steadies') or [steady])}
 """
+
+
+def _runs(ratios: list[float] | None) -> str:
+    if not ratios:
+        return "one run"
+    return "runs " + ", ".join(f"{r:.2f}" for r in ratios) + " ×"
+
+
+def _steadies(loads: list[dict[str, Any]]) -> str:
+    return "\n".join(f"- {', '.join(load['directions']) or 'no change'}: "
+                     f"{', '.join(str(c) for c in load['counts'])}" for load in loads)
 
 
 def section_metrics(result: dict[str, Any]) -> str:
@@ -577,9 +598,14 @@ def section_metrics(result: dict[str, Any]) -> str:
 {s['workers']} idle no-op workers and `metrics: {{listen: ...}}`; `GET /metrics` over a new
 connection each time (the endpoint closes after each reply), timed from before the connect
 to the last byte, {s['runs']} times. Throughput: the throughput part's drain (a pre-filled
-classic backlog of {result['backlog']:,} messages, {result['drain_workers']} workers, no-op
-job, prefetch 10, the rate between 90 % and 10 % of the backlog) with the endpoint off and
-on, interleaved (the order alternates per repeat); while on, a scraper asks every second.
+classic backlog of {result['backlog']:,} messages, {result['drain_workers']} workers,
+`{result.get('job', 'noop')}` job, prefetch 10, the rate between 90 % and 10 % of the backlog) with
+the endpoint off and on, interleaved (the order alternates per repeat); while on, a scraper
+asks every second (Prometheus asks every 15 s to 1 min). The job is 2 ms of computation on
+as many workers as cores: the workers use the whole machine, so whatever the endpoint
+costs comes out of their throughput, and a rate bound by CPU alone is steady between runs
+(a no-op or a 1 ms sleep drain, bound by the broker, varied by ±10–15 % between repeats,
+too much to resolve 2 %).
 Workers record each job's duration whether the endpoint is on or off, so that per-job cost
 is measured apart: `Stats.job_started` + `job_finished` in a loop, with the histogram's
 write and with it stubbed out.
@@ -588,17 +614,30 @@ write and with it stubbed out.
 max {s['max_ms']:.2f} ms; {s['bytes']:,} bytes, {s['lines']:,} lines (target: ≤ 50 ms).
 
 **Throughput, metrics on vs off:** median {result['rate_on']:,.0f} vs
-{result['rate_off']:,.0f} msg/s, {ratio_text} (target: within 2 %).
+{result['rate_off']:,.0f} msg/s, {ratio_text} (target: within 2 %); each repeat's on ÷ off:
+{_spread(result.get('pair_ratios', []))}.
 
 {_table(["repeat", "metrics", "msg/s", "worker CPU µs/msg", "scrapes", "scrape ms (median)"], rows)}
 
+{_endpoint_cpu(result)}
+
 **Per-job cost of the duration histogram:** {w['with_ns']:.0f} ns per job for the stats
 segment's writes with it, {w['without_ns']:.0f} ns without: {w['histogram_ns']:.0f} ns per
-job, a memory write and no system call: {_share(w, result)} of the worker CPU a no-op job
-costs here. The interleaved rates vary by ±20 % between repeats on a shared machine (the
-load average is below), far more than the endpoint's cost: the per-job figure above, and
-the scrape's few milliseconds per interval in the master, are the measured costs.
+job, a memory write and no system call: {_share(w, result)} of the worker CPU a job of the drain
+costs here.
 """
+
+
+def _endpoint_cpu(result: dict[str, Any]) -> str:
+    cpu = result.get("endpoint_cpu")
+    if not cpu:
+        return "**Endpoint CPU:** not measured in this run."
+    return (f"**Endpoint CPU** ({cpu['workers']} idle workers, {cpu['seconds']:.0f} s per run, "
+            f"off and on alternating, medians): the master, leader and herald use "
+            f"{cpu['off_ms_per_s']:.2f} ms of CPU per second with the endpoint off and "
+            f"{cpu['on_ms_per_s']:.2f} ms with it on and scraped every second: "
+            f"{cpu['per_scrape_ms']:.2f} ms per scrape, {cpu['machine_share'] * 100:.3f} % of "
+            f"the machine at one scrape a second.")
 
 
 def _share(write: dict[str, Any], result: dict[str, Any]) -> str:

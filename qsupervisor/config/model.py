@@ -157,9 +157,7 @@ class Autoscale:
     # ... and while the workers left would have been busy at most this fraction of the window.
     utilisation: float = 0.75  # 0 < u <= 1
     step_up: int = 0  # most workers added by one decision; 0 = no limit but max
-    # Workers removed by one decision, >= 1; more with the queue empty when the workers left
-    # would be far under `utilisation` (master/autoscale.py, FAR_UNDER).
-    step_down: int = 1
+    step_down: int = 1  # most workers removed by one decision, >= 1
     # Seconds after any change before the next scale-up; skipped by a host alone on the
     # queue with every slot consuming (its reading then shows its last change).
     cooldown_up: float = 6.0

@@ -34,11 +34,11 @@ def _status(result: dict[str, Any]) -> str:
     lines = [f"qsupervisord {master['version']}  pid {master['pid']}{herald}  "
              f"up {format_duration(master['uptime'])}  config {master['config']}"]
     for name, program in result["programs"].items():
-        lines.extend(_program_lines(name, program))
+        lines.extend(_program_lines(name, program, master["version"]))
     return "\n".join(lines)
 
 
-def _program_lines(name: str, program: dict[str, Any]) -> list[str]:
+def _program_lines(name: str, program: dict[str, Any], version: str) -> list[str]:
     leader = f"leader {program['leader_pid']}" if program["leader_pid"] else "no leader"
     lines = [f"{name:<16} {program['state']:<9} {leader:<13} "
              f"{program['running']}/{program['desired']} workers  "
@@ -52,8 +52,11 @@ def _program_lines(name: str, program: dict[str, Any]) -> list[str]:
         lines.append(f"  error: {program['error']}")
     if program["preload"].get("message"):
         lines.append(f"  {program['preload']['message']}")
+    if _differs(program.get("leader_version"), version):
+        lines.append(f"  leader runs qsupervisor {program['leader_version']} "
+                     f"(the master {version}): reload --preload to refresh it")
     if program["workers"]:
-        lines.extend("  " + _worker_line(worker) for worker in program["workers"])
+        lines.extend("  " + _worker_line(worker, version) for worker in program["workers"])
     elif program.get("summary", {}).get("states"):  # status --brief
         lines.append("  " + _summary_line(program["summary"]))
     return lines
@@ -107,7 +110,14 @@ def _n(value: Any) -> str:
     return "?" if value is None else str(value)
 
 
-def _worker_line(worker: dict[str, Any]) -> str:
+def _differs(running: str | None, master: str) -> bool:
+    """Whether a leader or worker runs another qsupervisor than the master (after the
+    master re-executed an upgrade). Unknown (not ready yet, or an older release that did
+    not say) is not shown."""
+    return running is not None and running != master
+
+
+def _worker_line(worker: dict[str, Any], version: str) -> str:
     parts = [f"worker {worker['slot']:<3}", f"pid {worker['pid'] or '-':<7}",
              f"{worker['state']:<8}"]
     if worker.get("uptime") is not None:
@@ -134,6 +144,8 @@ def _worker_line(worker: dict[str, Any]) -> str:
         parts.append(f"broker: {worker['broker_error']}")
     if worker.get("last_exit"):
         parts.append(f"last exit: {worker['last_exit']}")
+    if _differs(worker.get("version"), version):
+        parts.append(f"qsupervisor {worker['version']}")
     return "  ".join(parts)
 
 

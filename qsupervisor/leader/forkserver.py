@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Callable, NoReturn, Optional
 import pika.exceptions
 from setproctitle import setproctitle
 
-from qsupervisor import ipc, logs, procutil
+from qsupervisor import __version__, ipc, logs, procutil
 from qsupervisor.broker.connection import BrokerUnreachable
 from qsupervisor.broker.topology import KeptQueue, TopologyError
 from qsupervisor.channel import Ev, Op
@@ -182,7 +182,9 @@ class _Leader:
         # Objects that exist now are shared with every worker; keep the collector from
         # touching (and so copying) their pages in the children.
         gc.freeze()
-        self._send({"ev": Ev.READY, "modules": len(files)})
+        # The version of qsupervisor this leader (and every worker it forks) runs: after
+        # the master re-executes a newer one, status shows who still runs the old code.
+        self._send({"ev": Ev.READY, "modules": len(files), "version": __version__})
         log.info("leader ready", preloaded=list(program.preload), files=len(files))
         return self._serve()
 

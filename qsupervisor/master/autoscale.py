@@ -13,8 +13,7 @@ master/autoscaler.py does the reading and the applying. The rule, as docs/archit
   consuming sees the whole effect of its last change in the reading and need not wait;
 - down by at most step_down, at most once per cooldown_down after any change, only when
   the wait is below down_below × target_wait, some worker is idle, and the workers left
-  would have been busy at most `utilisation` of the window; with the queue empty, as many
-  more idle workers as leave the rest at most half that busy;
+  would have been busy at most `utilisation` of the window;
 - in between (the hysteresis band) the count holds; an unknown queue reading holds too.
 """
 
@@ -31,9 +30,6 @@ from qsupervisor.config.model import Autoscale
 # a job): on a steady load it overshot (1→5 for 2.4 workers' worth) and the correction down
 # was a change of direction; a doubling followed by a measured step one tick later is not.
 UNKNOWN_RATE_FACTOR = 2.0
-# With the queue empty, a scale-down takes more than step_down as long as the workers left
-# would have been busy at most this share of the `utilisation` bound.
-FAR_UNDER = 0.5
 
 
 @dataclass(frozen=True)
@@ -128,12 +124,8 @@ def decide(inputs: Inputs, bounds: Bounds, settings: Autoscale, now: float,
         if i.current >= bounds.max:
             return result("hold", i.current, f"wait {_seconds(wait)} > {_seconds(target)}, "
                                              f"at max {bounds.max}", wait)
-        # The cooldown lets a reading show the last change before the next: other hosts'
-        # workers, and ours still starting. Alone on the queue with every slot consuming,
-        # the reading already counts them all.
-        alone = (i.consumers is not None and i.consumers <= i.consuming
-                 and i.consuming >= i.current)
-        if since < settings.cooldown_up and not alone:
+        if since < settings.cooldown_up and not alone_on_queue(i.consumers, i.consuming,
+                                                                i.current):
             return result("hold", i.current, f"wait {_seconds(wait)} > {_seconds(target)}, "
                                              "up cooldown", wait)
         after = scale_up(i, bounds, settings, wait)
@@ -153,16 +145,8 @@ def decide(inputs: Inputs, bounds: Bounds, settings: Autoscale, now: float,
     busy_share = i.utilisation if i.utilisation is not None else 0.0
     load = i.busy if i.busy is not None else busy_share * i.consuming  # workers' worth
 
-    def projected(left: int) -> float:
-        return load / left if left > 0 else (math.inf if load > 0 else 0.0)
-
-    # The queue empty and the workers left far under the bound: more than one step, each
-    # still an idle worker (or a slot without one).
-    while (i.ready == 0 and step < room
-           and projected(i.current - step - 1) <= settings.utilisation * FAR_UNDER):
-        step += 1
     left = i.current - step
-    busy_left = projected(left)
+    busy_left = load / left if left > 0 else (math.inf if load > 0 else 0.0)
     if busy_left > settings.utilisation:
         return result("hold", i.current, f"wait {_seconds(wait)}, {left} workers would be "
                                          f"{busy_left:.0%} busy > "
@@ -171,6 +155,14 @@ def decide(inputs: Inputs, bounds: Bounds, settings: Autoscale, now: float,
         return result("hold", i.current, f"wait {_seconds(wait)}, idle, down cooldown", wait)
     return result("down", left, f"wait {_seconds(wait)} < {_seconds(band)}, idle, "
                                 f"{busy_share:.0%} busy", wait)
+
+
+def alone_on_queue(consumers: int | None, consuming: int, current: int) -> bool:
+    """Whether a scale-up may skip cooldown_up. The cooldown lets a reading show the last
+    change before the next: other hosts' workers, and ours still starting. Alone on the
+    queue (the broker counts no consumer but ours) with every slot consuming, the reading
+    already counts them all."""
+    return consumers is not None and consumers <= consuming and consuming >= current
 
 
 def scale_up(i: Inputs, bounds: Bounds, settings: Autoscale, wait: float) -> int:

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from qsupervisor import logs
 from qsupervisor.config import ProgramConfig
-from qsupervisor.master.autoscale import Bounds, Decision, Inputs, Window, decide
+from qsupervisor.master.autoscale import Bounds, Decision, Inputs, Window, alone_on_queue, decide
 from qsupervisor.master.host import Host
 from qsupervisor.master.loop import Timer
 from qsupervisor.master.pool import WorkerPool
@@ -190,6 +190,12 @@ class Autoscaler:
                 return round(wall, 3)
             return round(wall + max(0.0, self.last_change + cooldown - now), 3)
 
+        pool = self.program.pool
+        # As decide() does: alone on the queue (the last reading's consumers) with every
+        # slot consuming, a scale-up need not wait for cooldown_up.
+        skips_cooldown = last is not None and alone_on_queue(last.consumers, pool.consuming(),
+                                                             pool.desired)
+
         return {
             "min": config.workers, "max": config.workers_max,
             "current": self.program.pool.desired,
@@ -204,7 +210,7 @@ class Autoscaler:
                 "rate": None if last.rate is None else round(last.rate, 3),
                 "wait": _json_seconds(last.wait), "at": self.last_at},
             # When the cooldowns allow the next change each way (wall clock; now if past).
-            "next_up_at": next_at(settings.cooldown_up),
+            "next_up_at": next_at(0.0 if skips_cooldown else settings.cooldown_up),
             "next_down_at": next_at(settings.cooldown_down),
         }
 

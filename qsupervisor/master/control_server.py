@@ -20,6 +20,7 @@ from typing import Any, Callable
 from qsupervisor import logs
 from qsupervisor.control import protocol
 from qsupervisor.master.loop import EventLoop
+from qsupervisor.master.stream_out import send_pending
 
 log = logs.get("qsupervisor.control")
 
@@ -195,14 +196,9 @@ class Connection:
                                      f"internal error: {type(exc).__name__}: {exc}"))
 
     def _on_writable(self) -> None:
-        try:
-            sent = self.sock.send(self._wbuf)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
+        if not send_pending(self.sock, self._wbuf):
             self.close()
             return
-        del self._wbuf[:sent]
         if self._paused and len(self._wbuf) <= READ_PAUSE // 2:
             self._resume_reading()
         if not self._wbuf and not self.closed:

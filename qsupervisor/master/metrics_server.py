@@ -18,6 +18,7 @@ from typing import Callable
 from qsupervisor import logs
 from qsupervisor.master.exposition import CONTENT_TYPE
 from qsupervisor.master.loop import EventLoop, Timer
+from qsupervisor.master.stream_out import send_pending
 
 log = logs.get("qsupervisor.metrics")
 
@@ -96,15 +97,7 @@ class _Client:
         self.server.loop.add_writer(self.sock, self._on_writable)
 
     def _on_writable(self) -> None:
-        try:
-            sent = self.sock.send(self.wbuf)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            self.close()
-            return
-        del self.wbuf[:sent]
-        if not self.wbuf:
+        if not send_pending(self.sock, self.wbuf) or not self.wbuf:
             self.close()
 
     def close(self) -> None:

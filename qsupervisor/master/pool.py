@@ -381,6 +381,7 @@ class WorkerPool:
         if event == Ev.READY and worker.state is W.STARTING:
             worker.ready_at = self.host.loop.clock.monotonic()
             worker.node = _text_or_none(msg.get("node"))
+            worker.version = _text_or_none(msg.get("version"))
             transition(worker, W.RUNNING, log.info, program=self.name, slot=worker.slot,
                        pid=worker.pid)
             self._on_running(worker)

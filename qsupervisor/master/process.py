@@ -20,6 +20,7 @@ class LeaderProc:
     outbox: Outbox  # every message to the leader goes through it: the master never blocks
     ready: bool = False
     files: dict[str, float] = field(default_factory=dict)  # preloaded file -> mtime
+    version: str | None = None  # the qsupervisor it runs, as its "ready" said
 
 
 @dataclass(eq=False)
@@ -43,6 +44,7 @@ class WorkerProc:
     kill_timer: Timer | None = None
     broker_error: str | None = None
     node: str | None = None  # the broker node it consumes from (display URL), if connected
+    version: str | None = None  # the qsupervisor it runs, as its "ready" said
     rss: int | None = None  # cached for status: see master/status.py
     rss_read_at: float = float("-inf")
 

@@ -178,6 +178,11 @@ class ProgramRuntime:
     def scale(self, workers: int) -> None:
         """A count from the operator; an autoscaled program is pinned at it."""
         self.autoscaler.pin(workers)
+        if self.state is P.RUNNING and workers < self.pool.desired:
+            # The operator's scale-down drains as the autoscaler's does: idle workers
+            # first, a busy one only when no other is left, and it finishes its job.
+            self.pool.shrink_idle_first(workers)
+            return
         self.pool.desired = workers
         if self.state is P.RUNNING:
             self.pool.fill()
@@ -262,6 +267,8 @@ class ProgramRuntime:
         if event == Ev.PRELOAD_FILES:
             proc.files.update({path: mtime for path, mtime in msg.get("files", [])})
         elif event == Ev.READY:
+            version = msg.get("version")
+            proc.version = version if isinstance(version, str) else None
             self._on_leader_ready(proc)
         elif event in (Ev.PRELOAD_FAILED, Ev.TOPOLOGY_FAILED):
             what = "preload" if event == Ev.PRELOAD_FAILED else "topology"

@@ -37,6 +37,7 @@ def program_status(program: ProgramRuntime, clock: Clock, search_path: Sequence[
         "queue": program.config.queue,
         "leader_pid": leader.pid if leader else None,
         "leader_uptime": round(now - leader.started, 3) if leader else None,
+        "leader_version": leader.version if leader else None,
         "desired": program.desired,
         "autoscale": program.autoscaler.view(),  # None for a fixed count
         "running": program.serving(),
@@ -157,6 +158,7 @@ def worker_status(worker: WorkerProc, draining: bool, snapshot: Snapshot | None,
         "draining": draining,
         "broker_error": worker.broker_error,
         "node": worker.node if alive else None,
+        "version": worker.version,
         "consuming": worker.consuming,
         "last_exit": worker.last_exit,
     }

@@ -21,7 +21,7 @@ from typing import Any, Callable, NoReturn
 
 from setproctitle import setproctitle
 
-from qsupervisor import ipc, logs, procutil
+from qsupervisor import __version__, ipc, logs, procutil
 from qsupervisor.broker.delays import DelayChain
 from qsupervisor.channel import CRASH_ANSWER_BOUND, Ev, Op
 from qsupervisor.config import DaemonConfig, ProgramConfig
@@ -83,7 +83,7 @@ class MasterChannel(WorkerEvents):
                 pass  # the master is gone; the main thread notices the EOF
 
     def ready(self, node: str) -> None:
-        self.send({"ev": Ev.READY, "node": node})
+        self.send({"ev": Ev.READY, "node": node, "version": __version__})
 
     def broker_lost(self, error: str) -> None:
         self.send({"ev": Ev.BROKER_LOST, "error": error})

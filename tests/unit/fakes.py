@@ -18,7 +18,7 @@ import socket
 import time
 from typing import Any
 
-from qsupervisor import ipc
+from qsupervisor import __version__, ipc
 from qsupervisor.config import DaemonConfig, ProgramConfig
 from qsupervisor.master.loop import EventLoop
 from qsupervisor.stats_segment import Stats
@@ -74,7 +74,7 @@ class FakeWorker:
         ipc.send(self.channel, msg)
 
     def ready(self, node: str = "amqp://guest@rabbit-1:5672/%2F") -> None:
-        self.send(ev="ready", node=node)
+        self.send(ev="ready", node=node, version=self.leader.world.version)
 
     def start_job(self, job_id: str) -> None:
         self.stats.job_started(job_id)
@@ -123,7 +123,7 @@ class FakeLeader:
     def ready(self, files: tuple[tuple[str, float], ...] = ()) -> None:
         if files:
             self.send(ev="preload_files", files=[list(f) for f in files])
-        self.send(ev="ready", modules=len(files))
+        self.send(ev="ready", modules=len(files), version=self.world.version)
 
     def serve(self) -> None:
         """Read and act on what the master sent, as the leader's loop does."""
@@ -243,6 +243,7 @@ class World:
         self.daemon = daemon or DaemonConfig()
         self.log_format = "json"
         self.auto_ready = auto_ready
+        self.version = __version__  # what the fake leaders and workers say they run
         self.obedient = True
         self.fork_error: str | None = None
         self.queue_stats: dict[str, Any] | None = None  # leaders' answer; None: silence

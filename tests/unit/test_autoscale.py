@@ -12,6 +12,9 @@ from qsupervisor.master.autoscale import Bounds, Inputs, Window, decide, estimat
 
 SETTINGS = Autoscale()  # target_wait 10 s, cooldowns 6 s up and 60 s down
 BOUNDS = Bounds(1, 6)
+# bench/qsvbench/autoscale.py's settings, for a burst of 100 ms jobs in a 60 s window.
+BENCH = dataclasses.replace(SETTINGS, target_wait=5.0, cooldown_up=4.0, cooldown_down=5.0,
+                            step_down=2, window=6.0)
 
 
 def inputs(**kw: object) -> Inputs:
@@ -105,8 +108,8 @@ def test_the_band_holds() -> None:
 
 
 def test_down_one_step_when_idle_empty_and_cooled_down() -> None:
-    # 3 workers 40 % busy (1.2 workers' worth): 2 left would be 60 %, under 75 % but not
-    # far under it (37.5 %): one step, once the cooldown has passed.
+    # 3 workers 40 % busy (1.2 workers' worth): 2 left would be 60 %, under 75 %: one step,
+    # once the cooldown has passed.
     quiet = inputs(ready=0, idle=3, utilisation=0.4)
     assert decide(quiet, BOUNDS, SETTINGS, 159.0, 100.0).direction == "hold"
     decision = decide(quiet, BOUNDS, SETTINGS, 160.0, 100.0)
@@ -115,28 +118,21 @@ def test_down_one_step_when_idle_empty_and_cooled_down() -> None:
                   None).direction == "hold"
 
 
-def test_down_more_than_one_step_when_empty_and_the_workers_left_are_far_under() -> None:
-    # 6 workers, 1 worker's worth busy over the window, 5 idle now: down to 3 (33 % busy,
-    # at most half the 75 % bound), not to 2 (50 %).
-    idle = inputs(current=6, consuming=6, idle=5, ready=0, consumers=6, utilisation=1 / 6)
-    decision = decide(idle, BOUNDS, SETTINGS, 999.0, None)
-    assert (decision.direction, decision.after) == ("down", 3)
-    # The window's average busy workers, when known, stand for the load (here 0.4 of a
-    # worker, although the busy share reads 1/6 of 6): down to 2 (20 %).
-    assert decide(dataclasses.replace(idle, busy=0.4), BOUNDS, SETTINGS, 999.0,
-                  None).after == 2
-    # Quiet: down to min, in one step.
-    assert decide(dataclasses.replace(idle, busy=0.0), BOUNDS, SETTINGS, 999.0,
-                  None).after == 1
-    # Never a busy worker: 2 idle of 6 means at most 2 go.
-    assert decide(dataclasses.replace(idle, idle=2, busy=0.0), BOUNDS, SETTINGS, 999.0,
-                  None).after == 4
-    # Messages still ready (wait under the band, the queue not empty): step_down only.
-    assert decide(dataclasses.replace(idle, ready=3, busy=0.0), BOUNDS, SETTINGS, 999.0,
-                  None).after == 5
-    # And the cooldown still applies to the bigger step.
-    assert decide(dataclasses.replace(idle, busy=0.0), BOUNDS, SETTINGS, 159.0,
-                  100.0).direction == "hold"
+def test_down_never_more_than_step_down_however_quiet() -> None:
+    # 6 workers, nothing busy over the window, the queue empty, all idle: one step of
+    # step_down each time, whatever the room below.
+    quiet = inputs(current=6, consuming=6, idle=6, ready=0, consumers=6, utilisation=0.0,
+                   busy=0.0)
+    assert decide(quiet, BOUNDS, SETTINGS, 999.0, None).after == 5
+    two = dataclasses.replace(SETTINGS, step_down=2)
+    assert decide(quiet, BOUNDS, two, 999.0, None).after == 4
+    # Never a busy worker: with 1 idle of 6, a step of 2 takes that one only.
+    assert decide(dataclasses.replace(quiet, idle=1), BOUNDS, two, 999.0, None).after == 5
+    # Nor past min.
+    assert decide(dataclasses.replace(quiet, current=2, consuming=2, idle=2), BOUNDS, two,
+                  999.0, None).after == 1
+    # And the cooldown applies.
+    assert decide(quiet, BOUNDS, two, 159.0, 100.0).direction == "hold"
 
 
 def test_down_never_without_an_idle_worker_nor_past_the_utilisation() -> None:
@@ -251,9 +247,7 @@ def test_steady_load_from_min_goes_up_and_stops() -> None:
     # 24 jobs/s of 100 ms (2.4 workers' worth, 40 % of max) for ten minutes, from min:
     # up to a count that keeps up, never down again (no flapping), with the defaults and
     # with the bench's quicker settings.
-    quick = dataclasses.replace(SETTINGS, target_wait=5.0, cooldown_up=4.0, cooldown_down=10.0,
-                                window=10.0)
-    for settings in (SETTINGS, quick):
+    for settings in (SETTINGS, BENCH):
         for unmeasured in (0, 1):  # the first reading with and without a rate
             directions, counts, _ = simulate(settings, [24.0] * 300, unmeasured=unmeasured)
             assert directions and set(directions) == {"up"}, (settings, directions)
@@ -262,18 +256,14 @@ def test_steady_load_from_min_goes_up_and_stops() -> None:
 
 def test_a_burst_then_quiet_goes_to_max_at_once_and_back_to_min() -> None:
     # 900 jobs of 100 ms arriving over the first 2 s, then quiet, bench settings.
-    quick = dataclasses.replace(SETTINGS, target_wait=5.0, cooldown_up=4.0, cooldown_down=10.0,
-                                window=10.0)
-    directions, counts, spent = simulate(quick, [450.0] + [0.0] * 30)
+    directions, counts, spent = simulate(BENCH, [450.0] + [0.0] * 30)
     assert counts[0] == 6  # the first reading (a rate measured already)
     assert directions[0] == "up" and set(directions[1:]) == {"down"}
     assert counts[-1] == 1
-    assert len(directions) <= 3  # up, then down in at most two steps
+    assert len(directions) == 4  # up, then down 6→4→2→1, step_down at a time
 
 
 def test_a_burst_on_a_fresh_program_doubles_then_goes_to_max_at_the_next_reading() -> None:
-    quick = dataclasses.replace(SETTINGS, target_wait=5.0, cooldown_up=4.0, cooldown_down=10.0,
-                                window=10.0)
-    directions, counts, _ = simulate(quick, [450.0] + [0.0] * 30, unmeasured=1)
+    directions, counts, _ = simulate(BENCH, [450.0] + [0.0] * 30, unmeasured=1)
     assert counts[:2] == [2, 6]
     assert directions[:2] == ["up", "up"] and set(directions[2:]) == {"down"}

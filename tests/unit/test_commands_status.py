@@ -216,6 +216,28 @@ def test_status_shows_each_workers_node_and_how_many_consume(master: FakeMaster)
         "amqp://guest@rabbit-3:5672/%2F", True, None)
 
 
+def test_status_shows_the_qsupervisor_a_leader_or_worker_runs_when_not_the_masters(
+        master: FakeMaster) -> None:
+    # As after the master re-executed a newer qsupervisor: the leader and the workers it
+    # forked still run the one they started with, until reload --preload.
+    master.world.version = "0.0.9"
+    master.running("orders")
+    reply = status(master, names=["orders"])
+    orders = reply["programs"]["orders"]
+    assert orders["leader_version"] == "0.0.9"
+    assert [w["version"] for w in orders["workers"]] == ["0.0.9", "0.0.9"]
+    text = render.render("status", reply)
+    assert f"leader runs qsupervisor 0.0.9 (the master {__version__})" in text
+    assert sum("qsupervisor 0.0.9" in line for line in text.splitlines()
+               if line.strip().startswith("worker")) == 2
+    # The same version: nothing said.
+    master.world.version = __version__
+    master.programs["mail"].start()
+    master.world.run()
+    mail = render.render("status", status(master, names=["mail"]))
+    assert "runs qsupervisor" not in mail and "qsupervisor 0" not in mail.split("\n", 1)[1]
+
+
 def test_a_program_short_of_consumers_past_the_grace_is_degraded(master: FakeMaster) -> None:
     master.running("orders")
     master.world.worker(0).send(ev="broker_lost", error="connection reset")

@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 import pytest
 
-from qsupervisor import ipc, procutil
+from qsupervisor import __version__, ipc, procutil
 from qsupervisor import stats_segment as stats_mod
 from qsupervisor.channel import CRASH_ANSWER_BOUND
 from qsupervisor.config import DaemonConfig, ProgramConfig
@@ -171,7 +171,8 @@ def test_the_channel_sends_the_consumers_events_to_the_master(rig: ChannelRig) -
     rig.channel.broker_back("amqp://guest@rabbit-2:5672/%2F")
     rig.channel.unsettled("msg-5", "broker connection lost during the job")
     rig.channel.send({"ev": "exiting", "reason": "max_jobs"})
-    assert pending(rig.master) == [{"ev": "ready", "node": "amqp://guest@rabbit-1:5672/%2F"},
+    assert pending(rig.master) == [{"ev": "ready", "node": "amqp://guest@rabbit-1:5672/%2F",
+                                    "version": __version__},
                                    {"ev": "broker_lost", "error": "connection reset"},
                                    {"ev": "broker_back", "node": "amqp://guest@rabbit-2:5672/%2F"},
                                    {"ev": "unsettled", "id": "msg-5",
