@@ -60,6 +60,13 @@ class Broker:
         self._conn = _connect()
         self._open_channel()
 
+    def name(self, label: str) -> str:
+        """A fresh queue name the daemon will declare itself; deleted with the test's
+        queues (and its dead-letter queue and delay chain) like a declared one."""
+        name = unique_queue(label)
+        self.queues.append(name)
+        return name
+
     def declare(self, label: str, queue_type: str = "quorum") -> str:
         """A fresh queue, declared as the daemon will (quorum, the default queue_type), so a
         test can publish before the daemon runs."""

@@ -38,8 +38,8 @@ def test_two_daemons_see_each_other_then_a_stopped_one_goes_stale_then_away(
         daemons: MakeDaemon, broker: Broker, ledger: Ledger) -> None:
     tag = uuid.uuid4().hex[:8]
     name_a, name_b = f"fleet-a-{tag}", f"fleet-b-{tag}"
-    queue_a, queue_b, idle = (unique_queue("fleet-a"), unique_queue("fleet-b"),
-                              unique_queue("fleet-idle"))
+    queue_a, queue_b, idle = (broker.name("fleet-a"), broker.name("fleet-b"),
+                              broker.name("fleet-idle"))
     a = daemons({"alpha": program(queue_a, ledger, workers=2)},
                 node_name=name_a, fleet={"interval": f"{INTERVAL}s"})
     b = daemons({"beta": program(queue_b, ledger),
@@ -95,9 +95,9 @@ def test_two_daemons_see_each_other_then_a_stopped_one_goes_stale_then_away(
 
 
 def test_a_herald_killed_is_started_again_and_one_whose_master_dies_goes_with_it(
-        daemons: MakeDaemon, ledger: Ledger) -> None:
+        daemons: MakeDaemon, broker: Broker, ledger: Ledger) -> None:
     name = f"fleet-k-{uuid.uuid4().hex[:8]}"
-    daemon = daemons({"kappa": program(unique_queue("fleet-k"), ledger)},
+    daemon = daemons({"kappa": program(broker.name("fleet-k"), ledger)},
                      node_name=name, fleet={"interval": f"{INTERVAL}s"})
     daemon.start()
     first = herald_pid(daemon)
@@ -115,10 +115,10 @@ def test_a_herald_killed_is_started_again_and_one_whose_master_dies_goes_with_it
 
 
 def test_the_master_reaps_its_herald_before_it_exits(
-        daemons: MakeDaemon, ledger: Ledger) -> None:
+        daemons: MakeDaemon, broker: Broker, ledger: Ledger) -> None:
     # Under systemd a process left in the cgroup when the master exits is SIGKILLed, and
     # the stop counts as failed: the herald must be gone by the time the master is.
-    daemon = daemons({"lam": program(unique_queue("fleet-l"), ledger)},
+    daemon = daemons({"lam": program(broker.name("fleet-l"), ledger)},
                      node_name=f"fleet-l-{uuid.uuid4().hex[:8]}",
                      fleet={"interval": f"{INTERVAL}s"})
     daemon.start()
@@ -131,7 +131,7 @@ def test_the_master_reaps_its_herald_before_it_exits(
     assert not pid_alive(herald), "the herald outlived its master"
 
 
-def test_a_daemon_on_another_virtual_host_is_not_seen(daemons: MakeDaemon,
+def test_a_daemon_on_another_virtual_host_is_not_seen(daemons: MakeDaemon, broker: Broker,
                                                       ledger: Ledger) -> None:
     tag = uuid.uuid4().hex[:8]
     vhost = f"qsv-fleet-{tag}"
@@ -139,8 +139,9 @@ def test_a_daemon_on_another_virtual_host_is_not_seen(daemons: MakeDaemon,
     try:
         rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
         here, there = f"fleet-here-{tag}", f"fleet-there-{tag}"
-        a = daemons({"here": program(unique_queue("fleet-here"), ledger)},
+        a = daemons({"here": program(broker.name("fleet-here"), ledger)},
                     node_name=here, fleet={"interval": f"{INTERVAL}s"})
+        # Its queues go with the virtual host.
         c = daemons({"there": program(unique_queue("fleet-there"), ledger)},
                     node_name=there, fleet={"interval": f"{INTERVAL}s"},
                     broker=BROKER_URL.rsplit("/", 1)[0] + "/" + vhost)

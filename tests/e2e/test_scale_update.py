@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from .daemon import MakeDaemon, worker_pids
 from .harness import Ledger, alive, program, wait_for
 from .rabbit import Broker
@@ -105,3 +107,41 @@ def test_update_with_a_broken_file_changes_nothing_and_names_file_and_line(
     assert after["programs"]["keep"]["leader_pid"] == before["programs"]["keep"]["leader_pid"]
     assert worker_pids(after, "keep") == worker_pids(before, "keep")
     ledger.wait_for_ids(broker.publish_many(queue, 3))
+
+
+def test_scale_down_drains_the_idle_worker_and_keeps_the_busy_one(
+        daemons: MakeDaemon, broker: Broker, ledger: Ledger) -> None:
+    # Slot 1 busy, slot 0 idle: a scale down to 1 drains slot 0's worker (taking the
+    # highest slot used to stop the busy one, after its job). The busy worker is never
+    # stopped, and its job finishes once.
+    queue = broker.declare("scale-busy")
+    daemon = daemons({"scale": program(queue, ledger, workers=1, prefetch=1,
+                                       stop_timeout="30s")})
+    daemon.start()
+    short = broker.publish(queue, {"sleep": 6})  # slot 0 holds it...
+    wait_for(lambda: _job_of(daemon.status(), 0) == short, what="slot 0 to take the short job")
+    assert daemon.ctl("scale", "scale", "2").returncode == 0
+    daemon.wait_running()
+    broker.wait_consumers(queue, 2)
+    long = broker.publish(queue, {"sleep": 12})  # ... so slot 1 takes the long one
+    wait_for(lambda: _job_of(daemon.status(), 1) == long, what="slot 1 to take the long job")
+    ledger.wait_for_ids([short])  # slot 0 is idle again, slot 1 still busy
+    pids = worker_pids(daemon.status(), "scale")
+    assert _job_of(daemon.status(), 1) == long
+
+    result = daemon.ctl("scale", "scale", "1")
+    assert result.returncode == 0, str(result)
+    wait_for(lambda: not alive([pids[0]]), what="the idle worker to exit")
+    assert alive([pids[1]]) == [pids[1]]
+    kept = daemon.status()["programs"]["scale"]["workers"]
+    assert [(w["pid"], w["draining"]) for w in kept] == [(pids[1], False)]
+    ledger.wait_for_ids([long])
+    assert alive([pids[1]]) == [pids[1]]  # it finished its job and stayed
+    assert ledger.counts()[long] == 1 and ledger.counts()[short] == 1
+
+
+def _job_of(status: dict[str, Any], slot: int) -> str | None:
+    for worker in status["programs"]["scale"]["workers"]:
+        if worker["slot"] == slot and worker.get("job"):
+            return worker["job"]["id"]
+    return None
