@@ -7,6 +7,7 @@ import ctypes.util
 import grp
 import os
 import pwd
+import resource
 import signal
 from collections.abc import Collection, Iterable
 
@@ -36,6 +37,42 @@ def become_subreaper() -> None:
     """Workers orphaned by a dead leader are reparented to us, so we can reap them and
     account for their exit instead of leaving that to init."""
     _prctl(_PR_SET_CHILD_SUBREAPER, 1)
+
+
+# A soft limit above this is not asked for when the hard limit is unlimited (Linux refuses
+# more than fs.nr_open, 1,048,576 by default).
+OPEN_FILES_WANTED = 65536
+# The soft open-files limit the daemon was started with, once the master has raised it;
+# its children go back to it (restore_open_files_limit).
+_started_with: int | None = None
+
+
+def raise_open_files_limit() -> tuple[int, int]:
+    """Raise the soft RLIMIT_NOFILE to the hard one; return (before, after). The master
+    holds two descriptors per worker (its channel, and the stats segment mmap keeps), so
+    systemd's default soft limit of 1024 runs out near 500 workers; the hard limit
+    (524,288 under systemd) is there to be asked for. The old soft limit is kept for
+    the children: restore_open_files_limit."""
+    global _started_with
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = OPEN_FILES_WANTED if hard == resource.RLIM_INFINITY else hard
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (OSError, ValueError):
+            return soft, soft
+        _started_with = soft
+        return soft, target
+    return soft, soft
+
+
+def restore_open_files_limit() -> None:
+    """In a child of the master (a leader, the herald): back to the soft limit the daemon
+    was started with, as systemd asks of programs that raise theirs, since user code (a
+    handler, a command) may still use select(), which breaks on descriptors from 1024 up."""
+    if _started_with is not None:
+        _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (_started_with, hard))
 
 
 def reset_signals() -> None:

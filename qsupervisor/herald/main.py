@@ -71,6 +71,7 @@ def run(spec: HeraldSpec, sock: socket.socket, log_stream: Any = None) -> NoRetu
         procutil.close_fds_except(keep)
         setproctitle("qsupervisord: herald")
         procutil.reset_signals()  # SIGTERM ends it at once: it holds nothing to finish
+        procutil.restore_open_files_limit()
         procutil.die_with_parent(signal.SIGTERM)
         logs.bind(role="herald")
         code = Herald(spec.daemon, sock, getattr(log_stream, "reopen", None)).main()

@@ -93,6 +93,7 @@ def prepare_process(program: ProgramConfig, daemon: DaemonConfig) -> None:
     """Environment, directory, identity and sys.path: shared by the leader and inherited
     by its workers."""
     os.environ.pop("NOTIFY_SOCKET", None)  # only the master talks to systemd
+    procutil.restore_open_files_limit()  # the master's raised limit is its own
     os.environ.update(dict(program.environment))
     if program.directory:
         os.chdir(program.directory)

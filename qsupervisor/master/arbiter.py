@@ -94,6 +94,7 @@ class Master:
     def run(self) -> int:
         setproctitle(f"qsupervisord: master [{self.config.path}]")
         procutil.become_subreaper()
+        _, after = procutil.raise_open_files_limit()
         self.loop.handle_signals(SIGNAL_NAMES, self._on_signal)
         self.server.start(self.loop, lambda conn, req: dispatch(self, conn, req))
         if self.metrics is not None:
@@ -102,7 +103,7 @@ class Master:
             self.add_program(program.name, autostart=program.autostart)
         self.herald.start()
         log.info("qsupervisord started", config=self.config.path, socket=self.server.path,
-                 programs=list(self.programs))
+                 programs=list(self.programs), open_files=after)
         systemd.notify("READY=1\nSTATUS=running")
         while not (self.stopping and self._all_stopped()):
             self.loop.run_once()

@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
+import resource
 import shutil
 import socket
 import subprocess
 import tempfile
 from pathlib import Path
 
-from .daemon import MakeDaemon
+from .daemon import MakeDaemon, worker_pids
 from .harness import (
     DEADLINE,
     QSUPERVISORD,
@@ -120,3 +121,33 @@ def test_systemd_notify_ready_reloading_stopping_and_no_child_inherits_the_socke
     finally:
         listener.close()
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def _open_files(pid: int) -> tuple[int, int]:
+    with open(f"/proc/{pid}/limits") as limits:
+        for line in limits:
+            if line.startswith("Max open files"):
+                soft, hard = line.split()[3:5]
+                return int(soft), int(hard)
+    raise AssertionError(f"no open-files limit for {pid}")
+
+
+def test_the_master_raises_its_open_files_limit_and_its_children_keep_the_first_one(
+        daemons: MakeDaemon, broker: Broker, ledger: Ledger) -> None:
+    # Started with systemd's default soft limit of 1024: the master holds two descriptors
+    # per worker, so it takes the hard limit; leaders and workers (user code, which may
+    # use select()) keep 1024.
+    queue = broker.declare("nofile")
+    daemon = daemons({"nofile": program(queue, ledger, workers=2)})
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))
+    try:
+        daemon.start()
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    status = daemon.status()
+    assert _open_files(daemon.master_pid()) == (hard, hard)
+    children = [status["programs"]["nofile"]["leader_pid"], status["master"]["herald_pid"],
+                *worker_pids(status, "nofile").values()]
+    assert [_open_files(pid) for pid in children] == [(1024, hard)] * 4
+    ledger.wait_for_ids(broker.publish_many(queue, 2))
