@@ -32,6 +32,7 @@ from .common import (
     DepthSampler,
     Settings,
     median,
+    pair_ratios,
     ratio,
     retrying,
 )
@@ -173,12 +174,6 @@ def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                               if r.get("consumer_cpu_us_per_msg") is not None])}
         row["ratio"] = ratio(row["qsupervisor"]["median"], row["bare"]["median"])
         row["bare_vs_no_broker"] = ratio(row["bare"]["median"], row["no broker"]["median"])
-        pairs = []
-        for repeat in sorted({r["repeat"] for r in mine}):
-            q = [r["rate"] for r in mine if r["repeat"] == repeat and r["side"] == "qsupervisor"]
-            b = [r["rate"] for r in mine if r["repeat"] == repeat and r["side"] == "bare"]
-            if q and b:
-                pairs.append(q[0] / b[0])
-        row["pair_ratios"] = [round(x, 3) for x in pairs]
+        row["pair_ratios"] = pair_ratios(mine, lambda r: r["side"], "qsupervisor", "bare")
         rows.append(row)
     return rows

@@ -63,6 +63,18 @@ def ratio(a: float | None, b: float | None) -> float | None:
     return a / b if a is not None and b else None
 
 
+def pair_ratios(runs: Iterable[dict[str, Any]], side: Callable[[dict[str, Any]], Any],
+                ours: Any, theirs: Any) -> list[float]:
+    """Each repeat's rate on `ours` side ÷ on `theirs` (the two ran back to back), for the
+    repeats that have both: how much noise there is around the ratio of medians."""
+    rates: dict[tuple[int, Any], float] = {}
+    for run in runs:
+        rates.setdefault((run["repeat"], side(run)), run["rate"])
+    repeats = sorted({repeat for repeat, _ in rates})
+    return [round(rates[r, ours] / rates[r, theirs], 3) for r in repeats
+            if (r, ours) in rates and (r, theirs) in rates]
+
+
 # -- /proc --------------------------------------------------------------------------------
 
 

@@ -33,6 +33,7 @@ from .common import (
     children,
     cpu_seconds_precise,
     median,
+    pair_ratios,
     percentile,
 )
 from .daemon import Daemon, program
@@ -234,10 +235,6 @@ def run(settings: Settings, workers: int = 256,
     result["rate_off"], result["rate_on"] = off, on
     result["on_vs_off"] = on / off if off and on else None
     # Each repeat's on ÷ off: the spread says how far the median can be trusted.
-    result["pair_ratios"] = [
-        on_run["rate"] / off_run["rate"]
-        for repeat in range(settings.repeats)
-        for off_run in result["drains"] if off_run["repeat"] == repeat and not off_run["metrics"]
-        for on_run in result["drains"] if on_run["repeat"] == repeat and on_run["metrics"]]
+    result["pair_ratios"] = pair_ratios(result["drains"], lambda r: r["metrics"], True, False)
     result["drain_workers"], result["backlog"], result["job"] = drain_workers, count, DRAIN_JOB
     return result

@@ -23,6 +23,7 @@ from .common import (
     cpu_seconds,
     crossing,
     median,
+    pair_ratios,
     ratio,
     retrying,
 )
@@ -196,13 +197,7 @@ def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             }
         row["ratio"] = ratio(row["qsupervisor"]["median"], row["plain"]["median"])
         # Per-repeat ratios (each pair ran back to back) show how much noise there is.
-        pairs = []
-        for repeat in sorted({r["repeat"] for r in mine}):
-            q = [r["rate"] for r in mine if r["repeat"] == repeat and r["side"] == "qsupervisor"]
-            p = [r["rate"] for r in mine if r["repeat"] == repeat and r["side"] == "plain"]
-            if q and p:
-                pairs.append(q[0] / p[0])
-        row["pair_ratios"] = [round(x, 3) for x in pairs]
+        row["pair_ratios"] = pair_ratios(mine, lambda r: r["side"], "qsupervisor", "plain")
         rows.append(row)
     return rows
 

@@ -181,7 +181,7 @@ class WorkerPool:
                 for worker in (slot.worker, slot.predecessor):
                     self.drain(worker, "scale")
                 del self.slots[index]
-        self._keep_one_coming()  # a leader replaced, or a scale, during a crash storm
+        self._keep_one_coming()  # a leader replaced during a crash storm
         self._watchdog.arm()
         self.track_capacity()
 
