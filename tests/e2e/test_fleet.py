@@ -52,10 +52,16 @@ def test_two_daemons_see_each_other_then_a_stopped_one_goes_stale_then_away(
     assert pid is not None and proc_title(pid) == "qsupervisord: herald"
 
     def both_seen(daemon: Daemon) -> dict[str, dict[str, Any]] | None:
+        """Both daemons announced, and announced as running: the idle queue's depth, and
+        every worker consuming (an announcement made while beta's worker was still
+        attaching its consumer showed it at 0, seen once in CI)."""
         seen = nodes(daemon)
         if name_a not in seen or name_b not in seen:
             return None
         if programs(seen[name_b]).get("idle", {}).get("queue_depth") != 3:
+            return None
+        if (programs(seen[name_a]).get("alpha", {}).get("consuming") != 2
+                or programs(seen[name_b]).get("beta", {}).get("consuming") != 1):
             return None
         return seen
 
