@@ -66,6 +66,18 @@ def raise_open_files_limit() -> tuple[int, int]:
     return soft, soft
 
 
+def open_files_started_with() -> int | None:
+    """The soft limit raise_open_files_limit found (None: it did not raise it)."""
+    return _started_with
+
+
+def keep_open_files_started_with(soft: int | None) -> None:
+    """In a master that re-executed: its limit is raised already, and the children still
+    go back to the one the daemon was started with."""
+    global _started_with
+    _started_with = soft
+
+
 def restore_open_files_limit() -> None:
     """In a child of the master (a leader, the herald): back to the soft limit the daemon
     was started with, as systemd asks of programs that raise theirs, since user code (a

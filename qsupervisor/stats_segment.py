@@ -12,10 +12,11 @@ from __future__ import annotations
 import mmap
 import os
 import struct
+import sys
 import time
 from bisect import bisect_left
 from itertools import accumulate, compress
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 # done, failed, retried, dead-lettered, held (received, not settled), job start, id length
 _HEADER = struct.Struct("<QQQQIdH")
@@ -113,8 +114,13 @@ def create() -> int:
 
 
 class Stats:
-    def __init__(self, fd: int) -> None:
-        self._map = mmap.mmap(fd, SIZE)
+    def __init__(self, fd: int, keep_fd: bool = False) -> None:
+        """`keep_fd`: this object owns `fd` (the master's, so that a re-exec can hand the
+        segment over); else the caller closes it once mapped."""
+        # mmap keeps a duplicate of the descriptor unless told not to (Python 3.13).
+        untracked: dict[str, Any] = {"trackfd": False} if sys.version_info >= (3, 13) else {}
+        self._map = mmap.mmap(fd, SIZE, **untracked)
+        self.fd: int | None = fd if keep_fd else None
         # The worker's own note of when its job started, for the duration: monotonic, so
         # a clock step never makes a negative or hour-long job (never read by the master).
         self._started: float | None = None
@@ -204,5 +210,13 @@ class Stats:
             return 0, 0, 0
         return last_minute_of(self.ring(), now)
 
+    def release_fd(self) -> None:
+        """The worker has exited: its segment is not handed over any more; the mapping
+        stays readable (status shows its last figures)."""
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
     def close(self) -> None:
+        self.release_fd()
         self._map.close()

@@ -15,6 +15,16 @@ def take_notify_socket() -> None:
     _address = os.environ.pop("NOTIFY_SOCKET", None)
 
 
+def notify_socket() -> str | None:
+    """The address taken, for a re-exec to hand over (the environment no longer has it)."""
+    return _address
+
+
+def use_notify_socket(address: str | None) -> None:
+    global _address
+    _address = address
+
+
 def notify(state: str) -> bool:
     if not _address:
         return False

@@ -6,8 +6,10 @@ user fixes a file in one round instead of one error per restart.
 
 from __future__ import annotations
 
+import fnmatch
 import glob
 import os
+from collections.abc import Mapping
 from typing import Any
 
 from . import rules, schema
@@ -20,19 +22,25 @@ MAIN_KEYS = ("qsupervisord", "programs")
 INCLUDE_KEYS = ("programs",)
 
 
-def load_config(path: str, *, check_writable: bool = True) -> Config:
+def load_config(path: str, *, check_writable: bool = True,
+                texts: Mapping[str, str] | None = None) -> Config:
     """Load and validate `path` (and its includes); raise ConfigError listing every problem.
 
     `check_writable=False` skips the checks that the daemon's own files (socket, pidfile,
     logs) can be created: a tool that only reads the settings, run by an operator who may
     not write the daemon's directories, needs the rest of the validation only.
+    `texts` (absolute path -> text, as Config.texts holds them) are read instead of the
+    files: a re-exec parses the configuration that was applied, not what is on disk now.
     """
-    return _Loader(path, check_writable).load()
+    return _Loader(path, check_writable, texts).load()
 
 
 class _Loader:
-    def __init__(self, path: str, check_writable: bool = True) -> None:
+    def __init__(self, path: str, check_writable: bool = True,
+                 texts: Mapping[str, str] | None = None) -> None:
         self.check_writable = check_writable
+        self.given = texts
+        self.texts: dict[str, str] = {}
         self.display = path  # as the user gave it: problems show this, not the absolute path
         self.path = os.path.abspath(path)
         self.problems: list[Problem] = []
@@ -55,24 +63,33 @@ class _Loader:
             self._load_include(absolute, display)
         if self.problems:
             raise ConfigError(self._sorted_problems())
-        return Config(path=self.path, daemon=DaemonConfig(**daemon_values), programs=self.programs)
+        return Config(path=self.path, daemon=DaemonConfig(**daemon_values), programs=self.programs,
+                      texts=self.texts)
 
     # -- files ---------------------------------------------------------------------
 
     def _read(self, absolute: str, display: str) -> YamlDocument | None:
         self.file_order.setdefault(display, len(self.file_order))
-        try:
-            with open(absolute, "rb") as stream:
-                data = stream.read()
-        except OSError as exc:
-            self.problems.append(Problem(display, None, "", f"cannot read the file: {exc.strerror}"))
-            return None
-        try:
-            text = data.decode("utf-8-sig")
-        except UnicodeDecodeError as exc:
-            line = data[: exc.start].count(b"\n") + 1
-            self.problems.append(Problem(display, line, "", "the file is not valid UTF-8"))
-            return None
+        if self.given is not None:
+            if absolute not in self.given:
+                self.problems.append(Problem(display, None, "", "not in the handed-over texts"))
+                return None
+            text = self.given[absolute]
+        else:
+            try:
+                with open(absolute, "rb") as stream:
+                    data = stream.read()
+            except OSError as exc:
+                self.problems.append(Problem(display, None, "",
+                                             f"cannot read the file: {exc.strerror}"))
+                return None
+            try:
+                text = data.decode("utf-8-sig")
+            except UnicodeDecodeError as exc:
+                line = data[: exc.start].count(b"\n") + 1
+                self.problems.append(Problem(display, line, "", "the file is not valid UTF-8"))
+                return None
+        self.texts[absolute] = text
         doc, problems = parse_yaml(text, display)
         self.problems.extend(problems)
         return doc
@@ -117,7 +134,11 @@ class _Loader:
         files: list[tuple[str, str]] = []
         for index, pattern in enumerate(patterns):
             absolute_pattern = resolve_path(pattern, base_dir)
-            if glob.has_magic(pattern):
+            if self.given is not None:  # the files that were included then, not now
+                matches = sorted(p for p in self.given if p != self.path and (
+                    fnmatch.fnmatchcase(p, absolute_pattern) if glob.has_magic(pattern)
+                    else p == absolute_pattern))
+            elif glob.has_magic(pattern):
                 matches = sorted(m for m in glob.glob(absolute_pattern) if os.path.isfile(m))
             elif os.path.isfile(absolute_pattern):
                 matches = [absolute_pattern]

@@ -234,3 +234,7 @@ class Config:
     path: str  # absolute path of the main file
     daemon: DaemonConfig
     programs: Mapping[str, ProgramConfig]  # in definition order (main file, then includes)
+    # The text of every file read (absolute path -> text), main file first: a re-exec
+    # hands over the configuration that was applied, which the files on disk may no
+    # longer hold, and the new code parses it again.
+    texts: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)

@@ -19,5 +19,6 @@ COMMAND_HELP: dict[str, str] = {
     "reopen": "reopen log files (after logrotate)",
     "shutdown": "stop every program, then the daemon",
     "fleet": "show every daemon on this broker and its programs",
+    "reexec": "re-execute the daemon in place, on the installed code (no job stops)",
     "version": "show the daemon's version",
 }

@@ -85,6 +85,10 @@ def _add_daemon_commands(sub: Any) -> None:
     p = _add_command(sub, "fleet")
     p.add_argument("--program", metavar="PROGRAM", default=None,
                    help="only the daemons that run this program, with it alone")
+    p = _add_command(sub, "reexec")
+    p.add_argument("--all", action="store_true", dest="all_tiers",
+                   help="then reload every program with --preload, one at a time, so "
+                        "leaders and workers run the new code too")
     _add_command(sub, "version")
 
 
@@ -109,6 +113,8 @@ def request_for(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
         req["signal"] = args.signal
     elif cmd == "tail":
         req.update(lines=args.lines, follow=args.follow)
+    elif cmd == "reexec":
+        req["all"] = args.all_tiers
     elif cmd == "fleet" and args.program:
         req["program"] = args.program
     return cmd, req

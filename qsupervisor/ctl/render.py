@@ -184,6 +184,14 @@ def _signal(result: dict[str, Any]) -> str:
                      for name, pids in result["pids"].items())
 
 
+def _reexec(result: dict[str, Any]) -> str:
+    head = (f"re-executed in {result['took_ms']:g} ms: pid {result['pid']}, qsupervisord "
+            f"{result['previous']} -> {result['version']}")
+    if "programs" not in result:
+        return head
+    return head + "\nreloaded with --preload:\n" + _outcomes(result)
+
+
 _RENDERERS = {
     "status": _status,
     "start": _outcomes, "stop": _outcomes, "restart": _outcomes, "reload": _outcomes,
@@ -196,4 +204,5 @@ _RENDERERS = {
     "shutdown": lambda r: "shut down" if r.get("stopped") else "shutting down",
     "reopen": lambda r: "log files reopened",
     "fleet": render_fleet,
+    "reexec": _reexec,
 }

@@ -34,6 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--check", action="store_true",
                         help="validate the configuration and exit")
     parser.add_argument("--version", action="version", version=f"qsupervisord {__version__}")
+    # Internal, for `qsupervisorctl reexec` (master/reexec.py): take over, or only check,
+    # the state a running master hands over in this descriptor.
+    parser.add_argument("--resume", type=int, metavar="FD", help=argparse.SUPPRESS)
+    parser.add_argument("--check-resume", type=int, metavar="FD", help=argparse.SUPPRESS)
     return parser
 
 
@@ -43,6 +47,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.check_resume is not None:
+        return _check_resume(args.check_resume, args.config)
+    if args.resume is not None:
+        return _resume(args.resume)
     try:
         config = load_config(args.config)
     except ConfigError as exc:
@@ -123,11 +131,91 @@ def _daemonize(server: ControlServer, metrics: MetricsServer | None) -> None:
     context.open()
 
 
-def _run(config: Config, server: ControlServer, metrics: MetricsServer | None) -> NoReturn:
+def _check_resume(fd: int, config_path: str) -> int:
+    """The pre-flight of a re-exec, run with the new code: its exit status and output are
+    the running master's answer."""
+    try:
+        why = _resume_problem(fd, config_path)
+    except Exception:  # a broken install: whatever it is, the old master must hear it
+        import traceback
+
+        traceback.print_exc()
+        return EXIT_FAILED
+    if why is not None:
+        print(why, file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _resume_problem(fd: int, config_path: str) -> str | None:
+    """What the new code would do with the state, short of taking over a single
+    descriptor: why it cannot (None: it can)."""
+    # Every tier the daemon runs: a broken module anywhere must fail here, not after.
+    import qsupervisor.herald.main  # noqa: F401
+    import qsupervisor.leader.forkserver  # noqa: F401
+    import qsupervisor.master.arbiter  # noqa: F401
+    import qsupervisor.worker.main  # noqa: F401
+    from qsupervisor.master.handover import HandoverError
+    from qsupervisor.master.reexec import read_state
+
+    try:
+        state = read_state(fd)
+    except HandoverError as exc:
+        return str(exc)
+    if state["config"]["path"] != os.path.abspath(config_path):
+        return f"the state is for {state['config']['path']}, not {config_path}"
+    try:
+        config = load_config(state["config"]["path"], check_writable=False,
+                             texts=state["config"]["texts"])
+    except ConfigError as exc:
+        return f"the applied configuration does not load in this version:\n{exc}"
+    missing = [p["name"] for p in state["programs"] if p["name"] not in config.programs]
+    if missing:
+        return f"programs missing from the applied configuration: {', '.join(missing)}"
+    return None
+
+
+def _resume(fd: int) -> int:
+    """The new image of a master that re-executed: same pid, the old image's sockets,
+    children and records. Nothing is claimed or bound; the pidfile names this pid."""
+    from qsupervisor import systemd
+    from qsupervisor.master.handover import adopt_socket
+    from qsupervisor.master.reexec import read_state
+
+    state = read_state(fd)
+    config = load_config(state["config"]["path"], check_writable=False,
+                         texts=state["config"]["texts"])
+    daemon = config.daemon
+    server = ControlServer(daemon.socket, daemon.socket_mode,
+                           PeerPolicy.from_names(daemon.allow_users, daemon.allow_groups),
+                           listening=adopt_socket(int(state["control_fd"])))
+    metrics = None
+    if state["metrics_fd"] is not None:
+        metrics = MetricsServer(daemon.metrics.host, daemon.metrics.port,
+                                listening=adopt_socket(int(state["metrics_fd"])))
+    systemd.use_notify_socket(state["notify_socket"])
+    _run(config, server, metrics, state)
+
+
+def _fork_leader(*args: Any) -> int:
+    """The leader tier (and pika) is imported when the first leader is forked, not
+    before: a re-executed master serves its socket without waiting for it (a start forks
+    leaders at once anyway). Every leader forked later shares the import."""
+    from qsupervisor.leader.forkserver import fork_leader
+
+    return fork_leader(*args)
+
+
+def _fork_herald(*args: Any) -> int:
+    from qsupervisor.herald.main import fork_herald
+
+    return fork_herald(*args)
+
+
+def _run(config: Config, server: ControlServer, metrics: MetricsServer | None,
+         resumed: dict[str, Any] | None = None) -> NoReturn:
     # After fork: keeps --check light. The launcher hands the master the leader's entry
     # point, so the master's own modules never import the leader tier (or pika).
-    from qsupervisor.herald.main import fork_herald
-    from qsupervisor.leader.forkserver import fork_leader
     from qsupervisor.master.arbiter import Master
     from qsupervisor.master.system import SystemProcesses
 
@@ -146,11 +234,11 @@ def _run(config: Config, server: ControlServer, metrics: MetricsServer | None) -
     # Children's output goes to files: JSON unless console was asked for explicitly.
     child_format = "console" if log_format == "console" else "json"
     # The herald writes to the daemon's own log, so it gets the stream (and reopens it).
-    processes = SystemProcesses(fork_leader, lambda daemon, fmt, sock: fork_herald(
+    processes = SystemProcesses(_fork_leader, lambda daemon, fmt, sock: _fork_herald(
         daemon, fmt, sock, stream))
     master = Master(config, child_format, server, reopen, processes, metrics=metrics)
     try:
-        code = master.run()
+        code = master.run(resumed)
     finally:
         pidfile.remove(daemon_cfg.pidfile)
     # Leave with the control connections still open: the kernel closes them as the process

@@ -19,6 +19,7 @@ from qsupervisor.control import protocol
 from qsupervisor.master import fleet
 from qsupervisor.master.commands import dispatch
 from qsupervisor.master.control_server import Connection, ControlServer, PeerPolicy
+from qsupervisor.master.handover import State
 from qsupervisor.master.herald import HeraldLink
 from qsupervisor.master.host import ChildOwner
 from qsupervisor.master.loop import EventLoop
@@ -27,6 +28,7 @@ from qsupervisor.master.metrics_server import MetricsServer
 from qsupervisor.master.output import ProgramOutput
 from qsupervisor.master.program import ProgramRuntime
 from qsupervisor.master.reconfigure import UpdatePlan, UpdateResult, plan_update
+from qsupervisor.master.reexec import BLOCKED, ReExec
 from qsupervisor.master.system import Clock, Processes
 from qsupervisor.master.totals import ProgramTotals
 from qsupervisor.states import ProgramState
@@ -37,7 +39,8 @@ log = logs.get("qsupervisor.master")
 HERALD_EXIT_WAIT = 5.0
 
 SIGNAL_NAMES = {signal.SIGTERM: "term", signal.SIGINT: "int", signal.SIGQUIT: "quit",
-                signal.SIGHUP: "hup", signal.SIGUSR1: "usr1", signal.SIGCHLD: "chld"}
+                signal.SIGHUP: "hup", signal.SIGUSR1: "usr1", signal.SIGUSR2: "usr2",
+                signal.SIGCHLD: "chld"}
 
 
 class Waiter:
@@ -73,6 +76,7 @@ class Master:
         self.exit_code = 0
         self.herald = HeraldLink(self, lambda: fleet.summary(
             self.programs.values(), self.daemon, self.started, self.loop.clock))
+        self.reexec = ReExec(self)
 
     # -- Host interface for programs ------------------------------------------------------
 
@@ -91,20 +95,28 @@ class Master:
 
     # -- running --------------------------------------------------------------------------
 
-    def run(self) -> int:
+    def run(self, resumed: State | None = None) -> int:
+        """Start the programs and serve until shut down; `resumed`: take over the state an
+        earlier image of this process handed over through a re-exec (reexec.py)."""
         setproctitle(f"qsupervisord: master [{self.config.path}]")
         procutil.become_subreaper()
         _, after = procutil.raise_open_files_limit()
         self.loop.handle_signals(SIGNAL_NAMES, self._on_signal)
+        if resumed is not None:  # blocked by the old image for the exec; handled from now on
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, BLOCKED)
         self.server.start(self.loop, lambda conn, req: dispatch(self, conn, req))
         if self.metrics is not None:
             self.metrics.start(self.loop, Collector(self).scrape)
-        for program in self.config.programs.values():
-            self.add_program(program.name, autostart=program.autostart)
-        self.herald.start()
-        log.info("qsupervisord started", config=self.config.path, socket=self.server.path,
-                 programs=list(self.programs), open_files=after)
-        systemd.notify("READY=1\nSTATUS=running")
+        if resumed is not None:
+            self.reexec.resume(resumed)
+            self.handle_chld()  # children that exited during the exec
+        else:
+            for program in self.config.programs.values():
+                self.add_program(program.name, autostart=program.autostart)
+            self.herald.start()
+            log.info("qsupervisord started", config=self.config.path, socket=self.server.path,
+                     programs=list(self.programs), open_files=after)
+            systemd.notify("READY=1\nSTATUS=running")
         while not (self.stopping and self._all_stopped()):
             self.loop.run_once()
         self._finish()
@@ -183,6 +195,9 @@ class Master:
 
     def handle_usr1(self) -> None:
         self.reopen()
+
+    def handle_usr2(self) -> None:
+        self.reexec.request(None, None, reload_all=False)
 
     def handle_chld(self) -> None:
         while True:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import collections
 import math
 from dataclasses import dataclass
+from typing import Any
 
 from qsupervisor.config.model import Autoscale
 
@@ -204,6 +205,15 @@ class Window:
     @property
     def per_worker(self) -> float | None:
         return self._per_worker
+
+    def export_state(self) -> dict[str, object]:
+        return {"samples": [list(s) for s in self._samples], "per_worker": self._per_worker}
+
+    def load_state(self, data: dict[str, Any]) -> None:
+        self._samples = collections.deque(
+            (float(at), int(jobs), float(busy), int(consuming))
+            for at, jobs, busy, consuming in data["samples"])
+        self._per_worker = data["per_worker"]
 
     def busy_workers(self) -> float | None:
         """Workers busy on average over the window (job-seconds ÷ its length): the load in

@@ -11,6 +11,7 @@ holds and the decision says why.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Protocol
 
 from qsupervisor import logs
@@ -95,6 +96,25 @@ class Autoscaler:
             return self.pinned
         bounds = self.bounds()
         return min(bounds.max, max(bounds.min, self.program.pool.desired))
+
+    # -- handing over through a re-exec ----------------------------------------------
+
+    def export_state(self) -> dict[str, Any]:
+        return {"pinned": self.pinned, "last_at": self.last_at,
+                "last": dataclasses.asdict(self.last) if self.last is not None else None,
+                "last_change": self.last_change, "window": self.window.export_state(),
+                "logged": self._logged}
+
+    def load_state(self, data: dict[str, Any]) -> None:
+        """As it was; a reading asked of the leader before the exec is asked again at the
+        next tick."""
+        self.pinned = data["pinned"]
+        self.last = Decision(**data["last"]) if data["last"] is not None else None
+        self.last_at, self.last_change = data["last_at"], data["last_change"]
+        self.window.load_state(data["window"])
+        self._logged = str(data["logged"])
+        if not self.program.stopped:
+            self.arm()
 
     # -- the tick -----------------------------------------------------------------------
 

@@ -24,6 +24,7 @@ from qsupervisor.master.loop import EventLoop
 from qsupervisor.master.output import ProgramOutput
 from qsupervisor.master.program import ProgramRuntime
 from qsupervisor.master.reconfigure import UnknownPrograms, UpdateResult
+from qsupervisor.master.reexec import ReExec
 from qsupervisor.states import ProgramState
 
 Args = dict[str, Any]
@@ -45,6 +46,7 @@ class Supervisor(Protocol):
     started: float
     stopping: bool
     herald: HeraldLink
+    reexec: ReExec
 
     def reread(self) -> ConfigDiff: ...
     def update(self, names: list[str] | None) -> UpdateResult: ...
@@ -429,6 +431,18 @@ class Fleet(Command):
                     "nodes": nodes})
 
 
+class Reexec(Command):
+    """Re-execute the master in place (master/reexec.py): same pid, socket and children.
+    The reply comes from the new image, or says why the re-exec was refused (the old
+    master runs on). `all`: then reload every running program with --preload, one at a
+    time, and reply once all are steady."""
+
+    name = "reexec"
+
+    def run(self) -> None:
+        self.master.reexec.request(self.conn, self.req_id, self.flag("all", False))
+
+
 class Version(Command):
     """Versions of the daemon and of its protocol."""
 
@@ -440,7 +454,7 @@ class Version(Command):
 
 COMMANDS: dict[str, type[Command]] = {
     cls.name: cls for cls in (Status, Start, Stop, Restart, Reload, Scale, Reread, Update,
-                              Signal, Pid, Tail, Reopen, Shutdown, Fleet, Version)
+                              Signal, Pid, Tail, Reopen, Shutdown, Fleet, Reexec, Version)
 }
 
 

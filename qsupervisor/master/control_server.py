@@ -147,6 +147,12 @@ class Connection:
         if not self._wbuf:
             self.close()
 
+    def flush_now(self) -> None:
+        """Write what the socket takes now, without the loop: the last thing a master
+        does for its clients before a re-exec closes their connections."""
+        if self._wbuf and not self.closed:
+            send_pending(self.sock, self._wbuf)
+
     def _on_readable(self) -> None:
         try:
             data = self.sock.recv(65536)
@@ -234,10 +240,18 @@ def _peer_gone(sock: socket.socket) -> bool:
 
 
 class ControlServer:
-    def __init__(self, path: str, mode: int, policy: PeerPolicy) -> None:
+    def __init__(self, path: str, mode: int, policy: PeerPolicy,
+                 listening: socket.socket | None = None) -> None:
+        """Binds `path`; or, given `listening` (a re-exec hands its socket over, with the
+        connections waiting in its backlog), serves that."""
         self.path = path
         self.policy = policy
         self.connections: dict[int, Connection] = {}
+        self._accept_paused_since: float | None = None
+        if listening is not None:
+            self.sock = listening
+            self.sock.setblocking(False)
+            return
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         # Bind under a tight umask, then chmod: no window where the socket is wider open.
         old_umask = os.umask(0o177)
@@ -250,7 +264,6 @@ class ControlServer:
         os.chmod(path, mode)
         self.sock.listen(128)
         self.sock.setblocking(False)
-        self._accept_paused_since: float | None = None
 
     def start(self, loop: EventLoop, dispatch: Dispatch) -> None:
         self._loop = loop
@@ -310,6 +323,14 @@ class ControlServer:
         except OSError:
             pass
         sock.close()
+
+    def adopt(self, sock: socket.socket) -> Connection:
+        """A client connection handed over through a re-exec (the one that asked for it)."""
+        sock.setblocking(False)
+        conn = Connection(sock, self._loop, self._dispatch, self._forget,
+                          peer_credentials(sock))
+        self.connections[sock.fileno()] = conn
+        return conn
 
     def _forget(self, conn: Connection) -> None:
         for fd, known in list(self.connections.items()):

@@ -39,5 +39,14 @@ class CrashLedger:
             pass
         return entry
 
+    def export_state(self) -> list[list[object]]:
+        """Oldest first, as a re-exec hands the ledger over."""
+        return [[message_id, *self._counts[message_id]] for message_id in self._order]
+
+    def load_state(self, entries: list[list[object]]) -> None:
+        for message_id, count, how in entries:
+            self._counts[str(message_id)] = (int(count), str(how))  # type: ignore[call-overload]
+            self._order.append(str(message_id))
+
     def __len__(self) -> int:
         return len(self._counts)

@@ -17,7 +17,8 @@ from typing import Any, Callable, Protocol
 from qsupervisor import ipc, logs, procutil
 from qsupervisor.channel import Ev, Op
 from qsupervisor.config import DaemonConfig
-from qsupervisor.master.loop import EventLoop, Timer
+from qsupervisor.master.handover import adopt_socket
+from qsupervisor.master.loop import EventLoop, Timer, deadline
 from qsupervisor.master.outbox import Outbox
 from qsupervisor.master.system import Processes
 
@@ -71,15 +72,45 @@ class HeraldLink:
             return
         finally:
             herald_end.close()
-        self.pid, self._sock = pid, master_end
-        self._outbox = Outbox(master_end, self.host.loop, lambda: self.host.loop.call_later(
-            0, self._wedged))
+        self.pid = pid
+        self._adopt(master_end)
         self._started_at = self.host.loop.clock.monotonic()
         self.host.track_pid(pid, self)
-        self.host.loop.add_reader(master_end, self._on_message)
         log.info("herald started", herald_pid=pid)
         if self._announce is None:
             self._tick()  # announce at once: a new daemon shows in the fleet right away
+
+    def _adopt(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._outbox = Outbox(sock, self.host.loop, lambda: self.host.loop.call_later(
+            0, self._wedged))
+        self.host.loop.add_reader(sock, self._on_message)
+
+    def settled(self) -> str | None:
+        """Why the herald's channel cannot be handed over now (None: it can)."""
+        if self._outbox is not None and len(self._outbox):
+            return "messages to the herald are waiting to be sent"
+        return None
+
+    def export_state(self) -> dict[str, Any]:
+        """What a re-exec hands over; fleet questions in flight are the clients' (their
+        commands are answered with an error by the re-exec)."""
+        return {"pid": self.pid, "sock": self._sock.fileno() if self._sock else None,
+                "started_at": self._started_at, "failures": self._failures,
+                "respawn_at": deadline(self._respawn), "announce_at": deadline(self._announce)}
+
+    def load_state(self, data: dict[str, Any]) -> None:
+        self.pid, self._started_at = data["pid"], float(data["started_at"])
+        self._failures = int(data["failures"])
+        if data["sock"] is not None:
+            self._adopt(adopt_socket(int(data["sock"])))
+        if self.pid is not None:
+            self.host.track_pid(self.pid, self)
+        loop = self.host.loop
+        if data["respawn_at"] is not None:
+            self._respawn = loop.call_at(float(data["respawn_at"]), self.start)
+        if data["announce_at"] is not None:
+            self._announce = loop.call_at(float(data["announce_at"]), self._tick)
 
     def stop(self) -> None:
         """At shutdown: no more announcements, no respawn; the herald ends at SIGTERM."""

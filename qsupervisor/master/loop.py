@@ -36,6 +36,11 @@ class Timer:
         self.cancelled = True
 
 
+def deadline(timer: Timer | None) -> float | None:
+    """A live timer's deadline, for the state a re-exec hands over; None when none."""
+    return None if timer is None or timer.cancelled else timer.when
+
+
 class EventLoop:
     def __init__(self, clock: Clock | None = None) -> None:
         self.clock: Clock = clock or SystemClock()
@@ -97,7 +102,12 @@ class EventLoop:
             self._watched.pop(fd, None)
 
     def call_later(self, delay: float, callback: Callback) -> Timer:
-        timer = Timer(self.clock.monotonic() + max(0.0, delay), callback)
+        return self.call_at(self.clock.monotonic() + max(0.0, delay), callback)
+
+    def call_at(self, when: float, callback: Callback) -> Timer:
+        """At a monotonic deadline: a timer handed over through a re-exec keeps its own
+        (CLOCK_MONOTONIC is the system's, not the process's)."""
+        timer = Timer(when, callback)
         heapq.heappush(self._timers, (timer.when, next(self._seq), timer))
         return timer
 

@@ -115,22 +115,26 @@ class MetricsServer:
     """Binds at once (qsupervisord binds before it detaches, so that a port in use is an
     error its caller sees); serves once `start` registers it with the loop."""
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, listening: socket.socket | None = None) -> None:
+        """`listening`: the socket a re-exec handed over, already bound and listening."""
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self.sock = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if family == socket.AF_INET6:
-                self.sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            self.sock.bind((host, port))
-            self.sock.listen(64)
-        except OSError:
-            self.sock.close()
-            raise
+        if listening is not None:
+            self.sock = listening
+        else:
+            self.sock = socket.socket(family, socket.SOCK_STREAM)
+            try:
+                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6:
+                    self.sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                self.sock.bind((host, port))
+                self.sock.listen(64)
+            except OSError:
+                self.sock.close()
+                raise
         self.sock.setblocking(False)
         self.address = self.sock.getsockname()[:2]
         self.clients: set[_Client] = set()
-        self.loopback = ipaddress.ip_address(host).is_loopback
+        self.loopback = ipaddress.ip_address(self.address[0]).is_loopback
 
     def start(self, loop: EventLoop, scrape: Scrape) -> None:
         self.loop = loop

@@ -17,12 +17,18 @@ READ_CHUNK = 65536
 
 
 class ProgramOutput:
-    def __init__(self, name: str, log_dir: str, max_size: int, backups: int) -> None:
+    def __init__(self, name: str, log_dir: str, max_size: int, backups: int,
+                 pipe: tuple[int, int] | None = None) -> None:
+        """`pipe`: the (read, write) ends a re-exec handed over, still shared with the
+        program's leader and workers; else a new pipe."""
         self.name = name
         self.path = os.path.join(log_dir, f"{name}.log")
         self.max_size = max_size
         self.backups = backups
-        self.read_fd, self.write_fd = os.pipe()
+        self.read_fd, self.write_fd = pipe if pipe is not None else os.pipe()
+        if pipe is not None:
+            for fd in pipe:
+                os.set_inheritable(fd, False)
         os.set_blocking(self.read_fd, False)
         self._file = open(self.path, "ab", buffering=0)
         self._size = self._file.tell()

@@ -14,9 +14,11 @@ import os
 import random
 import signal
 from collections.abc import Iterator
+from typing import Any
 
 from qsupervisor import ipc, logs, procutil, stats_segment
 from qsupervisor.channel import Ev, Op
+from qsupervisor.master import handover
 from qsupervisor.master.crashes import CrashLedger
 from qsupervisor.master.exits import KILLED_FOR_TIMEOUT, Exit, ExitFacts, ExitKind, classify_exit
 from qsupervisor.master.host import Host, PoolOwner
@@ -301,12 +303,16 @@ class WorkerPool:
             worker_end.close()
         master_end.setblocking(False)  # the master never waits on a worker either
         worker.channel = master_end
-        worker.stats = stats_segment.Stats(stats_fd)
-        os.close(stats_fd)  # the mapping stays valid
+        # The master keeps the descriptor while the worker lives: a re-exec hands it over.
+        worker.stats = stats_segment.Stats(stats_fd, keep_fd=True)
         self.totals.worker_started(worker, worker.stats)
-        self.host.loop.add_reader(master_end, lambda: self._on_message(worker))
+        self._listen(worker)
         self._pending_spawns[worker.wid] = worker
         slot.worker = worker
+
+    def _listen(self, worker: WorkerProc) -> None:
+        assert worker.channel is not None
+        self.host.loop.add_reader(worker.channel, lambda: self._on_message(worker))
 
     def drain(self, worker: WorkerProc | None, reason: str) -> None:
         """Detach a worker from its slot and stop it gracefully."""
@@ -432,6 +438,8 @@ class WorkerPool:
             exit_settled=worker.exit_settled, was_ready=worker.ready_at is not None,
             job_in_hand=snapshot is not None and snapshot.job_id is not None))
         self._account(worker, snapshot, meaning)
+        if worker.stats is not None:
+            worker.stats.release_fd()
         self.questions.worker_gone(worker)  # its lost job is in the ledger now
         worker.last_exit = meaning.summary
         transition(worker, W.EXITED, log.info, program=self.name, slot=worker.slot,
@@ -483,7 +491,7 @@ class WorkerPool:
         delay = backoff(slot.failures)
         transition(worker, W.BACKOFF, log.warning, program=self.name, slot=slot.index,
                    pid=worker.pid, retry_in=delay)
-        slot.backoff_timer = self.host.loop.call_later(delay, lambda: self._retry(slot, worker))
+        self._retry_at(slot, worker, self.host.loop.clock.monotonic() + delay)
 
     def _keep_one_coming(self) -> None:
         """The floor under crash backoff. Each slot's delay grows on its own, so a storm
@@ -508,12 +516,14 @@ class WorkerPool:
         self._cancel_backoff(soonest)
         log.warning("no worker left consuming; restarting one slot sooner", program=self.name,
                     slot=soonest.index, retry_in=BACKOFF_INITIAL)
-        soonest.backoff_timer = self.host.loop.call_later(
-            BACKOFF_INITIAL, lambda: self._retry(soonest, worker))
+        self._retry_at(soonest, worker, self.host.loop.clock.monotonic() + BACKOFF_INITIAL)
 
     def _starting_or_running(self) -> bool:
         """A worker consumes or is about to: a draining one (STOPPING) has cancelled."""
         return any(w.state in (W.STARTING, W.RUNNING) for w in self.all_known())
+
+    def _retry_at(self, slot: Slot, worker: WorkerProc, when: float) -> None:
+        slot.backoff_timer = self.host.loop.call_at(when, lambda: self._retry(slot, worker))
 
     def _retry(self, slot: Slot, worker: WorkerProc) -> None:
         slot.backoff_timer = None
@@ -532,6 +542,57 @@ class WorkerPool:
                         slot=worker.slot, pid=worker.pid)
             worker.killed = why
             self.host.processes.signal(worker.pid, signal.SIGKILL)
+
+    # -- handing over through a re-exec (handover.py) ---------------------------------
+
+    def export_state(self, leaders: list[LeaderProc]) -> dict[str, Any]:
+        workers = self.all_known()
+        return {
+            "desired": self.desired, "next_wid": self._next_wid,
+            "workers": [handover.worker_state(w, leaders) for w in workers],
+            "slots": [handover.slot_state(slot, workers)
+                      for _, slot in sorted(self.slots.items())],
+            "draining": [workers.index(w) for w in self.draining],
+            "pending": [workers.index(w) for w in self._pending_spawns.values()],
+            "recent": [[at, list(ring)] for at, ring in self.recent],
+            "crashes": self.crashes.export_state(),
+            "short_since": self._short_since,
+        }
+
+    def load_state(self, data: dict[str, Any], leaders: list[LeaderProc]) -> None:
+        """The pool as it was: its workers' channels watched, their pids tracked, their
+        counters live again, and every timer re-armed at its deadline."""
+        workers = [handover.worker_from(w, leaders) for w in data["workers"]]
+        self.desired = int(data["desired"])
+        self._next_wid = int(data["next_wid"])
+        self.slots = {}
+        for slot_data in data["slots"]:
+            slot = handover.slot_from(slot_data, workers)
+            self.slots[slot.index] = slot
+            if slot_data["backoff_at"] is not None and slot.worker is not None:
+                self._retry_at(slot, slot.worker, float(slot_data["backoff_at"]))
+        self.draining = [workers[i] for i in data["draining"]]
+        self._pending_spawns = {workers[i].wid: workers[i] for i in data["pending"]}
+        self.recent = collections.deque((float(at), tuple(ring)) for at, ring in data["recent"])
+        self.crashes.load_state(data["crashes"])
+        self._short_since = data["short_since"]
+        loop = self.host.loop
+        for worker, worker_data in zip(workers, data["workers"]):
+            if worker.channel is not None:
+                self._listen(worker)
+            if worker.alive and worker.stats is not None:
+                self.totals.worker_started(worker, worker.stats)
+            if worker.alive and worker.pid is not None:
+                self.host.track_pid(worker.pid, self.program)
+            if worker_data["kill_at"] is not None:
+                worker.kill_timer = loop.call_at(
+                    float(worker_data["kill_at"]),
+                    lambda worker=worker: self._kill(worker, "stop_timeout"))  # type: ignore[misc]
+        self._watchdog.arm()
+
+    def settled(self) -> str | None:
+        """Why the pool cannot be handed over right now (None: it can)."""
+        return self.questions.pending()
 
     # -- helpers ------------------------------------------------------------------------
 

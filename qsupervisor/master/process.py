@@ -27,7 +27,9 @@ class LeaderProc:
 class WorkerProc:
     wid: int  # master-assigned, matches the leader's "spawned" reply to the request
     slot: int
-    leader: LeaderProc
+    # The leader that forked it (None: an exited worker handed over through a re-exec
+    # after its leader had gone; only compared with live leaders).
+    leader: LeaderProc | None
     max_jobs: int
     spawned: float  # wall clock, for status's uptime
     state: WorkerState = WorkerState.STARTING

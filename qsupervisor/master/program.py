@@ -9,15 +9,17 @@ leader, a message or EOF from a worker, an exit status, a timer.
 from __future__ import annotations
 
 import signal
+import socket
 from collections.abc import Iterator
 from typing import Any, Callable
 
 from qsupervisor import ipc, logs, procutil
 from qsupervisor.channel import Ev, Op
 from qsupervisor.config import ProgramConfig
+from qsupervisor.master import handover
 from qsupervisor.master.autoscaler import Autoscaler
 from qsupervisor.master.host import Host
-from qsupervisor.master.loop import Timer
+from qsupervisor.master.loop import Timer, deadline
 from qsupervisor.master.outbox import Outbox
 from qsupervisor.master.pool import DEGRADED_GRACE, WorkerPool, backoff
 from qsupervisor.master.process import LeaderProc, Slot, WorkerProc
@@ -240,19 +242,22 @@ class ProgramRuntime:
             raise
         finally:
             leader_end.close()
-        # Non-blocking: a wedged leader is killed (_leader_wedged), never waited on.
-        # Killed from the loop, not from inside the send that found the outbox full.
-        outbox = Outbox(master_end, self.host.loop,
-                        lambda: self.host.loop.call_later(0, lambda: self._leader_wedged(proc)))
-        proc = LeaderProc(pid=pid, sock=master_end, started=self.host.loop.clock.time(),
-                          outbox=outbox)
-        self.host.track_pid(pid, self)
-        self.host.loop.add_reader(master_end, lambda: self._on_leader_message(proc))
+        proc = self._adopt_leader(pid, master_end, self.host.loop.clock.time())
         if replacing:
             self.pending_leader = proc
         else:
             self.leader = proc
         self._log("leader started", leader_pid=pid)
+
+    def _adopt_leader(self, pid: int, sock: socket.socket, started: float) -> LeaderProc:
+        # Non-blocking: a wedged leader is killed (_leader_wedged), never waited on.
+        # Killed from the loop, not from inside the send that found the outbox full.
+        outbox = Outbox(sock, self.host.loop,
+                        lambda: self.host.loop.call_later(0, lambda: self._leader_wedged(proc)))
+        proc = LeaderProc(pid=pid, sock=sock, started=started, outbox=outbox)
+        self.host.track_pid(pid, self)
+        self.host.loop.add_reader(sock, lambda: self._on_leader_message(proc))
+        return proc
 
     def _on_leader_message(self, proc: LeaderProc) -> bool:
         """Act on one message; False at end of file."""
@@ -382,6 +387,62 @@ class ProgramRuntime:
         self._leader_timer = None
         if self.state is P.STARTING and self.leader is None:
             self._spawn_leader()
+
+    # -- handing over through a re-exec (handover.py) ---------------------------------
+
+    def _leaders(self) -> list[LeaderProc]:
+        found = [p for p in (self.leader, self.pending_leader) if p is not None]
+        return found + [p for p in self.old_leaders if p not in found]
+
+    def export_state(self) -> dict[str, Any]:
+        leaders = self._leaders()
+
+        def ref(proc: LeaderProc | None) -> int | None:
+            return leaders.index(proc) if proc is not None else None
+
+        return {
+            "name": self.name, "state": self.state.value,
+            "leaders": [handover.leader_state(p) for p in leaders],
+            "leader": ref(self.leader), "pending_leader": ref(self.pending_leader),
+            "old_leaders": [leaders.index(p) for p in self.old_leaders],
+            "error": self.error, "leader_failures": self.leader_failures,
+            "leader_timer_at": deadline(self._leader_timer),
+            "start_when_stopped": self.start_when_stopped,
+            "autoscaler": self.autoscaler.export_state(),
+            "pool": self.pool.export_state(leaders),
+        }
+
+    def load_state(self, data: dict[str, Any]) -> None:
+        self.state = P(data["state"])
+        leaders = []
+        for item in data["leaders"]:
+            proc = self._adopt_leader(int(item["pid"]),
+                                      handover.adopt_socket(int(item["sock"])),
+                                      float(item["started"]))
+            proc.ready, proc.version = bool(item["ready"]), item["version"]
+            proc.files = {str(path): float(mtime) for path, mtime in item["files"]}
+            leaders.append(proc)
+
+        def ref(index: int | None) -> LeaderProc | None:
+            return leaders[index] if index is not None else None
+
+        self.leader, self.pending_leader = ref(data["leader"]), ref(data["pending_leader"])
+        self.old_leaders = [leaders[i] for i in data["old_leaders"]]
+        self.error, self.leader_failures = data["error"], int(data["leader_failures"])
+        self.start_when_stopped = bool(data["start_when_stopped"])
+        if data["leader_timer_at"] is not None:
+            self._leader_timer = self.host.loop.call_at(float(data["leader_timer_at"]),
+                                                        self._respawn_leader)
+        self.pool.load_state(data["pool"], leaders)
+        self.autoscaler.load_state(data["autoscaler"])
+
+    def settled(self) -> str | None:
+        """Why this program cannot be handed over right now (None: it can)."""
+        for proc in self._leaders():
+            if len(proc.outbox):
+                return f"{self.name}: messages to leader pid {proc.pid} wait to be sent"
+        why = self.pool.settled()
+        return f"{self.name}: {why}" if why else None
 
     def workers_changed(self) -> None:
         """The pool lost a worker: a stopping program may now be stopped."""

@@ -85,6 +85,13 @@ class CrashQuestions:
         for question in [q for q in self._waiting if q.holder is worker]:
             self._settle(question)
 
+    def pending(self) -> str | None:
+        """A question waiting for a stale worker's exit: a re-exec waits until it is
+        answered (it has a reply owed on a worker's channel)."""
+        if not self._waiting:
+            return None
+        return f"a crash question waits for the exit of worker pid {self._waiting[0].holder.pid}"
+
     def _overdue(self, question: _Question) -> None:
         log.warning("the worker holding a redelivered message has not exited; answering "
                     "the crash question without it", program=self._program(),

@@ -11,6 +11,8 @@ written to disk: a daemon restart starts from zero, which Prometheus's rate() ex
 
 from __future__ import annotations
 
+from typing import Any
+
 from qsupervisor.master.exits import Exit, ExitKind
 from qsupervisor.stats_segment import (
     DURATION_BUCKETS,
@@ -65,6 +67,19 @@ class ProgramTotals:
             self._gone = add_totals(self._gone, stats.totals())
         self._timed_out_unsettled += timed_out_in_hand
         self.exits[reason] = self.exits.get(reason, 0) + 1
+
+    def export_state(self) -> dict[str, object]:
+        """What a re-exec hands over: the live workers' segments are their own records'."""
+        return {"gone": list(self._gone), "timed_out_unsettled": self._timed_out_unsettled,
+                "exits": dict(self.exits), "high": dict(self._high)}
+
+    def load_state(self, data: dict[str, Any]) -> None:
+        finished, failed, retried, dead, timed_out, buckets, seconds = data["gone"]
+        self._gone = Totals(int(finished), int(failed), int(retried), int(dead),
+                            int(timed_out), tuple(int(b) for b in buckets), float(seconds))
+        self._timed_out_unsettled = int(data["timed_out_unsettled"])
+        self.exits.update({str(k): int(v) for k, v in data["exits"].items()})
+        self._high = {str(k): float(v) for k, v in data["high"].items()}
 
     def read(self) -> Totals:
         """Every job counted so far: the exited workers' and the live ones'."""
