@@ -13,7 +13,7 @@ socket, same children. The steps, each of which can refuse with nothing changed:
 3. Exec: clients whose commands still wait get an error (their effect goes on: status
    shows it), the state is written to a memfd, every descriptor it names is made
    inheritable, signals are blocked (their mask and pending set survive the exec), and
-   the master execs `python -m qsupervisor.daemon.main --resume FD`. The requester's
+   the master execs `python -c BOOTSTRAP --resume FD`. The requester's
    connection is handed over and answered by the new image.
 
 The new image (`resume`) rebuilds the records, re-arms every timer at its deadline,
@@ -63,9 +63,15 @@ WAITED_ERROR = ("the daemon re-executed itself (qsupervisorctl reexec) while thi
                 "waited; what the command started goes on: see status")
 
 
+# The new image's entry point. Not `-m`: that puts the working directory first on
+# sys.path, and a master started in the foreground from a directory holding a
+# `qsupervisor` (a checkout) would re-execute into that instead of the installed code.
+BOOTSTRAP = "import sys; del sys.path[0]; from qsupervisor.daemon.main import main; sys.exit(main())"
+
+
 def resume_argv(config_path: str, flag: str, fd: int) -> list[str]:
     """The command the master execs (`--resume`) or checks with (`--check-resume`)."""
-    return [sys.executable, "-m", "qsupervisor.daemon.main", "-c", config_path, flag, str(fd)]
+    return [sys.executable, "-c", BOOTSTRAP, "-c", config_path, flag, str(fd)]
 
 
 def write_state(state: State) -> int:

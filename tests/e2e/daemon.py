@@ -238,6 +238,10 @@ class Daemon:
     def ctl(self, *args: str, as_json: bool = True, timeout: float = 60.0) -> CtlResult:
         return run_ctl(["-c", str(self.config_path)], *args, as_json=as_json, timeout=timeout)
 
+    def ctl_argv(self, *args: str) -> list[str]:
+        """The command line of `ctl`, for a client the test runs in the background."""
+        return [QSUPERVISORCTL, "-c", str(self.config_path), *args]
+
     def status(self, *names: str) -> dict[str, Any]:
         """`status --json`; exit 3 (a worker not RUNNING) still carries the picture."""
         result = self.ctl("status", *names)

@@ -9,6 +9,8 @@ payload (a JSON object) says:
 - `fail_while`: a path; the handler raises while that file exists (a poison message
   that a fix on disk cures);
 - `kill`: the handler SIGKILLs its own worker;
+- `kill_after`: a path; the job waits while that file exists, then SIGKILLs its worker
+  (a death at the moment the test chooses);
 - `exit_status`: the handler ends its worker's process with os._exit(that status);
 - `hang`: the handler sits in time.sleep(3600), a C call no exception can interrupt;
 - `hoard_mib`: allocate (and touch) that many MiB and keep them for the worker's life;
@@ -53,7 +55,11 @@ def work(payload: Any) -> None:
     if "hold_gil" in spec:
         ctypes.PyDLL(None).sleep(int(spec["hold_gil"]))
         ledger.record("runtime", t=started, end=time.time(), tag="end")
-    if spec.get("kill"):
+    if spec.get("kill_after"):
+        deadline = time.monotonic() + BLOCK_LIMIT
+        while os.path.exists(spec["kill_after"]) and time.monotonic() < deadline:
+            time.sleep(0.02)
+    if spec.get("kill") or spec.get("kill_after"):
         os.kill(os.getpid(), signal.SIGKILL)
     if "exit_status" in spec:
         os._exit(int(spec["exit_status"]))
