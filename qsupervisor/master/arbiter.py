@@ -108,7 +108,15 @@ class Master:
         if self.metrics is not None:
             self.metrics.start(self.loop, Collector(self).scrape)
         if resumed is not None:
-            self.reexec.resume(resumed)
+            try:
+                self.reexec.resume(resumed)
+            except Exception:
+                # The bounded failure: this process exits, its leaders see their parent
+                # die and stop as on any master death (each worker finishes its job),
+                # and systemd (Restart=on-failure) starts the service afresh.
+                log.exception("re-exec hand-over failed: the new code cannot take over; "
+                              "the leaders and workers stop as on a master death")
+                raise
             self.handle_chld()  # children that exited during the exec
         else:
             for program in self.config.programs.values():
