@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from qsupervisor.config import (
+    ConfigError,
     DaemonConfig,
     load_config,
     loader,
@@ -156,3 +157,36 @@ def test_control_settings_tolerate_non_utf8_and_directories(tmp_path: Path) -> N
 def test_control_settings_raise_for_a_missing_file(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         read_control_settings(str(tmp_path / "missing.yaml"))
+
+
+# -- the texts a re-exec hands over --------------------------------------------------------
+
+
+def test_config_keeps_every_file_read_and_loads_again_from_those_texts_alone(
+        tmp_path: Path) -> None:
+    """A re-exec parses the configuration that was applied: an edit not applied yet, and a
+    file added to conf.d since, stay out of it."""
+    path = write(tmp_path / "queues.yaml", """
+        qsupervisord:
+          include: [conf.d/*.yaml]
+        programs:
+          orders: {handler: "a:b", workers: 2}
+        """)
+    write(tmp_path / "conf.d" / "emails.yaml", "programs:\n  emails: {handler: 'a:c'}\n")
+    applied = load_config(str(path))
+    assert list(applied.texts) == [str(path), str(tmp_path / "conf.d" / "emails.yaml")]
+
+    write(tmp_path / "queues.yaml", "programs:\n  orders: {handler: 'x:y', workers: 9}\n")
+    write(tmp_path / "conf.d" / "later.yaml", "programs:\n  later: {handler: 'a:d'}\n")
+    again = load_config(str(path), texts=applied.texts)
+    assert again == applied
+    assert list(again.programs) == ["orders", "emails"]
+    assert again.programs["orders"].workers == 2
+
+
+def test_a_file_missing_from_the_handed_over_texts_is_a_problem(tmp_path: Path) -> None:
+    path = write(tmp_path / "queues.yaml", "programs:\n  orders: {handler: 'a:b'}\n")
+    with pytest.raises(ConfigError) as raised:
+        load_config(str(path), texts={})
+    assert [str(p) for p in raised.value.problems] == [
+        f"{path}: not in the handed-over texts"]
