@@ -210,6 +210,21 @@ class Stats:
             return 0, 0, 0
         return last_minute_of(self.ring(), now)
 
+    def raw(self) -> bytes:
+        """The whole segment, for a re-exec to hand over an exited worker's last figures
+        (its descriptor is closed: see release_fd)."""
+        return bytes(self._map)
+
+    @classmethod
+    def from_raw(cls, data: bytes) -> Stats:
+        """A segment holding `data`, as `raw` gave it; only the master reads it."""
+        fd = create()
+        try:
+            os.write(fd, data[:SIZE])
+            return cls(fd)
+        finally:
+            os.close(fd)
+
     def release_fd(self) -> None:
         """The worker has exited: its segment is not handed over any more; the mapping
         stays readable (status shows its last figures)."""

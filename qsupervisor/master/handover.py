@@ -14,6 +14,7 @@ FORMAT; the pre-flight check (reexec.py) finds out before anything is replaced.
 
 from __future__ import annotations
 
+import base64
 import socket
 from typing import Any
 
@@ -53,7 +54,12 @@ def worker_state(worker: WorkerProc, leaders: list[LeaderProc]) -> State:
         "leader": leaders.index(worker.leader) if worker.leader in leaders else None,
         "spawned": worker.spawned, "state": worker.state.value, "pid": worker.pid,
         "channel": socket_fd(worker.channel) if worker.channel is not None else None,
-        "stats": stats_fd, "ready_at": worker.ready_at, "stop_reason": worker.stop_reason,
+        "stats": stats_fd,
+        # An exited worker's segment has no descriptor left: its last figures (status
+        # shows them while the slot keeps its record) go as bytes.
+        "stats_raw": (base64.b64encode(worker.stats.raw()).decode()
+                      if worker.stats is not None and stats_fd is None else None),
+        "ready_at": worker.ready_at, "stop_reason": worker.stop_reason,
         "exit_reason": worker.exit_reason, "exit_error": worker.exit_error,
         "last_exit": worker.last_exit, "killed": worker.killed,
         "exit_settled": worker.exit_settled, "kill_at": deadline(worker.kill_timer),
@@ -78,6 +84,8 @@ def worker_from(data: State, leaders: list[LeaderProc]) -> WorkerProc:
         worker.channel.setblocking(False)
     if data["stats"] is not None:
         worker.stats = Stats(int(data["stats"]), keep_fd=True)
+    elif data.get("stats_raw") is not None:
+        worker.stats = Stats.from_raw(base64.b64decode(data["stats_raw"]))
     return worker
 
 

@@ -63,6 +63,19 @@ class EventLoop:
             signal.signal(sig, lambda *_: None)
         self.add_reader(self._signal_r, self._drain_signals)
 
+    def take_signals(self) -> list[int]:
+        """Signals received and not handled yet, taken from the wake-up fd (a re-exec
+        queues them again in the kernel, where they outlive the exec)."""
+        taken: list[int] = []
+        while True:
+            try:
+                data = os.read(self._signal_r, 4096)
+            except BlockingIOError:
+                return taken
+            if not data:
+                return taken
+            taken.extend(data)
+
     def _drain_signals(self) -> None:
         try:
             data = os.read(self._signal_r, 4096)

@@ -297,6 +297,11 @@ class ReExec:
             if stream is not None:
                 stream.flush()
         signal.pthread_sigmask(signal.SIG_BLOCK, BLOCKED)
+        # A signal that arrived since the loop last looked sits in the wake-up pipe, which
+        # the exec closes: raised again, it waits (blocked) for the new image's handlers.
+        taken = master.loop.take_signals()
+        for sig in taken:
+            os.kill(os.getpid(), sig)
         try:
             os.execv(argv[0], argv)
         except OSError as exc:  # the old image is intact: carry on

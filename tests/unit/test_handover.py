@@ -61,6 +61,8 @@ def test_a_running_program_with_a_job_a_backoff_and_a_crash_comes_through_unchan
     world = World()
     runtime = running(world)
     world.worker(0).start_job("job-in-hand")
+    world.worker(2).start_job("done-job")
+    world.worker(2).stats.job_finished(0)  # its count must show after the hand-over too
     world.worker(2).start_job("lost-job")
     world.worker(2).exit(sig=9)  # dies holding its message: recorded in the crash ledger
     world.run()
@@ -69,6 +71,7 @@ def test_a_running_program_with_a_job_a_backoff_and_a_crash_comes_through_unchan
 
     taken = hand_over(runtime, world)
     assert view(taken, world) == before
+    assert [w["jobs"] for w in before["workers"]] == [0, 0, 1]
     assert set(world.pids) == {world.leader().pid, world.worker(0).pid, world.worker(1).pid}
 
     # The backoff timer came through at its deadline: slot 2 restarts after 1 s, not before.
