@@ -186,7 +186,7 @@ def _resume(fd: int) -> int:
     config = load_config(state["config"]["path"], check_writable=False,
                          texts=state["config"]["texts"])
     daemon = config.daemon
-    server = ControlServer(daemon.socket, daemon.socket_mode,
+    server = ControlServer(state["started_with"]["socket"], daemon.socket_mode,
                            PeerPolicy.from_names(daemon.allow_users, daemon.allow_groups),
                            listening=adopt_socket(int(state["control_fd"])))
     metrics = None
@@ -217,30 +217,35 @@ def _run(config: Config, server: ControlServer, metrics: MetricsServer | None,
     # After fork: keeps --check light. The launcher hands the master the leader's entry
     # point, so the master's own modules never import the leader tier (or pika).
     from qsupervisor.master.arbiter import Master
+    from qsupervisor.master.reexec import StartedWith
     from qsupervisor.master.system import SystemProcesses
 
     daemon_cfg = config.daemon
+    # A re-executed master keeps the files it was started with (reexec.StartedWith).
+    started = (StartedWith(**resumed["started_with"]) if resumed is not None
+               else StartedWith.of(daemon_cfg))
     stream: Any
-    if daemon_cfg.logfile == "-":
+    if started.logfile == "-":
         stream = logs.QuietStream(sys.stderr)
         reopen = lambda: None  # noqa: E731 - nothing to reopen on stderr
     else:
-        stream = logs.ReopenableFile(daemon_cfg.logfile)
+        stream = logs.ReopenableFile(started.logfile)
         reopen = stream.reopen
-    log_format = daemon_cfg.log_format
+    log_format = started.log_format
     logs.configure(log_format, daemon_cfg.log_level, stream)
     logs.bind(role="master")
-    pidfile.write(daemon_cfg.pidfile)
+    pidfile.write(started.pidfile)
     # Children's output goes to files: JSON unless console was asked for explicitly.
     child_format = "console" if log_format == "console" else "json"
     # The herald writes to the daemon's own log, so it gets the stream (and reopens it).
     processes = SystemProcesses(_fork_leader, lambda daemon, fmt, sock: _fork_herald(
         daemon, fmt, sock, stream))
-    master = Master(config, child_format, server, reopen, processes, metrics=metrics)
+    master = Master(config, child_format, server, reopen, processes, metrics=metrics,
+                    started_with=started)
     try:
         code = master.run(resumed)
     finally:
-        pidfile.remove(daemon_cfg.pidfile)
+        pidfile.remove(started.pidfile)
     # Leave with the control connections still open: the kernel closes them as the process
     # dies, so a client waiting for EOF after `shutdown` knows the daemon is gone.
     sys.stdout.flush()

@@ -28,7 +28,7 @@ from qsupervisor.master.metrics_server import MetricsServer
 from qsupervisor.master.output import ProgramOutput
 from qsupervisor.master.program import ProgramRuntime
 from qsupervisor.master.reconfigure import UpdatePlan, UpdateResult, plan_update
-from qsupervisor.master.reexec import BLOCKED, ReExec
+from qsupervisor.master.reexec import BLOCKED, ReExec, StartedWith
 from qsupervisor.master.system import Clock, Processes
 from qsupervisor.master.totals import ProgramTotals
 from qsupervisor.states import ProgramState
@@ -55,9 +55,11 @@ class Waiter:
 class Master:
     def __init__(self, config: Config, log_format: str, server: ControlServer,
                  reopen_logs: Callable[[], None], processes: Processes,
-                 clock: Clock | None = None, metrics: MetricsServer | None = None) -> None:
+                 clock: Clock | None = None, metrics: MetricsServer | None = None,
+                 started_with: StartedWith | None = None) -> None:
         self.config = config
         self.daemon = config.daemon
+        self.started_with = started_with or StartedWith.of(config.daemon)
         self.log_format = log_format
         self.server = server
         self.reopen_logs = reopen_logs

@@ -131,4 +131,6 @@ def _merge(old: Config, new: Config, names: list[str] | None) -> Config:
             programs[name] = new.programs[name]
         else:
             programs.pop(name, None)
+    # No texts: no set of files says what now runs, so a re-exec refuses until a full
+    # update (master/reexec.py).
     return Config(path=old.path, daemon=old.daemon, programs=programs)

@@ -32,6 +32,7 @@ import json
 import os
 import signal
 import sys
+from dataclasses import asdict, dataclass
 from typing import Any, Callable, Protocol
 
 from qsupervisor import __version__, logs, procutil, systemd
@@ -59,6 +60,9 @@ PREFLIGHT_OUTPUT_MAX = 16384  # bytes of its stderr kept for the reply
 # meanwhile would kill the master with its default action. Pending ones are delivered then.
 BLOCKED = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGUSR1,
            signal.SIGUSR2, signal.SIGCHLD)
+PARTIAL_CONFIG = ("the running configuration was applied in part (update PROGRAM...), which no "
+                  "file holds for the new code to read: apply the whole file with "
+                  "`qsupervisorctl update`, then re-exec")
 WAITED_ERROR = ("the daemon re-executed itself (qsupervisorctl reexec) while this command "
                 "waited; what the command started goes on: see status")
 
@@ -106,6 +110,23 @@ def _standard_fds_open() -> None:
                 os.close(null)
 
 
+@dataclass(frozen=True)
+class StartedWith:
+    """The settings a running daemon cannot change (reconfigure.RESTART_ONLY): the files
+    and socket it opened at start. They come through a re-exec as they are, whatever the
+    applied configuration says now: the new image serves the same socket and log, and
+    removes the same pidfile and socket file at exit."""
+
+    socket: str
+    pidfile: str
+    logfile: str
+    log_format: str
+
+    @classmethod
+    def of(cls, daemon: DaemonConfig) -> StartedWith:
+        return cls(daemon.socket, daemon.pidfile, daemon.logfile, daemon.log_format)
+
+
 class Master(Protocol):
     """What a re-exec reads and rebuilds of the master (arbiter.py's Master)."""
 
@@ -120,6 +141,7 @@ class Master(Protocol):
     outputs: dict[str, ProgramOutput]
     totals: dict[str, ProgramTotals]
     started: float
+    started_with: StartedWith
     stopping: bool
     log_format: str
 
@@ -146,6 +168,7 @@ class ReExec:
         # `--all`: programs still to reload --preload after the exec, the first one begun.
         self.rolling: list[str] = []
         self.rolling_begun = False
+        self.rolling_names: list[str] = []  # every program the rolling reloads, for the reply
         self._rolling_reply: tuple[Connection, Any] | None = None
 
     # -- the request ------------------------------------------------------------------
@@ -158,6 +181,10 @@ class ReExec:
             return
         if self.master.stopping:
             self._answer_error(conn, req_id, "the daemon is shutting down")
+            return
+        if not self.master.config.texts:
+            self._answer_error(conn, req_id, PARTIAL_CONFIG)
+            log.error("re-exec refused", why=PARTIAL_CONFIG)
             return
         self._requester = (conn, req_id) if conn is not None else None
         self._reload_all = reload_all
@@ -273,21 +300,21 @@ class ReExec:
     def _exec(self) -> None:
         master = self.master
         requester = self._requester[0] if self._requester is not None else None
-        log.info("re-executing", version=__version__, pid=os.getpid(), all=self._reload_all)
-        systemd.notify("RELOADING=1\nSTATUS=re-executing qsupervisor")
-        for conn in list(master.server.connections.values()):
-            if conn is not requester and conn.outstanding:
-                conn.send(protocol.error(None, protocol.FAILED, WAITED_ERROR))
-            conn.flush_now()
-        if self._reload_all:
-            self.rolling = [name for name, p in master.programs.items() if p.running]
-            self.rolling_begun = False
+        rolling = ([name for name, p in master.programs.items() if p.running]
+                   if self._reload_all else self.rolling)
         try:
-            state = self.capture(requester)
+            state = self.capture(requester, rolling)
             state_fd = write_state(state)
         except (OSError, ValueError) as exc:
             self._refuse(f"cannot write the state to hand over: {exc}")
             return
+        log.info("re-executing", version=__version__, pid=os.getpid(), all=self._reload_all)
+        systemd.notify("RELOADING=1\nSTATUS=re-executing qsupervisor")
+        # Nothing below changes the state captured: the clients' buffers only.
+        for conn in list(master.server.connections.values()):
+            if conn is not requester and conn.outstanding:
+                conn.send(protocol.error(None, protocol.FAILED, WAITED_ERROR))
+            conn.flush_now()
         inherited = handover.descriptors(state) + [state_fd]
         for fd in inherited:
             os.set_inheritable(fd, True)
@@ -299,8 +326,7 @@ class ReExec:
         signal.pthread_sigmask(signal.SIG_BLOCK, BLOCKED)
         # A signal that arrived since the loop last looked sits in the wake-up pipe, which
         # the exec closes: raised again, it waits (blocked) for the new image's handlers.
-        taken = master.loop.take_signals()
-        for sig in taken:
+        for sig in master.loop.take_signals():
             os.kill(os.getpid(), sig)
         try:
             os.execv(argv[0], argv)
@@ -309,19 +335,22 @@ class ReExec:
             for fd in inherited:
                 os.set_inheritable(fd, False)
             os.close(state_fd)
-            self.rolling = []
             self._refuse(f"cannot execute {argv[0]}: {exc.strerror}")
 
-    def capture(self, requester: Connection | None) -> State:
+    def capture(self, requester: Connection | None, rolling: list[str] | None = None) -> State:
         master = self.master
+        rolling = self.rolling if rolling is None else rolling
         return {
             "format": FORMAT, "version": __version__, "pid": os.getpid(),
             "exec_at": master.loop.clock.monotonic(),
             "config": {"path": master.config.path, "texts": dict(master.config.texts)},
-            "started": master.started,
+            "started": master.started, "started_with": asdict(master.started_with),
             "control_fd": master.server.sock.fileno(),
             "metrics_fd": master.metrics.sock.fileno() if master.metrics is not None else None,
-            "outputs": {name: {"output_fds": [o.read_fd, o.write_fd]}
+            # Each file where it was opened, with its rotation settings then (an update
+            # changes them for programs added later only).
+            "outputs": {name: {"output_fds": [o.read_fd, o.write_fd], "path": o.path,
+                               "max_size": o.max_size, "backups": o.backups}
                         for name, o in master.outputs.items()},
             "totals": {name: t.export_state() for name, t in master.totals.items()},
             "programs": [p.export_state() for p in master.programs.values()],
@@ -330,7 +359,9 @@ class ReExec:
             "notify_socket": systemd.notify_socket(),
             "requester_fd": requester.sock.fileno() if requester is not None else None,
             "requester_id": self._requester[1] if self._requester is not None else None,
-            "rolling": self.rolling, "rolling_begun": self.rolling_begun,
+            "reload_all": self._reload_all, "rolling": rolling,
+            "rolling_begun": self.rolling_begun if rolling is self.rolling else False,
+            "rolling_names": (self.rolling_names if rolling is self.rolling else list(rolling)),
         }
 
     def _refuse(self, why: str) -> None:
@@ -356,11 +387,10 @@ class ReExec:
         master.started = float(state["started"])
         for name, data in state["totals"].items():
             master.totals.setdefault(name, ProgramTotals()).load_state(data)
-        daemon = master.daemon
         for name, data in state["outputs"].items():
             read_fd, write_fd = data["output_fds"]
-            output = ProgramOutput(name, daemon.log_dir, daemon.log_max_size,
-                                   daemon.log_backups, pipe=(int(read_fd), int(write_fd)))
+            output = ProgramOutput(name, os.path.dirname(data["path"]), int(data["max_size"]),
+                                   int(data["backups"]), pipe=(int(read_fd), int(write_fd)))
             master.outputs[name] = output
             master.loop.add_reader(output.read_fd, output.on_readable)
         for data in state["programs"]:
@@ -383,11 +413,14 @@ class ReExec:
                   "took_ms": round(took * 1000, 1)}
         self.rolling = [str(name) for name in state["rolling"]]
         self.rolling_begun = bool(state["rolling_begun"])
+        self.rolling_names = [str(name) for name in state["rolling_names"]]
         if self.rolling:
             self._rolling_reply = requester
             self._rolling_result = result
             self._roll_next()
         elif requester is not None:
+            if state["reload_all"]:  # --all with no program running: none to reload
+                result["programs"] = {}
             requester[0].send(protocol.ok(requester[1], result))
 
     def _roll_next(self) -> None:
@@ -423,7 +456,10 @@ class ReExec:
         if self._rolling_reply is not None:
             conn, req_id = self._rolling_reply
             self._rolling_reply = None
-            programs = {name: {"ok": not p.problems(), "state": p.state.value,
-                               "problems": p.problems()}
-                        for name, p in self.master.programs.items()}
+            programs = {}
+            for name in self.rolling_names:
+                program = self.master.programs.get(name)
+                problems = program.problems() if program is not None else []
+                programs[name] = {"ok": not problems, "problems": problems,
+                                  "state": program.state.value if program else "REMOVED"}
             conn.send(protocol.ok(req_id, {**self._rolling_result, "programs": programs}))

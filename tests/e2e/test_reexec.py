@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .daemon import Daemon, MakeDaemon, worker_pids
+from .daemon import Daemon, MakeDaemon, run_ctl, worker_pids
 from .harness import PACKAGE_ROOT, Ledger, alive, program, runtime_program, wait_for
 from .rabbit import Broker, ConsumerSampler
 from .test_metrics import Scraper, free_port
@@ -317,3 +317,49 @@ def test_a_client_polling_through_reexecs_is_always_answered(
         reexec(daemon)
     assert polling.wait(30) == 0, "a client polling during the re-execs got an error"
     assert len(events(daemon, "qsupervisord re-executed")) == 3
+
+
+def test_after_a_partial_update_reexec_refuses_until_the_whole_file_is_applied(
+        daemons: MakeDaemon, broker: Broker, ledger: Ledger) -> None:
+    alpha, beta = broker.declare("rx-part-a"), broker.declare("rx-part-b")
+    daemon = daemons({"alpha": program(alpha, ledger), "beta": program(beta, ledger)})
+    daemon.start()
+    daemon.write({"alpha": program(alpha, ledger, workers=2), "beta": program(beta, ledger)})
+    assert daemon.ctl("update", "alpha").returncode == 0
+    result = daemon.ctl("reexec")
+    assert result.returncode == 1, str(result)
+    assert "applied in part" in result.stderr and "qsupervisorctl update" in result.stderr
+    assert daemon.ctl("update").returncode == 0
+    reexec(daemon)
+    assert daemon.status()["programs"]["alpha"]["desired"] == 2
+
+
+def test_reexec_keeps_the_socket_pidfile_and_log_files_it_started_with(
+        daemons: MakeDaemon, broker: Broker, ledger: Ledger, tmp_path: Path) -> None:
+    """Settings that take effect at a restart (socket, pidfile, logfile, log_dir for
+    running programs), edited and applied, still wait for a restart: the re-executed
+    master serves the same socket, logs to the same file and removes what it created."""
+    queue = broker.declare("rx-files")
+    daemon = daemons({"p": program(queue, ledger)})
+    daemon.start()
+    old = dict(daemon.settings)
+    moved = tmp_path / "moved"
+    daemon.settings.update(socket=str(moved / "qsv.sock"), pidfile=str(moved / "qsv.pid"),
+                           logfile=str(moved / "qsupervisord.log"),
+                           log_dir=str(moved / "logs"))
+    daemon.write({"p": program(queue, ledger)})
+    target = ["-s", old["socket"]]
+    assert run_ctl(target, "update").returncode == 0
+    result = run_ctl(target, "reexec")
+    assert result.returncode == 0, str(result)
+
+    assert not moved.exists(), sorted(str(p) for p in moved.rglob("*"))
+    assert Path(old["pidfile"]).read_text().strip() == str(result.json()["pid"])
+    assert any(e.get("event") == "qsupervisord re-executed" for e in daemon.log_events())
+    ledger.wait_for_ids([broker.publish(queue, {"print": "still here"})])
+    wait_for(lambda: "still here" in (Path(old["log_dir"]) / "p.log").read_text(),
+             what="the program's output in the file it started with")
+    assert run_ctl(target, "shutdown").returncode == 0
+    wait_for(lambda: not Path(old["pidfile"]).exists() and not Path(old["socket"]).exists(),
+             what="the pidfile and the socket file removed at exit")
+    assert not moved.exists()
