@@ -90,3 +90,14 @@ def test_fleet_offers_its_option_and_program_names_after_it(ctl: Path) -> None:
     assert "--program" in complete(ctl, "qsupervisorctl fleet --")
     assert complete(ctl, "qsupervisorctl fleet --program e") == ["emails"]
     assert complete(ctl, "qsupervisorctl fleet ") == []
+
+
+def test_only_real_options_are_offered_not_those_named_in_help_texts(ctl: Path) -> None:
+    # reexec's --all help mentions --preload, scale's summary mentions --auto.
+    assert complete(ctl, "qsupervisorctl reexec --") == ["--all", "--help", "--json"]
+    assert "--auto" not in complete(ctl, "qsupervisorctl --")
+
+
+def test_reexec_takes_no_program(ctl: Path) -> None:
+    assert complete(ctl, "qsupervisorctl reexec ") == []
+    assert complete(ctl, "qsupervisorctl reexec --all ") == []
