@@ -6,6 +6,7 @@ through go on working."""
 from __future__ import annotations
 
 import json
+import os
 import socket
 from typing import Any
 
@@ -121,3 +122,19 @@ def test_a_rolling_reload_and_a_stop_timeout_carry_over() -> None:
     world.advance(1.5)
     assert old[0].exited
     assert taken.pool.totals.exits["killed"] == 2 and taken.steady()
+
+
+def test_the_master_keeps_a_segment_descriptor_per_live_worker_only() -> None:
+    """It holds each worker's stats descriptor to hand it over, and lets it go when the
+    worker exits: recycling does not leak descriptors."""
+    world = World()
+    runtime = running(world, workers=2)
+    world.run()
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(50):
+        fake = world.worker(0)
+        fake.exit(0, reason="max_jobs")
+        fake.stats.close()  # the fake worker's own mapping (a real one dies with it)
+        world.run()
+    assert runtime.slot(0).worker.state is W.RUNNING  # type: ignore[union-attr]
+    assert len(os.listdir("/proc/self/fd")) <= before
