@@ -176,15 +176,17 @@ class ReExec:
     def request(self, conn: Connection | None, req_id: Any, reload_all: bool) -> None:
         """Start a re-exec; the requester (None for SIGUSR2) is answered by the new
         image, or here with the reason it was refused."""
+        why = None
         if self.step is not None:
-            self._answer_error(conn, req_id, f"a re-exec is already in progress ({self.step})")
-            return
-        if self.master.stopping:
-            self._answer_error(conn, req_id, "the daemon is shutting down")
-            return
-        if not self.master.config.texts:
-            self._answer_error(conn, req_id, PARTIAL_CONFIG)
-            log.error("re-exec refused", why=PARTIAL_CONFIG)
+            why = f"a re-exec is already in progress ({self.step})"
+        elif self.master.stopping:
+            why = "the daemon is shutting down"
+        elif not self.master.config.texts:
+            why = PARTIAL_CONFIG
+        if why is not None:  # the log says it too: SIGUSR2 has nobody else to tell
+            log.error("re-exec refused", why=why,
+                      by="qsupervisorctl" if conn is not None else "SIGUSR2")
+            self._answer_error(conn, req_id, why)
             return
         self._requester = (conn, req_id) if conn is not None else None
         self._reload_all = reload_all

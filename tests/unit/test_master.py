@@ -22,6 +22,7 @@ import yaml
 
 from qsupervisor.config import ConfigError, load_config
 from qsupervisor.control import protocol
+from qsupervisor.master import handover
 from qsupervisor.master.arbiter import Master
 from qsupervisor.master.control_server import ControlServer, PeerPolicy
 from qsupervisor.master.pool import backoff
@@ -434,3 +435,63 @@ def test_update_applies_node_name_and_fleet_interval_in_place_and_a_new_broker_r
     assert d.world.herald is not herald and d.master.herald.pid == d.world.herald.pid  # at once
     d.master.shutdown(fast=True)
     assert (d.world.herald.pid, signal.SIGTERM) in d.world.processes.signals
+
+
+class Answers:
+    """A client connection as the re-exec sees one: what it was sent."""
+
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+        self.outstanding = 1
+
+    def send(self, message: dict[str, Any]) -> None:
+        self.sent.append(message)
+
+
+def test_reexec_refuses_after_a_partial_update_and_while_shutting_down(make: Any) -> None:
+    d = make()
+    d.write({"orders": {"workers": 3}, "emails": {"workers": 1}})
+    d.master.update(["orders"])
+    asked = Answers()
+    d.master.reexec.request(asked, 1, reload_all=False)
+    assert "applied in part" in asked.sent[0]["error"]["message"]
+    assert d.master.reexec.step is None
+    d.master.update(None)
+    d.master.shutdown(fast=False)
+    asked = Answers()
+    d.master.reexec.request(asked, 2, reload_all=False)
+    assert asked.sent[0]["error"]["message"] == "the daemon is shutting down"
+
+
+def test_reexec_waits_for_a_removed_program_then_refuses_with_the_reason(make: Any) -> None:
+    d = make()
+    d.world.obedient = False  # emails' worker keeps its job: the program stays STOPPING
+    d.write({"orders": {"workers": 2}})
+    d.master.update(None)
+    d.world.run()
+    asked = Answers()
+    d.master.reexec.request(asked, 1, reload_all=False)
+    assert d.master.reexec.step == "settling" and not asked.sent
+    d.world.advance(1.1)
+    message = asked.sent[0]["error"]["message"]
+    assert message.startswith("the daemon did not settle within 1 s: program emails is being "
+                              "removed"), message
+    assert d.master.reexec.step is None
+
+
+def test_the_state_names_every_descriptor_and_what_the_daemon_started_with(make: Any) -> None:
+    d = make()
+    state = json.loads(json.dumps(d.master.reexec.capture(None)))
+    assert state["started_with"] == {"socket": f"{d.dir}/ctl.sock", "pidfile": f"{d.dir}/q.pid",
+                                     "logfile": f"{d.dir}/q.log", "log_format": "auto"}
+    assert state["config"]["texts"] == {d.path: Path(d.path).read_text()}
+    assert [p["name"] for p in state["programs"]] == ["orders", "emails"]
+    fds = set(handover.descriptors(state))
+    assert d.server.sock.fileno() in fds
+    for output in d.master.outputs.values():
+        assert {output.read_fd, output.write_fd} <= fds
+    for program in d.master.programs.values():
+        assert program.leader is not None and program.leader.sock.fileno() in fds
+        for worker in program.workers():
+            assert worker.channel is not None and worker.stats is not None
+            assert {worker.channel.fileno(), worker.stats.fd} <= fds
