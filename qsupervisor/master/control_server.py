@@ -147,6 +147,22 @@ class Connection:
         if not self._wbuf:
             self.close()
 
+    def idle_state(self) -> dict[str, Any] | None:
+        """What a re-exec hands over of a connection with no request in progress (its
+        descriptor, and the bytes of a request not complete yet, or a reply not sent);
+        None for one that waits for a reply or is closing, which the exec closes."""
+        if self.closed or self.outstanding or self._read_closed or self._close_after_flush:
+            return None
+        return {"sock": self.sock.fileno(), "rbuf": self._rbuf.decode("latin-1"),
+                "wbuf": bytes(self._wbuf).decode("latin-1")}
+
+    def take_buffers(self, rbuf: bytes, wbuf: bytes) -> None:
+        """The buffers an idle connection had in the old image."""
+        self._rbuf = rbuf
+        if wbuf:
+            self._wbuf += wbuf
+            self._loop.add_writer(self.sock, self._on_writable)
+
     def flush_now(self) -> None:
         """Write what the socket takes now, without the loop: the last thing a master
         does for its clients before a re-exec closes their connections."""

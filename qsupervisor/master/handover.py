@@ -129,4 +129,5 @@ def descriptors(state: Any) -> list[int]:
 
 # The keys whose value is a descriptor, or a list of them, wherever they appear.
 FD_KEYS = frozenset({"sock", "channel", "stats", "control_fd", "metrics_fd", "requester_fd"})
+# ("sock" also names each idle client connection of "clients".)
 FD_LIST_KEYS = frozenset({"output_fds"})

@@ -441,6 +441,10 @@ class ProgramRuntime:
         for proc in self._leaders():
             if len(proc.outbox):
                 return f"{self.name}: messages to leader pid {proc.pid} wait to be sent"
+        if self._readings.in_flight():
+            # A `status` waits for it (a second at most): answered before the exec, it
+            # needs no error, and a monitoring loop polling status never sees one.
+            return f"{self.name}: a queue reading is awaited from its leader"
         why = self.pool.settled()
         return f"{self.name}: {why}" if why else None
 

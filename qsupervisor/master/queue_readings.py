@@ -49,6 +49,10 @@ class QueueReadings:
         for callback in waiting:
             callback(reading)
 
+    def in_flight(self) -> bool:
+        """A request not answered yet (and not expired): a `status` may be waiting for it."""
+        return self._rid is not None and self._clock.monotonic() - self._asked_at < EXPIRY
+
     def forget(self) -> None:
         """The leader is gone: nobody will answer."""
         self._rid, self._waiting = None, []

@@ -317,6 +317,15 @@ class ReExec:
             if conn is not requester and conn.outstanding:
                 conn.send(protocol.error(None, protocol.FAILED, WAITED_ERROR))
             conn.flush_now()
+        # The idle ones go over as they are (their buffers written after the flush).
+        state["clients"] = [idle for conn in master.server.connections.values()
+                            if conn is not requester and (idle := conn.idle_state())]
+        os.close(state_fd)
+        try:
+            state_fd = write_state(state)
+        except (OSError, ValueError) as exc:
+            self._refuse(f"cannot write the state to hand over: {exc}")
+            return
         inherited = handover.descriptors(state) + [state_fd]
         for fd in inherited:
             os.set_inheritable(fd, True)
@@ -360,6 +369,7 @@ class ReExec:
             "open_files_started_with": procutil.open_files_started_with(),
             "notify_socket": systemd.notify_socket(),
             "requester_fd": requester.sock.fileno() if requester is not None else None,
+            "clients": [],  # the idle connections, added just before the exec
             "requester_id": self._requester[1] if self._requester is not None else None,
             "reload_all": self._reload_all, "rolling": rolling,
             "rolling_begun": self.rolling_begun if rolling is self.rolling else False,
@@ -406,6 +416,9 @@ class ReExec:
         log.info("qsupervisord re-executed", previous=state["version"], version=__version__,
                  pid=os.getpid(), took_ms=round(took * 1000, 1), programs=list(master.programs))
         systemd.notify("READY=1\nSTATUS=running")
+        for client in state["clients"]:
+            conn = master.server.adopt(handover.adopt_socket(int(client["sock"])))
+            conn.take_buffers(client["rbuf"].encode("latin-1"), client["wbuf"].encode("latin-1"))
         requester = None
         if state["requester_fd"] is not None:
             conn = master.server.adopt(handover.adopt_socket(int(state["requester_fd"])))

@@ -5,15 +5,17 @@ consumer lost."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from .daemon import Daemon, MakeDaemon, run_ctl, worker_pids
+from .daemon import Daemon, MakeDaemon, RawClient, run_ctl, worker_pids
 from .harness import PACKAGE_ROOT, Ledger, alive, program, runtime_program, wait_for
 from .rabbit import Broker, ConsumerSampler
 from .test_metrics import Scraper, free_port
@@ -302,20 +304,50 @@ def _seconds(timestamp: str) -> float:
     return datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp()
 
 
-def test_a_client_polling_through_reexecs_is_always_answered(
+def test_clients_polling_through_reexecs_are_always_answered(
         daemons: MakeDaemon, broker: Broker, ledger: Ledger) -> None:
-    """Connections made during the exec wait in the listening socket's backlog and are
-    answered by the new image: a client polling in a loop never sees an error."""
+    """Connections made during the exec wait in the listening socket's backlog, and an
+    open connection between requests is handed over: a monitoring loop, with a connection
+    per request or one kept open, never sees an error. (`status` waits for its queue
+    reading: the re-exec waits for it too.)"""
     queue = broker.declare("rx-poll")
     daemon = daemons({"p": program(queue, ledger, workers=1)})
     daemon.start()
     polling = subprocess.Popen(
-        ["sh", "-c", f"end=$(($(date +%s) + 6)); while [ $(date +%s) -lt $end ]; do "
-                     f"{' '.join(daemon.ctl_argv('pid'))} >/dev/null || exit 1; done"])
+        ["sh", "-c", f"end=$(($(date +%s) + 8)); while [ $(date +%s) -lt $end ]; do "
+                     f"{' '.join(daemon.ctl_argv('status'))} >/dev/null || exit 1; done"])
+    stop = threading.Event()
+    answers: list[dict[str, Any]] = []
+    failures: list[BaseException] = []
+
+    def keep_asking() -> None:
+        client = RawClient(daemon.socket)
+        try:
+            n = 0
+            while not stop.is_set():
+                n += 1
+                cmd = "status" if n % 2 else "pid"
+                client.send(json.dumps({"v": 1, "id": n, "cmd": cmd}).encode() + b"\n")
+                answers.append(client.reply())
+        except BaseException as exc:  # reported in the test's thread
+            failures.append(exc)
+        finally:
+            client.close()
+
+    asking = threading.Thread(target=keep_asking)
+    asking.start()
     time.sleep(0.5)
-    for _ in range(3):
-        reexec(daemon)
-    assert polling.wait(30) == 0, "a client polling during the re-execs got an error"
+    try:
+        for _ in range(3):
+            reexec(daemon)
+            time.sleep(0.5)
+    finally:
+        stop.set()
+        asking.join(30)
+    assert not failures, failures
+    assert answers and all(a.get("ok") for a in answers), [a for a in answers if not a.get("ok")]
+    assert [a["id"] for a in answers] == list(range(1, len(answers) + 1))
+    assert polling.wait(30) == 0, "a client polling status during the re-execs got an error"
     assert len(events(daemon, "qsupervisord re-executed")) == 3
 
 
