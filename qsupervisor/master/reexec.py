@@ -5,16 +5,17 @@ socket, same children. The steps, each of which can refuse with nothing changed:
 
 1. Settle: wait up to SETTLE_WAIT for what cannot be handed over to clear: messages
    queued to a leader or the herald, a crash question waiting for a worker's exit, a
-   program being removed. A daemon shutting down is not re-executed.
+   program being removed, a queue reading a `status` waits for. A daemon shutting down,
+   or running a configuration applied in part, is not re-executed.
 2. Pre-flight: a child runs the new code with `--check-resume`: it imports every tier
    (master, leader, worker, herald), reads a snapshot of the state and parses the applied
    configuration, then exits. Its failure (a broken install) is reported and the old
    master carries on.
-3. Exec: clients whose commands still wait get an error (their effect goes on: status
-   shows it), the state is written to a memfd, every descriptor it names is made
-   inheritable, signals are blocked (their mask and pending set survive the exec), and
-   the master execs `python -c BOOTSTRAP --resume FD`. The requester's
-   connection is handed over and answered by the new image.
+3. Exec: the state is written to a memfd; clients whose commands still wait get an
+   error (their effect goes on: status shows it); every descriptor the state names is
+   made inheritable, signals are blocked (their mask and pending set survive the exec),
+   and the master execs `python -c BOOTSTRAP --resume FD`. The requester's connection
+   is handed over and answered by the new image; so is every idle connection.
 
 The new image (`resume`) rebuilds the records, re-arms every timer at its deadline,
 unblocks the signals and serves on. Leaders and workers never notice: their channels are
