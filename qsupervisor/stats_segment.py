@@ -106,6 +106,16 @@ def last_minute_of(ring: Ring, now: float) -> tuple[int, int, int]:
             sum(compress(retried, fresh)))
 
 
+def ring_of(buckets: list[list[int]]) -> Ring:
+    """A ring from some of its buckets, (second, done, failed, retried) each; the others
+    empty."""
+    ring = [0] * (4 * _BUCKETS)
+    for second, done, failed, retried in buckets:
+        offset = 4 * (int(second) % _BUCKETS)
+        ring[offset:offset + 4] = [int(second), int(done), int(failed), int(retried)]
+    return tuple(ring)
+
+
 def create() -> int:
     """A new zeroed segment; returns its fd (the master keeps it, the worker inherits it)."""
     fd = os.memfd_create("qsupervisor-worker-stats", os.MFD_CLOEXEC)
@@ -209,21 +219,6 @@ class Stats:
         if _NEWEST.unpack_from(self._map, _NEWEST_OFFSET)[0] <= int(now) - _BUCKETS:
             return 0, 0, 0
         return last_minute_of(self.ring(), now)
-
-    def raw(self) -> bytes:
-        """The whole segment, for a re-exec to hand over an exited worker's last figures
-        (its descriptor is closed: see release_fd)."""
-        return bytes(self._map)
-
-    @classmethod
-    def from_raw(cls, data: bytes) -> Stats:
-        """A segment holding `data`, as `raw` gave it; only the master reads it."""
-        fd = create()
-        try:
-            os.write(fd, data[:SIZE])
-            return cls(fd)
-        finally:
-            os.close(fd)
 
     def release_fd(self) -> None:
         """The worker has exited: its segment is not handed over any more; the mapping

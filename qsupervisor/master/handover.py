@@ -14,14 +14,13 @@ FORMAT; the pre-flight check (reexec.py) finds out before anything is replaced.
 
 from __future__ import annotations
 
-import base64
 import socket
 from typing import Any
 
 from qsupervisor.master.loop import deadline
 from qsupervisor.master.process import LeaderProc, Slot, WorkerProc
 from qsupervisor.states import WorkerState
-from qsupervisor.stats_segment import Stats
+from qsupervisor.stats_segment import Snapshot, Stats
 
 FORMAT = 1
 State = dict[str, Any]
@@ -48,17 +47,15 @@ def leader_state(proc: LeaderProc) -> State:
 
 
 def worker_state(worker: WorkerProc, leaders: list[LeaderProc]) -> State:
-    stats_fd = worker.stats.fd if worker.stats is not None and worker.alive else None
+    stats_fd = worker.stats.fd if worker.stats is not None else None
     return {
         "wid": worker.wid, "slot": worker.slot, "max_jobs": worker.max_jobs,
         "leader": leaders.index(worker.leader) if worker.leader in leaders else None,
         "spawned": worker.spawned, "state": worker.state.value, "pid": worker.pid,
         "channel": socket_fd(worker.channel) if worker.channel is not None else None,
         "stats": stats_fd,
-        # An exited worker's segment has no descriptor left: its last figures (status
-        # shows them while the slot keeps its record) go as bytes.
-        "stats_raw": (base64.b64encode(worker.stats.raw()).decode()
-                      if worker.stats is not None and stats_fd is None else None),
+        # An exited worker's last reading (status shows it while the slot keeps its record).
+        "final": list(worker.final) if worker.final is not None else None,
         "ready_at": worker.ready_at, "stop_reason": worker.stop_reason,
         "exit_reason": worker.exit_reason, "exit_error": worker.exit_error,
         "last_exit": worker.last_exit, "killed": worker.killed,
@@ -84,8 +81,8 @@ def worker_from(data: State, leaders: list[LeaderProc]) -> WorkerProc:
         worker.channel.setblocking(False)
     if data["stats"] is not None:
         worker.stats = Stats(int(data["stats"]), keep_fd=True)
-    elif data.get("stats_raw") is not None:
-        worker.stats = Stats.from_raw(base64.b64decode(data["stats_raw"]))
+    if data["final"] is not None:
+        worker.final = Snapshot(*data["final"])
     return worker
 
 

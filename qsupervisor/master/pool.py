@@ -439,7 +439,10 @@ class WorkerPool:
             job_in_hand=snapshot is not None and snapshot.job_id is not None))
         self._account(worker, snapshot, meaning)
         if worker.stats is not None:
-            worker.stats.release_fd()
+            # Its last reading is all status shows of it from now on; the segment (a
+            # descriptor and a mapping) goes now, not when the record is collected.
+            worker.stats.close()
+            worker.final, worker.stats = snapshot, None
         self.questions.worker_gone(worker)  # its lost job is in the ledger now
         worker.last_exit = meaning.summary
         transition(worker, W.EXITED, log.info, program=self.name, slot=worker.slot,
@@ -554,10 +557,22 @@ class WorkerPool:
                       for _, slot in sorted(self.slots.items())],
             "draining": [workers.index(w) for w in self.draining],
             "pending": [workers.index(w) for w in self._pending_spawns.values()],
-            "recent": [[at, list(ring)] for at, ring in self.recent],
+            "recent": self._recent_state(),
             "crashes": self.crashes.export_state(),
             "short_since": self._short_since,
         }
+
+    def _recent_state(self) -> list[list[Any]]:
+        """The exited workers' last minute, as far as it counts: entries older than a
+        minute, and buckets without a job, are left out (1,000 recycled workers' rings in
+        full cost the new image tens of milliseconds to parse)."""
+        self.recent_exits()  # prunes what is past the minute
+        carried = []
+        for at, ring in self.recent:
+            buckets = [list(ring[i:i + 4]) for i in range(0, len(ring), 4) if ring[i + 1]]
+            if buckets:
+                carried.append([at, buckets])
+        return carried
 
     def load_state(self, data: dict[str, Any], leaders: list[LeaderProc]) -> None:
         """The pool as it was: its workers' channels watched, their pids tracked, their
@@ -573,7 +588,8 @@ class WorkerPool:
                 self._retry_at(slot, slot.worker, float(slot_data["backoff_at"]))
         self.draining = [workers[i] for i in data["draining"]]
         self._pending_spawns = {workers[i].wid: workers[i] for i in data["pending"]}
-        self.recent = collections.deque((float(at), tuple(ring)) for at, ring in data["recent"])
+        self.recent = collections.deque((float(at), stats_segment.ring_of(buckets))
+                                        for at, buckets in data["recent"])
         self.crashes.load_state(data["crashes"])
         self._short_since = data["short_since"]
         loop = self.host.loop

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from qsupervisor.master.loop import Timer
 from qsupervisor.master.outbox import Outbox
 from qsupervisor.states import WorkerState
-from qsupervisor.stats_segment import Stats
+from qsupervisor.stats_segment import Snapshot, Stats
 
 
 @dataclass(eq=False)
@@ -35,7 +35,8 @@ class WorkerProc:
     state: WorkerState = WorkerState.STARTING
     pid: int | None = None
     channel: socket.socket | None = None
-    stats: Stats | None = None
+    stats: Stats | None = None  # its live segment; closed when it exits
+    final: Snapshot | None = None  # the segment's last reading, once it has exited
     ready_at: float | None = None  # monotonic
     stop_reason: str | None = None  # why the master asked it to stop
     exit_reason: str | None = None  # what the worker said on its way out

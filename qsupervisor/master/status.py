@@ -72,7 +72,7 @@ def _read_workers(program: ProgramRuntime, summary: _Summary,
     draining = {id(w) for w in program.draining()}
     for worker in program.workers():
         alive = worker.alive  # once per worker: the property is a measurable share at 256
-        snapshot = worker.stats.read() if worker.stats is not None else None
+        snapshot = worker.stats.read() if worker.stats is not None else worker.final
         summary.add(worker, snapshot, alive)
         if not with_workers:
             continue
