@@ -689,6 +689,7 @@ def section_reexec(result: dict[str, Any]) -> str:
                          _n(s.get("before_exec_ms")), _n(s["longest_wait_ms"]),
                          _n(s["floor_gap_ms"], 1), str(s["failures"]),
                          f"{_n(s['ctl_s'], 2)} / {_n(s['max_ctl_s'], 2)}",
+                         f"{_n(s.get('master_cpu_ms'))} / {_n(s.get('master_runq_ms'))}",
                          f"{s['min_consumers']} / {_n(s.get('min_status_consuming'))}",
                          str(s["max_consumers"])])
     pause, interval = result.get("probe_pause_ms", 2), result.get("sample_interval_ms", 20)
@@ -698,7 +699,9 @@ def section_reexec(result: dict[str, Any]) -> str:
 quorum queue; `qsupervisorctl --json reexec`, `reexec --all` and, for comparison,
 `reload --preload bench` (what `--all` does to each program after the exec, without one),
 each as many times as *runs* says, in that order, 1 s apart and the daemon settled between
-them.
+them; each run starts once the whole machine has been at most 15 % busy for 0.5 s (or
+after 30 s), so that it does not measure the tail of the one before (256 workers exiting,
+the broker closing their connections).
 
 Socket: a separate client process (`bench/apps/socket_probe.py`) asks the control socket
 without end, a new connection per request (a connection open across the exec is not handed
@@ -706,7 +709,8 @@ over) with a {pause:g} ms pause between requests: `version`, and every 50 ms a `
 without worker entries or queue depths. A request made during the exec waits in the
 socket's backlog until the new image answers it. *Longest gap*: the longest time between
 two consecutive answers, from the launch until 0.5 s after the command returned; *around
-the exec*: the gap that contains the exec (the log's `re-executing` line); *floor*: the
+the exec*: the longest gap over the exec itself (from the log's `re-executing` line to its
+`qsupervisord re-executed`); *floor*: the
 longest gap in the 0.5 s before the launch, what this client sees with nothing happening.
 `took_ms`: the daemon's reply (from the exec to its records rebuilt, just before it serves
 again); *before the exec*: from the request to the exec (settling and the pre-flight check,
@@ -714,11 +718,13 @@ during which the old image answers), from its log.
 
 Consumers: the queue's consumer count from the broker (passive declares every
 {interval:g} ms on another connection) and the program's `consuming` from the client's
-`status` requests, over the same window. After each `reexec` the master, leader and worker
+`status` requests, over the same window. *Master CPU*: its CPU time, and its time
+runnable but waiting for a CPU, from the launch to the reply (`/proc/PID/schedstat`).
+After each `reexec` the master, leader and worker
 pids must be unchanged; after `--all` and the reload, the master's the same and every
 leader and worker pid new. Median / worst of the runs, in ms unless said.
 
-{_table(["N", "command", "runs", "longest gap", "around the exec", "`took_ms`", "before the exec", "longest single wait", "floor", "failed requests", "command s", "lowest consumers: broker / status", "highest consumers"], rows)}
+{_table(["N", "command", "runs", "longest gap", "around the exec", "`took_ms`", "before the exec", "longest single wait", "floor", "failed requests", "command s", "master CPU ms / waiting for a CPU", "lowest consumers: broker / status", "highest consumers"], rows)}
 """
 
 
