@@ -693,6 +693,14 @@ def section_reexec(result: dict[str, Any]) -> str:
                          f"{s['min_consumers']} / {_n(s.get('min_status_consuming'))}",
                          str(s["max_consumers"])])
     pause, interval = result.get("probe_pause_ms", 2), result.get("sample_interval_ms", 20)
+    each = "\n".join(
+        f"- {size['workers']} workers, `{mode}`: "
+        + ", ".join(f"{_n(r.get('took_ms'))} → {_n(r.get('exec_gap_ms'))}"
+                    + (f" (longest {_n(r['gap_ms'])} at {_n(r['gap_at_ms'] / 1000, 1)} s)"
+                       if mode != "reexec" and r.get("gap_ms") is not None
+                       and r["gap_ms"] > (r.get("exec_gap_ms") or 0) else "")
+                    for r in size["runs"][mode])
+        for size in result["sizes"] for mode in ("reexec", "reexec --all"))
     return f"""## Re-exec
 
 **How.** `bench/qsvbench/reexec.py`. A daemon with one program of N idle no-op workers on a
@@ -725,6 +733,10 @@ pids must be unchanged; after `--all` and the reload, the master's the same and 
 leader and worker pid new. Median / worst of the runs, in ms unless said.
 
 {_table(["N", "command", "runs", "longest gap", "around the exec", "`took_ms`", "before the exec", "longest single wait", "floor", "failed requests", "command s", "master CPU ms / waiting for a CPU", "lowest consumers: broker / status", "highest consumers"], rows)}
+
+Each run in order, `took_ms` → the gap around the exec (ms):
+
+{each}
 """
 
 
