@@ -89,6 +89,8 @@ class Probe:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(10)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
         try:
             data = json.loads(self.out.read_text())
             self.probes, self.failures = data["probes"], data["failures"]
