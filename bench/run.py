@@ -7,7 +7,7 @@
     python bench/run.py --quick --out /tmp/b.md   # tiny sizes: checks that it all works
 
 Parts: throughput, memory, control, reload, startup, delay, idle, handback, commands,
-metrics. See bench/README.md.
+metrics, autoscale, reexec. See bench/README.md.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from qsvbench import (  # noqa: E402
     machine,
     memory,
     metrics,
+    reexec,
     reload,
     report,
     startup,
@@ -130,6 +131,7 @@ def run_parts(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
         "commands": lambda: commands.run(settings),
         "metrics": lambda: metrics.run(settings),
         "autoscale": lambda: autoscale.run(settings, steady=args.steady),
+        "reexec": lambda: reexec.run(settings),
     }
     parts: dict[str, Any] = {}
     for name in report.PARTS:

@@ -16,7 +16,7 @@ from .common import BENCH_DIR, median
 
 MARKER = "bench-results-json"
 PARTS = ("throughput", "memory", "control", "reload", "startup", "delay", "idle", "handback",
-         "commands", "metrics", "autoscale")
+         "commands", "metrics", "autoscale", "reexec")
 COMMAND = "python bench/run.py"
 
 
@@ -167,6 +167,36 @@ def targets(parts: dict[str, Any]) -> list[list[str]]:
                      f"at most {s['steady_changes']} changes, "
                      f"{s['steady_direction_changes']} reversals in "
                      f"{s.get('steady_runs', 1)} runs", _ok(s["steady_direction_changes"] == 0)])
+    rx = result("reexec")
+    if rx:
+        rows.extend(_reexec_targets(rx))
+    return rows
+
+
+def _reexec_targets(result: dict[str, Any]) -> list[list[str]]:
+    sizes = result["sizes"]
+    big = max(sizes, key=lambda s: s["workers"])
+    limit = result.get("target_gap_ms", 200)
+    plain, every = big["summary"]["reexec"], big["summary"]["reexec --all"]
+    worst = max(plain["max_gap_ms"], every["max_exec_gap_ms"])
+    rolling = big["summary"].get("reload --preload")
+    reload_text = (f"; a plain `reload --preload`, {rolling['max_gap_ms']:.0f} ms)"
+                   if rolling else ")")
+    rows = [[f"control socket silent < {limit:.0f} ms during a re-exec at {big['workers']} "
+             f"workers",
+             f"`reexec`: longest gap {plain['gap_ms']:.0f} ms median, {plain['max_gap_ms']:.0f} "
+             f"ms worst of {plain['runs']} (`took_ms` {plain['took_ms']:.0f} / "
+             f"{plain['max_took_ms']:.0f}); `reexec --all`, around the exec: "
+             f"{every['exec_gap_ms']:.0f} / {every['max_exec_gap_ms']:.0f} ms. Not counted: "
+             f"`--all`'s rolling reload afterwards, worst gap {every['max_gap_ms']:.0f} ms "
+             f"(see Findings{reload_text}",
+             _ok(worst < limit)]]
+    lows = [(s["workers"], mode, s["summary"][mode]["min_consumers"]) for s in sizes
+            for mode in ("reexec", "reexec --all")]
+    rows.append(["consumer count never below the configured workers during `reexec` and "
+                 "`reexec --all`",
+                 "; ".join(f"{mode} at {n}: lowest {low}" for n, mode, low in lows),
+                 _ok(all(low is not None and low >= n for n, _, low in lows))])
     return rows
 
 
@@ -646,11 +676,75 @@ def _share(write: dict[str, Any], result: dict[str, Any]) -> str:
     return f"{write['histogram_ns'] / (cpu * 1000) * 100:.2f} %" if cpu else "a share not measured"
 
 
+def section_reexec(result: dict[str, Any]) -> str:
+    rows = []
+    for size in result["sizes"]:
+        for mode, s in size["summary"].items():
+            exec_gap = (f"{_n(s.get('exec_gap_ms'))} / {_n(s.get('max_exec_gap_ms'))}"
+                        if mode != "reload --preload" else "–")
+            took = (f"{_n(s['took_ms'])} / {_n(s['max_took_ms'])}"
+                    if mode != "reload --preload" else "–")
+            rows.append([str(size["workers"]), f"`{mode}`", str(s["runs"]),
+                         f"{_n(s['gap_ms'])} / {_n(s['max_gap_ms'])}", exec_gap, took,
+                         _n(s.get("before_exec_ms")), _n(s["longest_wait_ms"]),
+                         _n(s["floor_gap_ms"], 1), str(s["failures"]),
+                         f"{_n(s['ctl_s'], 2)} / {_n(s['max_ctl_s'], 2)}",
+                         f"{_n(s.get('master_cpu_ms'))} / {_n(s.get('master_runq_ms'))}",
+                         f"{s['min_consumers']} / {_n(s.get('min_status_consuming'))}",
+                         str(s["max_consumers"])])
+    pause, interval = result.get("probe_pause_ms", 2), result.get("sample_interval_ms", 20)
+    each = "\n".join(
+        f"- {size['workers']} workers, `{mode}`: "
+        + ", ".join(f"{_n(r.get('took_ms'))} → {_n(r.get('exec_gap_ms'))}"
+                    + (f" (longest {_n(r['gap_ms'])} at {_n(r['gap_at_ms'] / 1000, 1)} s)"
+                       if mode != "reexec" and r.get("gap_ms") is not None
+                       and r["gap_ms"] > (r.get("exec_gap_ms") or 0) else "")
+                    for r in size["runs"][mode])
+        for size in result["sizes"] for mode in ("reexec", "reexec --all"))
+    return f"""## Re-exec
+
+**How.** `bench/qsvbench/reexec.py`. A daemon with one program of N idle no-op workers on a
+quorum queue; `qsupervisorctl --json reexec`, `reexec --all` and, for comparison,
+`reload --preload bench` (what `--all` does to each program after the exec, without one),
+each as many times as *runs* says, in that order, 1 s apart and the daemon settled between
+them; each run starts once the whole machine has been at most 15 % busy for 0.5 s (or
+after 30 s), so that it does not measure the tail of the one before (256 workers exiting,
+the broker closing their connections).
+
+Socket: a separate client process (`bench/apps/socket_probe.py`) asks the control socket
+without end, a new connection per request (a connection open across the exec is not handed
+over) with a {pause:g} ms pause between requests: `version`, and every 50 ms a `status`
+without worker entries or queue depths. A request made during the exec waits in the
+socket's backlog until the new image answers it. *Longest gap*: the longest time between
+two consecutive answers, from the launch until 0.5 s after the command returned; *around
+the exec*: the longest gap over the exec itself (from the log's `re-executing` line to its
+`qsupervisord re-executed`); *floor*: the
+longest gap in the 0.5 s before the launch, what this client sees with nothing happening.
+`took_ms`: the daemon's reply (from the exec to its records rebuilt, just before it serves
+again); *before the exec*: from the request to the exec (settling and the pre-flight check,
+during which the old image answers), from its log.
+
+Consumers: the queue's consumer count from the broker (passive declares every
+{interval:g} ms on another connection) and the program's `consuming` from the client's
+`status` requests, over the same window. *Master CPU*: its CPU time, and its time
+runnable but waiting for a CPU, from the launch to the reply (`/proc/PID/schedstat`).
+After each `reexec` the master, leader and worker
+pids must be unchanged; after `--all` and the reload, the master's the same and every
+leader and worker pid new. Median / worst of the runs, in ms unless said.
+
+{_table(["N", "command", "runs", "longest gap", "around the exec", "`took_ms`", "before the exec", "longest single wait", "floor", "failed requests", "command s", "master CPU ms / waiting for a CPU", "lowest consumers: broker / status", "highest consumers"], rows)}
+
+Each run in order, `took_ms` → the gap around the exec (ms):
+
+{each}
+"""
+
+
 SECTIONS: dict[str, Callable[..., str]] = {
     "memory": section_memory, "control": section_control, "reload": section_reload,
     "startup": section_startup, "delay": section_delay, "idle": section_idle,
     "handback": section_handback, "commands": section_commands,
-    "metrics": section_metrics, "autoscale": section_autoscale,
+    "metrics": section_metrics, "autoscale": section_autoscale, "reexec": section_reexec,
 }
 
 

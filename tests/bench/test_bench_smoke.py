@@ -29,6 +29,7 @@ from qsvbench import (  # noqa: E402
     handback,
     idle,
     memory,
+    reexec,
     reload,
     report,
     startup,
@@ -60,6 +61,7 @@ def test_every_part_runs_and_the_report_shows_it(settings: Settings, tmp_path: P
         "handback": _part(handback.run(settings, sizes=(2,))),
         "commands": _part(commands.run(settings)),
         "autoscale": _part(autoscale.run(settings, high=2, burst=10, quiet=1.0, steady=4.0)),
+        "reexec": _part(reexec.run(settings, sizes=(2,), repeats=1)),
     }
     tp = parts["throughput"]["result"]["summary"]
     assert [(r["queue_type"], r["job"], r["workers"]) for r in tp] == [("classic", "noop", 1)]
@@ -77,6 +79,10 @@ def test_every_part_runs_and_the_report_shows_it(settings: Settings, tmp_path: P
     cmd = parts["commands"]["result"]["summary"]
     assert cmd and cmd[0]["case"] == "true"
     assert all(r[side]["median"] > 0 for r in cmd for side in ("bare", "qsupervisor", "no broker"))
+    rx = parts["reexec"]["result"]["sizes"][0]["summary"]
+    assert set(rx) == {"reexec", "reexec --all", "reload --preload"}
+    assert rx["reexec"]["gap_ms"] > 0 and rx["reexec"]["took_ms"] > 0
+    assert rx["reexec --all"]["min_consumers"] is not None
 
     out = tmp_path / "benchmarks.md"
     data = {"machine": {"cpu": "smoke"}, "bytecode": "smoke", "parts": parts}
@@ -84,7 +90,7 @@ def test_every_part_runs_and_the_report_shows_it(settings: Settings, tmp_path: P
     for heading in ("## Targets", "## 1. Throughput", "## 2. Memory", "## 3. Control latency",
                     "## 4. Reload", "## 5. Start-up", "## 6. Delay lateness", "## 7. Idle master",
                     "## 8. Handing back prefetched messages", "## Command programs",
-                    "## Autoscaling"):
+                    "## Autoscaling", "## Re-exec"):
         assert heading in text
     out.write_text(text)
     assert report.load_previous(out)["parts"].keys() == parts.keys()
