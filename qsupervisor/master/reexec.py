@@ -55,6 +55,7 @@ log = logs.get("qsupervisor.master")
 
 SETTLE_WAIT = 1.0  # seconds to wait for what cannot be handed over to clear
 SETTLE_POLL = 0.02
+ROLL_AFTER = 0.1  # seconds the new image serves before `--all` begins its first reload
 PREFLIGHT_TIMEOUT = 60.0  # seconds for the check child (it imports pika and the handlers' tiers)
 PREFLIGHT_OUTPUT_MAX = 16384  # bytes of its stderr kept for the reply
 # Blocked from just before the exec until the new image has its handlers: a SIGTERM
@@ -433,7 +434,9 @@ class ReExec:
         if self.rolling:
             self._rolling_reply = requester
             self._rolling_result = result
-            self._roll_next()
+            # After the clients that connected during the exec are answered: the first
+            # reload forks a leader, and the new image imports the leader tier for it.
+            master.loop.call_later(ROLL_AFTER, self._roll_next)
         elif requester is not None:
             if state["reload_all"]:  # --all with no program running: none to reload
                 result["programs"] = {}
