@@ -167,6 +167,7 @@ class ReExec:
         self._child_pipe: int | None = None
         self._child_timer: Timer | None = None
         self._snapshot_fd: int | None = None
+        self._checked: Config | None = None  # the configuration the check parsed
         # `--all`: programs still to reload --preload after the exec, the first one begun.
         self.rolling: list[str] = []
         self.rolling_begun = False
@@ -229,6 +230,7 @@ class ReExec:
     def _preflight(self) -> None:
         self.step = "checking"
         try:
+            self._checked = self.master.config
             self._snapshot_fd = write_state(self.capture(None))
             os.set_inheritable(self._snapshot_fd, True)
             read_end, write_end = os.pipe()
@@ -303,6 +305,12 @@ class ReExec:
 
     def _exec(self) -> None:
         master = self.master
+        if master.config is not self._checked:
+            # An `update` applied another configuration while the check ran: the new
+            # code must prove it parses that one too.
+            log.info("re-exec: the configuration changed during the check; checking again")
+            self._preflight()
+            return
         requester = self._requester[0] if self._requester is not None else None
         rolling = ([name for name, p in master.programs.items() if p.running]
                    if self._reload_all else self.rolling)

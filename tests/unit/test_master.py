@@ -28,6 +28,7 @@ from qsupervisor.master.control_server import ControlServer, PeerPolicy
 from qsupervisor.master.pool import backoff
 from qsupervisor.master.program import ProgramRuntime
 from qsupervisor.master.reconfigure import UnknownPrograms
+from qsupervisor.master.reexec import BLOCKED
 from qsupervisor.states import ProgramState
 from tests.unit.config_files import write
 from tests.unit.fakes import FakeLeader, FakeWorker, World, signal_status
@@ -443,6 +444,7 @@ class Answers:
     def __init__(self) -> None:
         self.sent: list[dict[str, Any]] = []
         self.outstanding = 1
+        self.sock, self._peer = socket.socketpair()  # what an exec would hand over
 
     def send(self, message: dict[str, Any]) -> None:
         self.sent.append(message)
@@ -495,3 +497,66 @@ def test_the_state_names_every_descriptor_and_what_the_daemon_started_with(make:
         for worker in program.workers():
             assert worker.channel is not None and worker.stats is not None
             assert {worker.channel.fileno(), worker.stats.fd} <= fds
+
+
+class Spawns:
+    """os.posix_spawn and os.execv as a re-exec calls them, recorded instead of run: the
+    check children exit when the test says; the exec fails as an execv can (ENOENT)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, world: World) -> None:
+        self.checks: list[list[str]] = []
+        self.execs: list[list[str]] = []
+        self.inheritable_at_exec: list[bool] = []
+        self.blocked_at_exec: set[int] = set()
+        self.world = world
+        monkeypatch.setattr(os, "posix_spawn", self._spawn)
+        monkeypatch.setattr(os, "execv", self._execv)
+
+    def _spawn(self, path: str, argv: list[str], env: Any, file_actions: Any = ()) -> int:
+        self.checks.append(argv)
+        return self.world.new_pid()
+
+    def _execv(self, path: str, argv: list[str]) -> None:
+        self.execs.append(argv)
+        self.blocked_at_exec = set(signal.pthread_sigmask(signal.SIG_BLOCK, []))
+        raise FileNotFoundError(2, "No such file or directory")
+
+
+def test_a_configuration_applied_during_the_check_is_checked_again(
+        make: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    d = make()
+    spawns = Spawns(monkeypatch, d.world)
+    reexec = d.master.reexec
+    asked = Answers()
+    reexec.request(asked, 1, reload_all=False)
+    assert reexec.step == "checking" and len(spawns.checks) == 1
+    assert spawns.checks[0][-2] == "--check-resume"
+    d.write({"orders": {"workers": 3}, "emails": {"workers": 1}})
+    d.master.update(None)  # while the first check runs
+    reexec.child_exited(reexec._child, 0)  # type: ignore[arg-type]
+    assert len(spawns.checks) == 2 and not spawns.execs, "the new configuration is checked"
+    reexec.child_exited(reexec._child, 0)  # type: ignore[arg-type]
+    assert len(spawns.execs) == 1 and spawns.execs[0][-2] == "--resume"
+
+
+def test_an_exec_that_fails_leaves_the_old_master_as_it_was(
+        make: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    d = make()
+    spawns = Spawns(monkeypatch, d.world)
+    reexec = d.master.reexec
+    asked = Answers()
+    reexec.request(asked, 1, reload_all=True)
+    reexec.child_exited(reexec._child, 0)  # type: ignore[arg-type]
+    assert len(spawns.execs) == 1
+    # The signals were blocked for the exec, and are not any more.
+    assert {signal.SIGTERM, signal.SIGCHLD} <= spawns.blocked_at_exec
+    assert not set(signal.pthread_sigmask(signal.SIG_BLOCK, [])) & set(BLOCKED)
+    assert asked.sent[0]["error"]["message"].startswith("cannot execute ")
+    assert reexec.step is None and reexec.rolling == []
+    assert not d.server.sock.get_inheritable()
+    for program in d.master.programs.values():
+        assert program.leader is not None and not program.leader.sock.get_inheritable()
+    # It serves on: the workers' exits still reach it.
+    d.workers_of("orders")[0].exit(0, reason="max_jobs")
+    d.world.run()
+    assert d.program("orders").serving() == 2
