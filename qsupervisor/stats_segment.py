@@ -220,13 +220,8 @@ class Stats:
             return 0, 0, 0
         return last_minute_of(self.ring(), now)
 
-    def release_fd(self) -> None:
-        """The worker has exited: its segment is not handed over any more; the mapping
-        stays readable (status shows its last figures)."""
+    def close(self) -> None:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
-
-    def close(self) -> None:
-        self.release_fd()
         self._map.close()

@@ -178,7 +178,6 @@ def _resume_problem(fd: int, config_path: str) -> str | None:
 def _resume(fd: int) -> int:
     """The new image of a master that re-executed: same pid, the old image's sockets,
     children and records. Nothing is claimed or bound; the pidfile names this pid."""
-    from qsupervisor import systemd
     from qsupervisor.master.handover import adopt_socket
     from qsupervisor.master.reexec import read_state
 

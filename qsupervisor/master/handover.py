@@ -30,11 +30,6 @@ class HandoverError(Exception):
     """The state cannot be handed over (or taken): the re-exec is refused, nothing changed."""
 
 
-def socket_fd(sock: socket.socket) -> int:
-    """The descriptor number of a socket the new image adopts."""
-    return sock.fileno()
-
-
 def adopt_socket(fd: int) -> socket.socket:
     sock = socket.socket(fileno=fd)
     sock.set_inheritable(False)  # the next fork must not leak it into a leader
@@ -42,7 +37,7 @@ def adopt_socket(fd: int) -> socket.socket:
 
 
 def leader_state(proc: LeaderProc) -> State:
-    return {"pid": proc.pid, "sock": socket_fd(proc.sock), "started": proc.started,
+    return {"pid": proc.pid, "sock": proc.sock.fileno(), "started": proc.started,
             "ready": proc.ready, "files": sorted(proc.files.items()), "version": proc.version}
 
 
@@ -52,7 +47,7 @@ def worker_state(worker: WorkerProc, leaders: list[LeaderProc]) -> State:
         "wid": worker.wid, "slot": worker.slot, "max_jobs": worker.max_jobs,
         "leader": leaders.index(worker.leader) if worker.leader in leaders else None,
         "spawned": worker.spawned, "state": worker.state.value, "pid": worker.pid,
-        "channel": socket_fd(worker.channel) if worker.channel is not None else None,
+        "channel": worker.channel.fileno() if worker.channel is not None else None,
         "stats": stats_fd,
         # An exited worker's last reading (status shows it while the slot keeps its record).
         "final": list(worker.final) if worker.final is not None else None,

@@ -43,12 +43,11 @@ from qsupervisor.master import handover
 from qsupervisor.master.control_server import Connection, ControlServer
 from qsupervisor.master.handover import FORMAT, HandoverError, State
 from qsupervisor.master.herald import HeraldLink
-from qsupervisor.master.host import ChildOwner
-from qsupervisor.master.loop import EventLoop, Timer
+from qsupervisor.master.host import Host
+from qsupervisor.master.loop import Timer
 from qsupervisor.master.metrics_server import MetricsServer
 from qsupervisor.master.output import ProgramOutput
 from qsupervisor.master.program import ProgramRuntime
-from qsupervisor.master.system import Processes
 from qsupervisor.master.totals import ProgramTotals
 
 log = logs.get("qsupervisor.master")
@@ -129,13 +128,11 @@ class StartedWith:
         return cls(daemon.socket, daemon.pidfile, daemon.logfile, daemon.log_format)
 
 
-class Master(Protocol):
-    """What a re-exec reads and rebuilds of the master (arbiter.py's Master)."""
+class Master(Host, Protocol):
+    """What a re-exec reads and rebuilds of the master (arbiter.py's Master): the host of
+    its programs, and more."""
 
     config: Config
-    daemon: DaemonConfig
-    loop: EventLoop
-    processes: Processes
     server: ControlServer
     metrics: MetricsServer | None
     herald: HeraldLink
@@ -145,12 +142,7 @@ class Master(Protocol):
     started: float
     started_with: StartedWith
     stopping: bool
-    log_format: str
 
-    def track_pid(self, pid: int, owner: ChildOwner) -> None: ...
-    def forget_pid(self, pid: int) -> None: ...
-    def changed(self) -> None: ...
-    def output_fd(self, program: str) -> int: ...
     def wait_for(self, check: Callable[[], dict[str, Any] | None],
                  reply: Callable[[dict[str, Any]], None]) -> None: ...
 
@@ -173,6 +165,7 @@ class ReExec:
         self.rolling_begun = False
         self.rolling_names: list[str] = []  # every program the rolling reloads, for the reply
         self._rolling_reply: tuple[Connection, Any] | None = None
+        self._rolling_result: dict[str, Any] = {}  # the re-exec's own reply, for --all's
 
     # -- the request ------------------------------------------------------------------
 
@@ -314,28 +307,24 @@ class ReExec:
         requester = self._requester[0] if self._requester is not None else None
         rolling = ([name for name, p in master.programs.items() if p.running]
                    if self._reload_all else self.rolling)
+        connections = list(master.server.connections.values())
+        for conn in connections:  # what the sockets take now; an idle one's rest goes over
+            conn.flush_now()
         try:
             state = self.capture(requester, rolling)
+            state["clients"] = [idle for conn in connections
+                                if conn is not requester and (idle := conn.idle_state())]
             state_fd = write_state(state)
         except (OSError, ValueError) as exc:
             self._refuse(f"cannot write the state to hand over: {exc}")
             return
         log.info("re-executing", version=__version__, pid=os.getpid(), all=self._reload_all)
         systemd.notify("RELOADING=1\nSTATUS=re-executing qsupervisor")
-        # Nothing below changes the state captured: the clients' buffers only.
-        for conn in list(master.server.connections.values()):
+        # Told only now that the state is written; the exec closes their connections.
+        for conn in connections:
             if conn is not requester and conn.outstanding:
                 conn.send(protocol.error(None, protocol.FAILED, WAITED_ERROR))
-            conn.flush_now()
-        # The idle ones go over as they are (their buffers written after the flush).
-        state["clients"] = [idle for conn in master.server.connections.values()
-                            if conn is not requester and (idle := conn.idle_state())]
-        os.close(state_fd)
-        try:
-            state_fd = write_state(state)
-        except (OSError, ValueError) as exc:
-            self._refuse(f"cannot write the state to hand over: {exc}")
-            return
+                conn.flush_now()
         inherited = handover.descriptors(state) + [state_fd]
         for fd in inherited:
             os.set_inheritable(fd, True)
@@ -379,7 +368,7 @@ class ReExec:
             "open_files_started_with": procutil.open_files_started_with(),
             "notify_socket": systemd.notify_socket(),
             "requester_fd": requester.sock.fileno() if requester is not None else None,
-            "clients": [],  # the idle connections, added just before the exec
+            "clients": [],  # the idle connections: added by the exec, not the check
             "requester_id": self._requester[1] if self._requester is not None else None,
             "reload_all": self._reload_all, "rolling": rolling,
             "rolling_begun": self.rolling_begun if rolling is self.rolling else False,

@@ -13,7 +13,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .daemon import Daemon, MakeDaemon, RawClient, run_ctl, worker_pids
 from .harness import PACKAGE_ROOT, Ledger, alive, program, runtime_program, wait_for
@@ -336,11 +336,17 @@ def test_clients_polling_through_reexecs_are_always_answered(
 
     asking = threading.Thread(target=keep_asking)
     asking.start()
-    time.sleep(0.5)
+
+    def twenty_more() -> Callable[[], bool]:
+        """A condition: 20 more requests answered than now (or the asking failed)."""
+        count = len(answers)
+        return lambda: len(answers) >= count + 20 or bool(failures)
+
     try:
-        for _ in range(3):
+        for _ in range(3):  # each re-exec between requests answered before and after it
+            wait_for(twenty_more(), what="requests answered on the open connection")
             reexec(daemon)
-            time.sleep(0.5)
+        wait_for(twenty_more(), what="requests answered after the last re-exec")
     finally:
         stop.set()
         asking.join(30)
